@@ -1,0 +1,3 @@
+from batchsim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The `batchsim` command: parse, build, run, write; errors become one line and exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from types import ModuleType
+
+from batchsim import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"batchsim: error: {message}\n")
+
+
+def _commands() -> dict[str, tuple[ModuleType, str]]:
+    from batchsim import profile_cmd, simulate_cmd
+
+    return {
+        "simulate": (simulate_cmd, "simulate a batching policy on a workload"),
+        "profile": (profile_cmd, "measure step costs on a real engine and fit cost models"),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="batchsim", description="Profile once, simulate batching policies "
+                     "in seconds, validate on the real engine.")
+    parser.add_argument("--version", action="version", version=f"batchsim {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (module, help_text) in _commands().items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(p)
+        p.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="batchsim: %(levelname)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("batchsim: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, OSError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"batchsim: error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,63 @@
+"""The summary table printed after a run, laid out like `vllm bench serve`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+WIDTH = 50
+
+
+def _title(text: str, fill: str = "-") -> str:
+    return f"{text:{fill}^{WIDTH}}"
+
+
+def _row(label: str, value: Any) -> str:
+    if value is None:
+        text = "n/a"
+    elif isinstance(value, float):
+        text = f"{value:.2f}"
+    else:
+        text = str(value)
+    return f"{label:<40}{text:>10}"
+
+
+def format_summary(metrics: dict[str, Any], policy: str) -> str:
+    m = metrics
+    lines = [
+        _title(" Simulation Result ", "="),
+        _row("Policy:", policy),
+        _row("Profile source:", m["profile_source"]),
+        _row("Successful requests:", m["completed"]),
+        _row("Rejected requests:", m["rejected"]),
+        _row("Benchmark duration (s):", m["duration_s"]),
+        _row("Request throughput (req/s):", m["request_throughput"]),
+        _row("Output token throughput (tok/s):", m["output_token_throughput"]),
+        _row("Total Token throughput (tok/s):", m["total_token_throughput"]),
+    ]
+    if "goodput" in m:
+        lines.append(_row("Request goodput (req/s):", m["goodput"]["request_goodput"]))
+    sections = [
+        ("ttft_ms", "Time to First Token", "TTFT"),
+        ("tpot_ms", "Time per Output Token (excl. 1st token)", "TPOT"),
+        ("itl_ms", "Inter-token Latency", "ITL"),
+        ("e2el_ms", "End-to-end Latency", "E2EL"),
+        ("queue_ms", "Queueing Delay", "Queue"),
+    ]
+    for key, title, short in sections:
+        lines.append(_title(title))
+        stats = m[key]
+        lines.append(_row(f"Mean {short} (ms):", stats["mean"]))
+        lines.append(_row(f"Median {short} (ms):", stats["median"]))
+        lines.append(_row(f"P99 {short} (ms):", stats["p99"]))
+    lines += [
+        _title("Server"),
+        _row("GPU busy fraction:", m["gpu_busy_fraction"]),
+        _row("Prefill time share:", m["prefill_time_share"]),
+        _row("Mean batch size:", m["mean_batch_size"]),
+        _row("Max KV utilization:", m["max_kv_utilization"]),
+        _row("Preemptions:", m["preemptions"]),
+        "=" * WIDTH,
+    ]
+    if m["profile_source"] == "analytic":
+        lines.append("note: analytic roofline profile (not measured); run `batchsim profile`")
+    return "\n".join(lines)

@@ -1,0 +1,90 @@
+"""Policy registry: a new policy is one file that registers itself here."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from policies.base import Policy
+
+P = TypeVar("P", bound=type[Policy])
+
+_REGISTRY: dict[str, type[Policy]] = {}
+
+
+def register(name: str, config_class: type) -> Callable[[P], P]:
+    """Class decorator: make a policy available under `name` with its config dataclass."""
+
+    def wrap(cls: P) -> P:
+        assert name not in _REGISTRY, f"policy {name!r} registered twice"
+        cls.name = name
+        cls.config_class = config_class
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_policy(name: str) -> type[Policy]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
+    return _REGISTRY[name]
+
+
+def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
+    """Build a policy's config from knob=value overrides (strings are parsed by field type)."""
+    config_class = get_policy(name).config_class
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    kwargs: dict[str, Any] = {}
+    for knob, raw in overrides.items():
+        if knob not in fields:
+            raise KeyError(
+                f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
+            )
+        kwargs[knob] = parse_value(knob, raw, hints[knob]) if isinstance(raw, str) else raw
+    return config_class(**kwargs)
+
+
+def parse_value(knob: str, raw: str, hint: Any) -> Any:
+    """Parse a command-line string into the knob's declared type."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if raw.lower() in ("none", "null") and type(None) in options:
+        return None
+    for option in options:
+        if option is type(None):
+            continue
+        origin = typing.get_origin(option)
+        if origin is typing.Literal:
+            if raw in typing.get_args(option):
+                return raw
+            continue
+        if origin is tuple:
+            return tuple(int(x) for x in raw.split(",") if x)
+        if option is bool:
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            continue
+        try:
+            return option(raw)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(f"knob {knob}: cannot read {raw!r} as {hint}")
+
+
+def _load_builtin() -> None:
+    # Importing the modules runs their @register decorators.
+    import policies.continuous  # noqa: F401
+    import policies.dynamic  # noqa: F401
+    import policies.static  # noqa: F401

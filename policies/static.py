@@ -1,0 +1,100 @@
+"""Static batching (seeds 000, 001): collect max_batch_size requests, or fewer once the oldest
+has waited max_queue_delay_ms; pad, prefill together, decode until the longest finishes; no
+request joins a running batch. Contiguous KV reservation (see policies.padded_batch)."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from policies.base import Plan, Policy, StepEvents, Wait
+from policies.kv import MemoryFacts
+from policies.padded_batch import STATIC_MEMORY_UTILIZATION, PaddedBatch, take_fitting
+from policies.registry import register
+from policies.request import Request
+
+BLOCK_SIZE = 16  # granularity for reporting contiguous reservations in blocks
+
+
+@dataclass(frozen=True)
+class StaticConfig:
+    max_batch_size: int = 8  # requests per batch
+    max_queue_delay_ms: float = 0.0  # dispatch a partial batch after this wait; 0 = wait for full
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size <= 0:
+            raise ValueError(f"max_batch_size must be positive, got {self.max_batch_size}")
+        if self.max_queue_delay_ms < 0:
+            raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+
+
+class PaddedBatchPolicy(Policy):
+    """Shared machinery of the policies that run static, padded batches."""
+
+    def __init__(self, config: object, memory: MemoryFacts, max_model_len: int) -> None:
+        super().__init__(config, memory, max_model_len)
+        self._capacity_tokens = memory.kv_capacity_tokens(STATIC_MEMORY_UTILIZATION)
+        self._batch: PaddedBatch | None = None
+
+    @property
+    def kv_capacity_blocks(self) -> int:
+        return self._capacity_tokens // BLOCK_SIZE
+
+    @property
+    def kv_block_size(self) -> int:
+        return BLOCK_SIZE
+
+    def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:
+        if max_total_tokens > self._capacity_tokens:
+            raise ValueError(
+                f"the longest request ({max_total_tokens} tokens) does not fit the KV memory "
+                f"({self._capacity_tokens} tokens at {STATIC_MEMORY_UTILIZATION:.0%} of the "
+                "device): use a larger device or reject long requests"
+            )
+
+    def complete(self, plan: Plan, num_steps: int) -> StepEvents:
+        assert self._batch is not None, "complete() without a running batch"
+        events = self._batch.complete(num_steps)
+        if self._batch.done:
+            self._batch = None
+        return events
+
+    def _start(self, candidates: list[Request]) -> PaddedBatch:
+        requests = take_fitting(candidates, self._capacity_tokens)
+        assert requests, f"request {candidates[0].index} does not fit; check_workload missed it"
+        self._batch = PaddedBatch(requests, BLOCK_SIZE)
+        return self._batch
+
+
+@register("static", StaticConfig)
+class Static(PaddedBatchPolicy):
+    config: StaticConfig
+
+    def __init__(self, config: StaticConfig, memory: MemoryFacts, max_model_len: int) -> None:
+        super().__init__(config, memory, max_model_len)
+        self._waiting: deque[Request] = deque()
+
+    def add_request(self, request: Request, now_s: float) -> str | None:
+        self._waiting.append(request)
+        return None
+
+    def has_work(self) -> bool:
+        return self._batch is not None or bool(self._waiting)
+
+    def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
+        if self._batch is not None:
+            return self._batch.plan()
+        if not self._waiting:
+            return Wait()
+        cfg = self.config
+        deadline = self._waiting[0].arrival_s + cfg.max_queue_delay_ms / 1e3
+        full = len(self._waiting) >= cfg.max_batch_size
+        timed_out = cfg.max_queue_delay_ms > 0 and now_s >= deadline
+        if not (full or timed_out or arrivals_done):
+            return Wait(until_s=deadline if cfg.max_queue_delay_ms > 0 else None)
+        candidates = [self._waiting[i] for i in range(min(cfg.max_batch_size, len(self._waiting)))]
+        batch = self._start(candidates)
+        for _ in batch.requests:
+            self._waiting.popleft()
+        return batch.plan()
+

@@ -1,0 +1,113 @@
+"""The profile file on disk while it is being measured: atomic saves, partial files, --resume.
+
+A run saves its document after every grid point (temp file + ``os.replace``, so a crash or
+Ctrl-C never leaves half a file). Until the run finishes the document says ``"complete": false``;
+``sim.profile.load_profile`` refuses such a file, and ``batchsim profile --resume`` continues it.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from profiler.host import RESUME_KEYS
+from sim.profile import SCHEMA, SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
+
+# The key that marks a profile as finished; a partial file has "complete": false.
+COMPLETE_KEY = "complete"
+
+
+def save_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write doc as JSON to path atomically (temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1, allow_nan=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path: Path) -> None:
+    """Raise OSError with a one-line reason if a profile cannot be written at path."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OSError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise OSError(f"cannot write {path}: it is a folder")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OSError(f"cannot write {path}: permission denied")
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_text()
+    except OSError as e:
+        raise OSError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path} is corrupted (not valid JSON: {e}); delete it or choose another --out"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path} is not a batchsim profile; delete it or choose another --out")
+    return doc
+
+
+def check_fresh_target(path: Path) -> None:
+    """A new run may replace a finished profile, never an interrupted one or a foreign file."""
+    if not path.exists():
+        return
+    doc = _read(path)
+    if doc.get(COMPLETE_KEY) is False:
+        raise ValueError(
+            f"{path} holds an interrupted profile: add --resume to continue it, or delete it"
+        )
+    logger.warning("%s exists and will be replaced by the new profile", path)
+
+
+def load_partial(path: Path, expected: dict[str, Any], run: dict[str, Any | None]) -> dict[str, Any]:
+    """Load an interrupted profile to resume; refuse one measured differently or damaged.
+
+    expected: this run's fingerprint; run: grid/seed/repeats given by the user (None = take the
+    file's).
+    """
+    if not path.exists():
+        raise ValueError(f"nothing to resume: {path} does not exist; run without --resume")
+    doc = _read(path)
+    if doc.get(COMPLETE_KEY) is not False:
+        raise ValueError(
+            f"{path} is already a complete profile: nothing to resume (delete it or choose "
+            "another --out to measure again)"
+        )
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {doc.get('schema_version')!r} cannot be resumed "
+                         f"by this batchsim ({SCHEMA_VERSION}); delete it and measure again")
+    fp = doc.get("fingerprint")
+    points, measured = doc.get("points"), doc.get("measured")
+    if not isinstance(fp, dict) or not isinstance(points, list) or not isinstance(measured, list):
+        raise ValueError(f"{path} is corrupted (fingerprint, points or measured list missing); "
+                         "delete it and measure again")
+    diff = [k for k in RESUME_KEYS if fp.get(k) != expected.get(k)]
+    if diff:
+        was = ", ".join(f"{k}={fp.get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={expected.get(k)!r}" for k in diff)
+        raise ValueError(f"cannot resume {path}: it was measured with {was}, this run has {now}; "
+                         "use the same --model/--device/--dtype on the same machine, or another --out")
+    saved = doc.get("run") or {}
+    for key, value in run.items():
+        if value is not None and saved.get(key) != value:
+            raise ValueError(f"cannot resume {path} with --{key} {value}: it was started with "
+                             f"--{key} {saved.get(key)}; drop the option or use the same value")
+    return doc

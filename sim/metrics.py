@@ -1,0 +1,120 @@
+"""Summary metrics, with the names and definitions of `vllm bench serve`.
+
+Per request: TTFT = first token - arrival; E2EL = last token - arrival;
+TPOT = (E2EL - TTFT) / (output_tokens - 1) (requests of one token have none);
+ITL = every gap between consecutive tokens of a request; queue = first scheduled - arrival.
+Percentiles interpolate linearly between samples (numpy's default, as vllm bench does).
+Throughputs divide by duration_s = last completion - first arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sim.recorder import Recorder
+
+STATS = ("mean", "median", "p90", "p95", "p99")
+PERCENTS = (50.0, 90.0, 95.0, 99.0)
+
+
+def parse_goodput(items: list[str]) -> dict[str, float]:
+    """`ttft:MS tpot:MS e2el:MS` -> {"ttft_ms": MS, ...}."""
+    slo: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep or name not in ("ttft", "tpot", "e2el"):
+            raise ValueError(f"--goodput takes ttft:MS tpot:MS e2el:MS, got {item!r}")
+        try:
+            slo[f"{name}_ms"] = float(value)
+        except ValueError:
+            raise ValueError(f"--goodput {item!r}: {value!r} is not a number of ms") from None
+        if slo[f"{name}_ms"] <= 0:
+            raise ValueError(f"--goodput {item!r}: the SLO must be positive")
+    return slo
+
+
+def weighted_percentiles(values: np.ndarray, weights: np.ndarray,
+                         percents: tuple[float, ...]) -> list[float]:
+    """np.percentile(np.repeat(values, weights), percents) without materialising the repeat."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)
+    total = int(cum[-1])
+    out = []
+    for p in percents:
+        rank = p / 100 * (total - 1)
+        lo, hi = int(np.floor(rank)), int(np.ceil(rank))
+        v_lo = v[np.searchsorted(cum, lo, side="right")]
+        v_hi = v[np.searchsorted(cum, hi, side="right")]
+        out.append(float(v_lo + (v_hi - v_lo) * (rank - lo)))
+    return out
+
+
+def stats_ms(values_s: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float | None]:
+    """mean/median/p90/p95/p99 in ms of finite values (None when there are none)."""
+    keep = np.isfinite(values_s)
+    values = values_s[keep] * 1e3
+    w = np.ones(len(values), dtype=np.int64) if weights is None else weights[keep]
+    if len(values) == 0 or w.sum() == 0:
+        return dict.fromkeys(STATS)
+    mean = float(np.average(values, weights=w))
+    pcts = weighted_percentiles(values, w, PERCENTS)
+    return dict(zip(STATS, [mean, *pcts], strict=True))
+
+
+def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFrame,
+              kv_capacity_blocks: int, profile_source: str,
+              goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
+    done = requests_df[requests_df["status"] == "completed"]
+    first_arrival = float(requests_df["arrival_s"].min())
+    last_finish = float(done["finish_s"].max()) if len(done) else first_arrival
+    duration = last_finish - first_arrival
+    rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
+    out_tokens = float(done["output_tokens"].sum())
+    in_tokens = float(done["input_tokens"].sum())
+    itl_values, itl_weights = recorder.itl_samples()
+    busy = steps_df["duration_s"].to_numpy()
+    phase = steps_df["phase"].astype(str).to_numpy()
+    prefill_tok = steps_df["prefill_tokens"].to_numpy()
+    tokens = prefill_tok + steps_df["decode_tokens"].to_numpy()
+    # Mixed steps count toward prefill in proportion to their prefill tokens.
+    share = np.where(phase == "prefill", 1.0,
+                     np.where(phase == "mixed", prefill_tok / np.maximum(tokens, 1), 0.0))
+    busy_total = float(busy.sum())
+    metrics: dict[str, Any] = {
+        "num_requests": int(len(requests_df)),
+        "completed": int(len(done)),
+        "rejected": int((requests_df["status"] == "rejected").sum()),
+        "duration_s": duration,
+        "request_throughput": rate(len(done)),
+        "output_token_throughput": rate(out_tokens),
+        "total_token_throughput": rate(out_tokens + in_tokens),
+    }
+    for name in ("ttft", "tpot", "itl", "e2el", "queue"):
+        if name == "itl":
+            metrics["itl_ms"] = stats_ms(itl_values, itl_weights)
+        else:
+            metrics[f"{name}_ms"] = stats_ms(done[f"{name}_ms"].to_numpy() / 1e3)
+    metrics.update({
+        "gpu_busy_fraction": busy_total / duration if duration > 0 else 0.0,
+        "prefill_time_share": float((busy * share).sum() / busy_total) if busy_total else 0.0,
+        "mean_batch_size": float(steps_df["batch_size"].mean()) if len(steps_df) else 0.0,
+        "max_kv_utilization": (float(steps_df["kv_blocks_used"].max()) / kv_capacity_blocks
+                               if len(steps_df) else 0.0),
+        "preemptions": int(requests_df["preemptions"].sum()),
+    })
+    if goodput:
+        good = np.ones(len(done), dtype=bool)
+        for key, limit in goodput.items():
+            good &= done[key].fillna(0.0).to_numpy() <= limit
+        metrics["goodput"] = {
+            "slo_ms": dict(goodput),
+            "good_requests": int(good.sum()),
+            "request_goodput": rate(int(good.sum())),
+        }
+    metrics["profile_source"] = profile_source
+    return metrics

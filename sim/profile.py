@@ -1,0 +1,143 @@
+"""Profile files: the versioned JSON contract between the profiler and the simulator.
+
+Schema (schema_version 1), written by `batchsim profile` and by bench/analytic_profile.py:
+
+    schema            "batchsim.profile"
+    schema_version    1
+    source            "measured" | "analytic"
+    fingerprint       device, device_type, driver, torch, transformers, dtype, model,
+                      config_hash, created (ISO 8601), host
+    model             name, family, num_layers, hidden_size, num_attention_heads, num_kv_heads,
+                      head_dim, vocab_size, max_model_len, num_params
+    memory            total_bytes, weight_bytes, kv_bytes_per_token, activation_reserve_bytes
+    cost_models       {key: {terms: [{feature: coef}], cv: {mape, max_ape, folds, n_points},
+                              domain: {feature: [min, max]}}}  keys: sim.cost_model.REQUIRED_MODELS
+                      (+ optional "cpu.packed.prefill")
+    kv_copy           optional {bytes_per_s, latency_s}: CPU->GPU KV transfer (hybrid policy)
+    points            raw measurements [{model: key, <StepShape fields>, time_s, spread_s, repeats}]
+    limits            optional {max_batch_size, oom: [...]}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.kv import MemoryFacts
+from sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
+
+SCHEMA = "batchsim.profile"
+SCHEMA_VERSION = 1
+
+DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "profiles" / "qwen2.5-0.5b-h100-analytic.json"
+
+
+class ProfileError(ValueError):
+    """A profile file that cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    path: str
+    source: str  # "measured" or "analytic"
+    fingerprint: dict[str, Any]
+    model: dict[str, Any]
+    memory: MemoryFacts
+    cost_models: dict[str, CostModel]
+    cv: dict[str, dict[str, Any]]
+    kv_copy: dict[str, float] | None
+    digest: str  # sha256 of the file bytes, first 12 hex digits
+
+    @property
+    def max_model_len(self) -> int:
+        return int(self.model["max_model_len"])
+
+    def cost_model(self, layout: str, phase: str, device: str = "gpu") -> CostModel:
+        key = phase_key(layout, phase, device)
+        if key not in self.cost_models:
+            raise ProfileError(f"{self.path}: profile has no cost model {key!r}")
+        return self.cost_models[key]
+
+    def summary(self) -> dict[str, Any]:
+        """Identity of the profile for run outputs."""
+        return {
+            "path": self.path,
+            "source": self.source,
+            "digest": self.digest,
+            "device": self.fingerprint.get("device"),
+            "model": self.model.get("name"),
+            "dtype": self.fingerprint.get("dtype"),
+        }
+
+
+def load_profile(path: str | Path | None = None) -> Profile:
+    """Read and validate a profile file; raise ProfileError naming the file and the problem."""
+    file = Path(path) if path is not None else DEFAULT_PROFILE
+    try:
+        raw = file.read_bytes()
+    except OSError as e:
+        raise ProfileError(f"{file}: cannot read profile: {e.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ProfileError(f"{file}: not a valid profile (corrupted JSON: {e})") from None
+    try:
+        return _parse(str(file), data, hashlib.sha256(raw).hexdigest()[:12])
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ProfileError):
+            raise
+        detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise ProfileError(f"{file}: not a valid profile ({detail})") from None
+
+
+def _parse(path: str, data: Any, digest: str) -> Profile:
+    if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+        raise ProfileError(f"{path}: not a batchsim profile (no \"schema\": \"{SCHEMA}\")")
+    version = data.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProfileError(
+            f"{path}: profile schema_version {version!r} is not supported (this batchsim reads "
+            f"{SCHEMA_VERSION}); re-run `batchsim profile` to regenerate it"
+        )
+    source = data["source"]
+    if source not in ("measured", "analytic"):
+        raise ValueError(f"source must be 'measured' or 'analytic', got {source!r}")
+    mem = data["memory"]
+    memory = MemoryFacts(
+        total_bytes=int(mem["total_bytes"]),
+        weight_bytes=int(mem["weight_bytes"]),
+        kv_bytes_per_token=int(mem["kv_bytes_per_token"]),
+        activation_reserve_bytes=int(mem.get("activation_reserve_bytes", 0)),
+    )
+    if memory.kv_bytes_per_token <= 0 or memory.total_bytes <= 0:
+        raise ValueError("memory.total_bytes and memory.kv_bytes_per_token must be positive")
+    models: dict[str, CostModel] = {}
+    cv: dict[str, dict[str, Any]] = {}
+    for key, entry in data["cost_models"].items():
+        try:
+            models[key] = CostModel.from_json(entry)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"cost model {key!r}: {e}") from None
+        cv[key] = dict(entry.get("cv") or {})
+    missing = [k for k in REQUIRED_MODELS if k not in models]
+    if missing:
+        raise ValueError(f"cost_models lacks {missing}")
+    model = dict(data["model"])
+    if int(model["max_model_len"]) <= 0:
+        raise ValueError("model.max_model_len must be positive")
+    kv_copy = data.get("kv_copy")
+    return Profile(
+        path=path,
+        source=source,
+        fingerprint=dict(data.get("fingerprint") or {}),
+        model=model,
+        memory=memory,
+        cost_models=models,
+        cv=cv,
+        kv_copy=dict(kv_copy) if kv_copy else None,
+        digest=digest,
+    )
