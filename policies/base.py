@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from policies.kv import MemoryFacts
@@ -40,13 +40,12 @@ FEATURES: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class StepShape:
+class StepShape(NamedTuple):
     """What a step costs depends on its shape, not on token values.
 
     For a padded (static) step every row counts, padding included: a prefill of B prompts padded
     to L has num_prefill_tokens = B*L; a decode step of B rows at context c has
-    decode_ctx_tokens = B*c.
+    decode_ctx_tokens = B*c. (A NamedTuple: built once per simulated step, so it must be cheap.)
     """
 
     num_seqs: int  # sequences in the step (prefill chunks + decodes)
@@ -69,12 +68,12 @@ class StepShape:
         """Feature vector in FEATURES order."""
         return (
             1.0,
-            float(self.num_seqs),
-            float(self.num_prefill_tokens + self.num_decode_seqs),
-            float(self.num_prefill_tokens),
-            float(self.num_decode_seqs),
-            float(self.prefill_attn_pairs),
-            float(self.decode_ctx_tokens),
+            self.num_seqs,
+            self.num_prefill_tokens + self.num_decode_seqs,
+            self.num_prefill_tokens,
+            self.num_decode_seqs,
+            self.prefill_attn_pairs,
+            self.decode_ctx_tokens,
         )
 
 
@@ -83,8 +82,7 @@ def chunk_attn_pairs(prefix_tokens: int, num_tokens: int) -> int:
     return num_tokens * prefix_tokens + num_tokens * (num_tokens + 1) // 2
 
 
-@dataclass(frozen=True, slots=True)
-class PrefillChunk:
+class PrefillChunk(NamedTuple):
     """Compute tokens [start, start + num_tokens) of a request's sequence (prompt, then any
     tokens generated before a recompute preemption); the first `start` are already cached."""
 

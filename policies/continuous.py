@@ -96,7 +96,7 @@ class Continuous(Policy):
         self._prefilling: dict[int, _Seq] = {}
         self._decoding: dict[int, Request] = {}
         self._finish_heap: list[tuple[int, int, int, _Seq]] = []  # (finish_step, index, version)
-        self._need = np.zeros(self._bs, dtype=np.int64)  # decodes needing a block, by step % bs
+        self._need = [0] * self._bs  # decoding requests needing a new block, by step % bs
         self._decode_kv = 0  # sum of KV lengths of decoding requests before the current step
         self._kv_tokens = 0  # tokens held in KV by all running requests
         self._step = 0  # index of the next step
@@ -137,7 +137,7 @@ class Continuous(Policy):
         step, budget = self._step, self.config.max_num_batched_tokens
         preempted: list[Request] = []
         # 1. Decodes: one token each; blocks for those crossing a block boundary this step.
-        need = int(self._need[step % self._bs])
+        need = self._need[step % self._bs]
         while need > self._free:
             victim = self._victim()
             if victim.req.index in self._decoding and self._needs_block(victim, step):
@@ -179,10 +179,9 @@ class Continuous(Policy):
         used = self._num_blocks - self._free
         tokens0 = self._kv_tokens + plan.shape.num_prefill_tokens + n_dec
         if num_steps > 1:
-            extra = np.cumsum(self._need[(step + np.arange(1, num_steps)) % self._bs])
-            self._free -= int(extra[-1])
-            events.kv_blocks_used = [used, *(used + extra).tolist()]
-            events.kv_tokens_used = (tokens0 + n_dec * np.arange(num_steps)).tolist()
+            events.kv_blocks_used = blocks = self._run_blocks(used, step, num_steps)
+            self._free -= blocks[-1] - used
+            events.kv_tokens_used = [tokens0 + n_dec * j for j in range(num_steps)]
         else:
             events.kv_blocks_used = [used]
             events.kv_tokens_used = [tokens0]
@@ -247,14 +246,11 @@ class Continuous(Policy):
         if not chunks and not n_dec:
             assert not self._running, "running requests but nothing scheduled"
             return Wait()
-        num_prefill = sum(c.num_tokens for c in chunks)
-        shape = StepShape(
-            num_seqs=n_dec + len(chunks),
-            num_prefill_tokens=num_prefill,
-            num_decode_seqs=n_dec,
-            prefill_attn_pairs=sum(chunk_attn_pairs(c.start, c.num_tokens) for c in chunks),
-            decode_ctx_tokens=self._decode_kv + n_dec,
-        )
+        num_prefill = pairs = 0
+        for _, start, n in chunks:
+            num_prefill += n
+            pairs += chunk_attn_pairs(start, n)
+        shape = StepShape(n_dec + len(chunks), num_prefill, n_dec, pairs, self._decode_kv + n_dec)
         repeats = 1 if chunks or preempted else self._max_decode_repeats()
         return Plan(
             prefills=chunks,
@@ -273,7 +269,7 @@ class Continuous(Policy):
         if limit <= 1:
             return 1
         # Step 0's blocks are taken; count how many further steps the free blocks cover.
-        per_cycle = int(self._need.sum())
+        per_cycle = sum(self._need)
         free = self._free
         if per_cycle == 0:
             return limit
@@ -281,12 +277,26 @@ class Continuous(Policy):
         steps = 1 + cycles * self._bs
         free -= cycles * per_cycle
         while steps < limit:
-            need = int(self._need[(self._step + steps) % self._bs])
+            need = self._need[(self._step + steps) % self._bs]
             if need > free:
                 break
             free -= need
             steps += 1
         return min(steps, limit)
+
+    def _run_blocks(self, used: int, step: int, num_steps: int) -> list[int]:
+        """Blocks held during each step of a decode run whose first step holds `used`."""
+        if num_steps > 64:
+            need = np.asarray(self._need)
+            extra = np.cumsum(need[(step + np.arange(1, num_steps)) % self._bs])
+            return [used, *(used + extra).tolist()]
+        out = [used]
+        need, bs, r = self._need, self._bs, (step + 1) % self._bs
+        for _ in range(num_steps - 1):
+            used += need[r]
+            out.append(used)
+            r = r + 1 if r + 1 < bs else 0
+        return out
 
     def _start_decode(self, seq: _Seq) -> None:
         seq.entry_step = self._step

@@ -9,8 +9,10 @@ monotonically with every feature and extrapolate sanely beyond the measured grid
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from operator import mul
 
 import numpy as np
 
@@ -52,27 +54,65 @@ class CostModel:
     def predict(self, shape: StepShape) -> float:
         """Seconds for one step of this shape."""
         x = shape.features()
-        return max(sum(c * v for c, v in zip(term, x)) for term in self.terms)
+        if len(self.terms) == 1:
+            return sum(map(mul, self.terms[0], x))
+        return max([sum(map(mul, term, x)) for term in self.terms])
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Seconds for each row of a [N, len(FEATURES)] feature matrix."""
         return np.max(np.asarray(self.terms) @ x.T, axis=0)
 
-    def predict_decode_run(self, shape: StepShape, num_steps: int) -> np.ndarray:
-        """Durations of num_steps decode steps starting at `shape`, each context one token longer.
+    def predict_decode_run(self, shape: StepShape, num_steps: int,
+                           stop_s: float = float("inf")) -> list[float]:
+        """Durations of up to num_steps decode steps starting at `shape`, each context one token
+        longer, stopping after the first step whose cumulative end reaches stop_s.
 
         Only decode_ctx_tokens changes between repeats (by num_decode_seqs per step), so each
-        term is linear in the step index: no per-token work.
+        term is a line in the step index j. When one line is the maximum at both ends of the run
+        it is the maximum throughout (their difference is linear), the durations are an
+        arithmetic progression and the stopping step has a closed form: no per-token work.
         """
         x = shape.features()
+        lines = [(sum(map(mul, term, x)), term[_CTX] * shape.num_decode_seqs)
+                 for term in self.terms]
+        last = num_steps - 1
+        b, s = max(lines)
+        if max(lines, key=lambda line: line[0] + line[1] * last) != (b, s) and (
+                max(line[0] + line[1] * last for line in lines) > b + s * last):
+            return self._crossing_run(lines, num_steps, stop_s)
+        n = num_steps if stop_s == float("inf") else min(num_steps, _steps_to_reach(b, s, stop_s))
+        return [b + s * j for j in range(n)]
+
+    @staticmethod
+    def _crossing_run(lines: list[tuple[float, float]], num_steps: int,
+                      stop_s: float) -> list[float]:
         steps = np.arange(num_steps, dtype=np.float64)
-        ctx_index = FEATURES.index("decode_ctx_tokens")
-        out = np.full(num_steps, -np.inf)
-        for term in self.terms:
-            base = sum(c * v for c, v in zip(term, x))
-            slope = term[ctx_index] * shape.num_decode_seqs
-            np.maximum(out, base + slope * steps, out=out)
-        return out
+        durations = np.max([b + s * steps for b, s in lines], axis=0)
+        if stop_s != float("inf"):
+            cut = int(np.searchsorted(np.cumsum(durations), stop_s, side="left")) + 1
+            durations = durations[:cut]
+        return durations.tolist()
+
+
+def _steps_to_reach(b: float, s: float, stop_s: float) -> int:
+    """Smallest m >= 1 with sum_{j<m} (b + s*j) >= stop_s."""
+
+    def total(m: int) -> float:
+        return m * b + s * m * (m - 1) / 2
+
+    if s > 0:
+        m = math.ceil((-(b - s / 2) + math.sqrt((b - s / 2) ** 2 + 2 * s * stop_s)) / s)
+    else:
+        m = math.ceil(stop_s / b)
+    m = max(m, 1)
+    while m > 1 and total(m - 1) >= stop_s:  # float rounding: settle on the exact boundary
+        m -= 1
+    while total(m) < stop_s:
+        m += 1
+    return m
+
+
+_CTX = FEATURES.index("decode_ctx_tokens")
 
 
 def phase_key(layout: str, phase: str, device: str = "gpu") -> str:

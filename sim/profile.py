@@ -103,6 +103,12 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
             f"{path}: profile schema_version {version!r} is not supported (this batchsim reads "
             f"{SCHEMA_VERSION}); re-run `batchsim profile` to regenerate it"
         )
+    # [profiler helper edit] an interrupted `batchsim profile` run leaves "complete": false
+    if data.get("complete") is False:
+        raise ProfileError(
+            f"{path}: profile is incomplete (an interrupted `batchsim profile` run); finish it with "
+            f"`batchsim profile --model MODEL --out {path} --resume`"
+        )
     source = data["source"]
     if source not in ("measured", "analytic"):
         raise ValueError(f"source must be 'measured' or 'analytic', got {source!r}")

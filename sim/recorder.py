@@ -9,6 +9,7 @@ reconstructed from the step end times at the end.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,17 +20,19 @@ if TYPE_CHECKING:
     from policies.request import Request
 
 PHASES = ("prefill", "decode", "mixed")
+_PHASE_CODE = {name: code for code, name in enumerate(PHASES)}
 
 
 class Recorder:
     def __init__(self, num_requests: int) -> None:
         n = num_requests
-        nan = np.full(n, np.nan)
-        self.first_sched_s = nan.copy()
-        self.first_token_s = nan.copy()
-        self.finish_s = nan.copy()
-        self.seg_start = np.full(n, -1, dtype=np.int64)  # step of the open token segment's 1st token
-        self.num_preemptions = np.zeros(n, dtype=np.int64)
+        nan = float("nan")
+        # Plain lists: setting one item per event is several times cheaper than on numpy.
+        self.first_sched_s = [nan] * n
+        self.first_token_s = [nan] * n
+        self.finish_s = [nan] * n
+        self.seg_start = [-1] * n  # step of the open token segment's first token, -1 = none
+        self.num_preemptions = [0] * n
         self.reject_reason: dict[int, str] = {}
         self.reject_s: dict[int, float] = {}
         # Closed token segments (first step, last step, request index): the request produced a
@@ -37,17 +40,11 @@ class Recorder:
         self.segments: list[tuple[int, int, int]] = []
         self.resume_gaps_s: list[float] = []
         self._last_token_end_s: dict[int, float] = {}
-        # Step columns.
-        self.step_start_s: list[float] = []
-        self.step_duration_s: list[float] = []
-        self.step_phase: list[int] = []
-        self.step_layout: list[str] = []
-        self.step_device: list[str] = []
-        self.step_num_seqs: list[int] = []
-        self.step_prefill_tokens: list[int] = []
-        self.step_decode_tokens: list[int] = []
-        self.step_kv_blocks: list[int] = []
-        self.step_kv_tokens: list[int] = []
+        # Steps, stored per run of identical steps and expanded by steps_table().
+        self._runs: list[tuple[int, float, int, str, str, int, int, int]] = []
+        self._durations: list[float] = []
+        self._kv_blocks: list[int] = []
+        self._kv_tokens: list[int] = []
         self.num_steps = 0
         self._last_end_s = 0.0
 
@@ -55,92 +52,105 @@ class Recorder:
         self.reject_reason[request.index] = reason
         self.reject_s[request.index] = now_s
 
-    def run(self, plan: Plan, start_s: float, durations: Sequence[float],
+    def run(self, plan: Plan, start_s: float, durations: list[float],
             events: StepEvents) -> None:
         """Record a run of len(durations) steps of plan starting at start_s."""
         k = len(durations)
         first = self.num_steps
-        ends = start_s + np.cumsum(durations) if k > 1 else [start_s + durations[0]]
+        ends = [start_s + durations[0]] if k == 1 else list(accumulate(durations, initial=start_s))[1:]
         for r in plan.preempted:
             i = r.index
             self.num_preemptions[i] += 1
             if self.seg_start[i] >= 0:  # it had been decoding: its last token was the prior step
-                self.segments.append((int(self.seg_start[i]), first - 1, i))
+                self.segments.append((self.seg_start[i], first - 1, i))
                 self._last_token_end_s[i] = self._last_end_s
                 self.seg_start[i] = -1
         for chunk in plan.prefills:
-            if chunk.start == 0 and np.isnan(self.first_sched_s[chunk.request.index]):
-                self.first_sched_s[chunk.request.index] = start_s
+            i = chunk.request.index
+            if chunk.start == 0 and self.first_sched_s[i] != self.first_sched_s[i]:  # NaN: unset
+                self.first_sched_s[i] = start_s
         for r, off in events.first_tokens:
             self.first_token_s[r.index] = ends[off]
             self.seg_start[r.index] = first + off
         for r, off in events.resumed:
-            self.resume_gaps_s.append(float(ends[off]) - self._last_token_end_s.pop(r.index))
+            self.resume_gaps_s.append(ends[off] - self._last_token_end_s.pop(r.index))
             self.seg_start[r.index] = first + off
         for r, off in events.finished:
             self.finish_s[r.index] = ends[off]
-            self.segments.append((int(self.seg_start[r.index]), first + off, r.index))
+            self.segments.append((self.seg_start[r.index], first + off, r.index))
             self.seg_start[r.index] = -1
         shape = plan.shape
-        phase = PHASES.index(shape.phase)
-        if k == 1:
-            self.step_start_s.append(start_s)
-        else:
-            self.step_start_s.extend((ends - np.asarray(durations)).tolist())
-        self.step_duration_s.extend(durations if k == 1 else np.asarray(durations).tolist())
-        self.step_phase.extend([phase] * k)
-        self.step_layout.extend([plan.layout] * k)
-        self.step_device.extend([plan.device] * k)
-        self.step_num_seqs.extend([shape.num_seqs] * k)
-        self.step_prefill_tokens.extend([shape.num_prefill_tokens] * k)
-        self.step_decode_tokens.extend([shape.num_decode_seqs] * k)
-        self.step_kv_blocks.extend(events.kv_blocks_used)
-        self.step_kv_tokens.extend(events.kv_tokens_used)
+        self._runs.append((k, start_s, _PHASE_CODE[shape.phase], plan.layout, plan.device,
+                           shape.num_seqs, shape.num_prefill_tokens, shape.num_decode_seqs))
+        self._durations.extend(durations)
+        self._kv_blocks.extend(events.kv_blocks_used)
+        self._kv_tokens.extend(events.kv_tokens_used)
         self.num_steps += k
-        self._last_end_s = float(ends[-1])
+        self._last_end_s = ends[-1]
+
+    def _step_times(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start_s, duration_s) of every step: run start + durations before it in the run."""
+        dur = np.asarray(self._durations, dtype=np.float64)
+        if not self._runs:
+            return dur, dur
+        ks = np.array([run[0] for run in self._runs])
+        run_start = np.array([run[1] for run in self._runs])
+        csum = np.cumsum(dur)
+        first = np.cumsum(ks) - ks
+        before = np.concatenate(([0.0], csum))[first]  # cumulative duration before each run
+        ends = np.repeat(run_start - before, ks) + csum
+        return ends - dur, dur
 
     # -- tables ---------------------------------------------------------------------------------
 
     def steps_table(self) -> pd.DataFrame:
+        start, dur = self._step_times()
+        ks = [run[0] for run in self._runs]
+
+        def column(i: int) -> np.ndarray:
+            return np.repeat(np.array([run[i] for run in self._runs]), ks)
+
         return pd.DataFrame({
             "step": np.arange(self.num_steps),
-            "start_s": self.step_start_s,
-            "duration_s": self.step_duration_s,
-            "phase": pd.Categorical.from_codes(self.step_phase, categories=list(PHASES)),
-            "layout": self.step_layout,
-            "device": self.step_device,
-            "batch_size": self.step_num_seqs,
-            "prefill_tokens": self.step_prefill_tokens,
-            "decode_tokens": self.step_decode_tokens,
-            "kv_blocks_used": self.step_kv_blocks,
-            "kv_tokens_used": self.step_kv_tokens,
+            "start_s": start,
+            "duration_s": dur,
+            "phase": pd.Categorical.from_codes(column(2) if ks else [], categories=list(PHASES)),
+            "layout": column(3) if ks else [],
+            "device": column(4) if ks else [],
+            "batch_size": column(5) if ks else [],
+            "prefill_tokens": column(6) if ks else [],
+            "decode_tokens": column(7) if ks else [],
+            "kv_blocks_used": self._kv_blocks,
+            "kv_tokens_used": self._kv_tokens,
         })
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:
         arrival = np.array([r.arrival_s for r in requests])
         out_tokens = np.array([r.output_tokens for r in requests])
-        ttft = self.first_token_s - arrival
-        e2el = self.finish_s - arrival
+        first_sched = np.asarray(self.first_sched_s)
+        first_token = np.asarray(self.first_token_s)
+        finish = np.asarray(self.finish_s)
         with np.errstate(invalid="ignore", divide="ignore"):
-            tpot = np.where(out_tokens > 1, (self.finish_s - self.first_token_s) / (out_tokens - 1),
-                            np.nan)
+            tpot = np.where(out_tokens > 1, (finish - first_token) / (out_tokens - 1), np.nan)
         reason = [self.reject_reason.get(r.index, "") for r in requests]
+        status = np.where(np.isfinite(finish), "completed", "unfinished").astype(object)
+        rejected = np.array([bool(x) for x in reason])
+        status[rejected] = "rejected"
         return pd.DataFrame({
             "id": [r.id for r in requests],
             "arrival_s": arrival,
             "input_tokens": [r.input_tokens for r in requests],
             "output_tokens": out_tokens,
             "priority": [r.priority for r in requests],
-            "status": ["rejected" if x else "completed" if np.isfinite(f) else "unfinished"
-                       for x, f in zip(reason, self.finish_s, strict=True)],
+            "status": status,
             "reject_reason": reason,
-            "queue_ms": (self.first_sched_s - arrival) * 1e3,
-            "ttft_ms": ttft * 1e3,
+            "queue_ms": (first_sched - arrival) * 1e3,
+            "ttft_ms": (first_token - arrival) * 1e3,
             "tpot_ms": tpot * 1e3,
-            "e2el_ms": e2el * 1e3,
-            "first_token_s": self.first_token_s,
-            "finish_s": self.finish_s,
-            "preemptions": self.num_preemptions,
+            "e2el_ms": (finish - arrival) * 1e3,
+            "first_token_s": first_token,
+            "finish_s": finish,
+            "preemptions": np.asarray(self.num_preemptions, dtype=np.int64),
         })
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +159,8 @@ class Recorder:
         A segment (a, b) is a run of steps a..b in each of which the request produced a token,
         so it contributes the gaps end[s] - end[s-1] for s in a+1..b.
         """
-        ends = np.asarray(self.step_start_s) + np.asarray(self.step_duration_s)
-        gaps = np.diff(ends, prepend=np.nan)
+        start, dur = self._step_times()
+        gaps = np.diff(start + dur, prepend=np.nan)
         weight = np.zeros(self.num_steps + 1, dtype=np.int64)
         if self.segments:
             seg = np.asarray(self.segments, dtype=np.int64)

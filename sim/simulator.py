@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import simpy
 
 from policies.base import Plan, Policy, Wait
@@ -94,7 +93,7 @@ class Simulator:
                 continue
             start = env.now
             durations = self._durations(decision, start)
-            yield env.timeout(float(np.sum(durations)) if len(durations) > 1 else durations[0])
+            yield env.timeout(sum(durations) if len(durations) > 1 else durations[0])
             events = policy.complete(decision, len(durations))
             rec.run(decision, start, durations, events)
             if events.finished and self.progress is not None:
@@ -134,15 +133,12 @@ class Simulator:
             raise AssertionError(f"{self.policy.name} is stuck with queued work and no arrivals")
         self._wake = None
 
-    def _durations(self, plan: Plan, start_s: float) -> list[float] | np.ndarray:
+    def _durations(self, plan: Plan, start_s: float) -> list[float]:
         model = self.profile.cost_model(plan.layout, plan.phase, plan.device)
         if plan.max_repeats == 1 or not self.fast_forward:
             return [model.predict(plan.shape)]
-        durations = model.predict_decode_run(plan.shape, plan.max_repeats)
-        if self._next < len(self.requests):
-            # Stop at the first step that ends at or after the next arrival: the policy must
-            # see that request before the following step, as it would stepping one by one.
-            ends = start_s + np.cumsum(durations)
-            cut = int(np.searchsorted(ends, self.arrival_s[self._next], side="left")) + 1
-            durations = durations[:cut]
-        return durations
+        # Stop at the first step that ends at or after the next arrival: the policy must see
+        # that request before the following step, as it would stepping one by one.
+        stop = (self.arrival_s[self._next] - start_s if self._next < len(self.requests)
+                else float("inf"))
+        return model.predict_decode_run(plan.shape, plan.max_repeats, stop)

@@ -45,8 +45,20 @@ def knob_sets(policy: str) -> list[dict[str, str]]:
     return KNOBS.get(policy, [{}])  # a new policy is tested with its defaults
 
 
+# Costs with irrational factors, so that no step ends exactly on a (4-decimal) arrival time:
+# at an exact tie, which of the two events comes first is decided by float rounding.
+R2, R3 = 2**0.5, 3**0.5
+COSTS = {
+    "packed.prefill": [{"num_prefill_tokens": 1e-3 * R2, "const": 1e-4 * R3}],
+    "packed.decode": [{"const": 5e-3 * R3, "decode_ctx_tokens": 1e-5 * R2}],
+    "packed.mixed": [{"const": 5e-3 * R3, "num_prefill_tokens": 1e-3 * R2}],
+    "padded.prefill": [{"num_prefill_tokens": 1e-3 * R2, "const": 1e-4 * R3}],
+    "padded.decode": [{"const": 5e-3 * R3, "decode_ctx_tokens": 1e-5 * R2}],
+}
+
+
 def simulate_rows(policy, knobs, rows, fast_forward=True):
-    profile = fake_profile(kv_tokens=KV_TOKENS, max_model_len=MAX_LEN)
+    profile = fake_profile(kv_tokens=KV_TOKENS, max_model_len=MAX_LEN, costs=COSTS)
     rows = [(a, n_in, min(n_out, MAX_LEN - n_in) or 1, p) for a, n_in, n_out, p in rows]
     workload = make_workload([r[:3] for r in rows], [r[3] for r in rows])
     pol = get_policy(policy)(make_config(policy, knobs), profile.memory, profile.max_model_len)
