@@ -27,17 +27,19 @@ def one_case(args: argparse.Namespace) -> None:
     from sim.run import RunSpec, prepare, simulate
     from sim.workload import SyntheticSpec
 
-    spec = RunSpec(policy="continuous", profile=args.profile, seed=0, synthetic=SyntheticSpec(
+    synthetic = SyntheticSpec(
         num_requests=args.n, request_rate=args.rate, input_len=args.input_len,
-        output_len=args.output_len, range_ratio=args.range_ratio, lengths_from=args.lengths_from))
+        output_len=args.output_len, range_ratio=args.range_ratio, lengths_from=args.lengths_from)
+    spec = RunSpec(policy="continuous", profile=args.profile, seed=0, synthetic=synthetic)
     prep = prepare(spec)
     start, cpu0 = time.perf_counter(), time.process_time()
     out = simulate(prep)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     m = out.metrics
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "sim_s": m["duration_s"], "completed": m["completed"],
-                      "request_throughput": m["request_throughput"], "steps": len(out.steps),
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "sim_s": m["duration_s"],
+                      "completed": m["completed"], "steps": len(out.steps),
+                      "request_throughput": m["request_throughput"],
                       "peak_rss_mb": peak_mb}))
 
 

@@ -77,6 +77,9 @@ class StepShape(NamedTuple):
         )
 
 
+_EMPTY_SHAPE = StepShape(0, 0, 0, 0, 0)
+
+
 def chunk_attn_pairs(prefix_tokens: int, num_tokens: int) -> int:
     """Causal query-key pairs of a prefill chunk of num_tokens after prefix_tokens cached ones."""
     return num_tokens * prefix_tokens + num_tokens * (num_tokens + 1) // 2
@@ -121,7 +124,7 @@ class Plan(Decision):
 
     prefills: list[PrefillChunk] = field(default_factory=list)
     decodes: list[Request] = field(default_factory=list)  # real rows only, padding excluded
-    shape: StepShape = StepShape(0, 0, 0, 0, 0)
+    shape: StepShape = _EMPTY_SHAPE
     layout: Layout = "packed"
     device: Device = "gpu"
     max_repeats: int = 1
@@ -134,7 +137,7 @@ class Plan(Decision):
 
 @dataclass(slots=True)
 class StepEvents:
-    """What happened during a run of num_steps steps; offsets are 0-based step indexes in the run."""
+    """What happened during a run of num_steps steps; offsets are 0-based step indexes."""
 
     first_tokens: list[tuple[Request, int]] = field(default_factory=list)
     # token after a recompute prefill of a preempted request (not its first token)
@@ -182,5 +185,7 @@ class Policy(ABC):
     def kv_block_size(self) -> int:
         return 16
 
-    def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:
-        """Raise ValueError if the knobs cannot serve the longest request of the workload."""
+    def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:  # noqa: B027
+        """Raise ValueError if the knobs cannot serve the longest request of the workload.
+
+        The default accepts any workload; policies with limits override it."""

@@ -61,8 +61,17 @@ class ContinuousConfig:
 class _Seq:
     """A request's scheduling state inside the continuous policy."""
 
-    __slots__ = ("req", "target", "computed", "gen", "entry_step", "entry_len", "finish_step",
-                 "residue", "version")
+    __slots__ = (
+        "computed",
+        "entry_len",
+        "entry_step",
+        "finish_step",
+        "gen",
+        "req",
+        "residue",
+        "target",
+        "version",
+    )
 
     def __init__(self, req: Request) -> None:
         self.req = req
@@ -287,8 +296,7 @@ class Continuous(Policy):
     def _run_blocks(self, used: int, step: int, num_steps: int) -> list[int]:
         """Blocks held during each step of a decode run whose first step holds `used`."""
         if num_steps > 64:
-            need = np.asarray(self._need)
-            extra = np.cumsum(need[(step + np.arange(1, num_steps)) % self._bs])
+            extra = np.cumsum(np.asarray(self._need)[(step + np.arange(1, num_steps)) % self._bs])
             return [used, *(used + extra).tolist()]
         out = [used]
         need, bs, r = self._need, self._bs, (step + 1) % self._bs

@@ -85,6 +85,6 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    import policies.continuous  # noqa: F401
-    import policies.dynamic  # noqa: F401
+    import policies.continuous
+    import policies.dynamic
     import policies.static  # noqa: F401

@@ -37,7 +37,7 @@ class CostModel:
             unknown = set(term) - set(FEATURES)
             if unknown:
                 raise ValueError(f"unknown features {sorted(unknown)}; known: {list(FEATURES)}")
-            coef = tuple(float(term.get(name, 0.0)) for name in FEATURES)  # type: ignore[arg-type]
+            coef = tuple(float(term.get(name, 0.0)) for name in FEATURES)
             if any(not np.isfinite(c) or c < 0 for c in coef):
                 raise ValueError(f"coefficients must be finite and non-negative, got {coef}")
             terms.append(coef)
@@ -116,7 +116,7 @@ _CTX = FEATURES.index("decode_ctx_tokens")
 
 
 def phase_key(layout: str, phase: str, device: str = "gpu") -> str:
-    """Name of the cost model for a step: 'packed.decode', 'padded.prefill', 'cpu.packed.prefill'."""
+    """Cost model of a step: 'packed.decode', 'padded.prefill', 'cpu.packed.prefill'."""
     key = f"{layout}.{phase}"
     return key if device == "gpu" else f"{device}.{key}"
 

@@ -86,8 +86,8 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
                      np.where(phase == "mixed", prefill_tok / np.maximum(tokens, 1), 0.0))
     busy_total = float(busy.sum())
     metrics: dict[str, Any] = {
-        "num_requests": int(len(requests_df)),
-        "completed": int(len(done)),
+        "num_requests": len(requests_df),
+        "completed": len(done),
         "rejected": int((requests_df["status"] == "rejected").sum()),
         "duration_s": duration,
         "request_throughput": rate(len(done)),

@@ -33,7 +33,10 @@ from sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-DEFAULT_PROFILE = Path(__file__).resolve().parent.parent / "profiles" / "qwen2.5-0.5b-h100-analytic.json"
+# Shipped default: the analytic H100 roofline of qwen2.5-0.5b, until a measured one lands.
+DEFAULT_PROFILE = (
+    Path(__file__).resolve().parent.parent / "profiles" / "qwen2.5-0.5b-h100-analytic.json"
+)
 
 
 class ProfileError(ValueError):
@@ -103,11 +106,11 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
             f"{path}: profile schema_version {version!r} is not supported (this batchsim reads "
             f"{SCHEMA_VERSION}); re-run `batchsim profile` to regenerate it"
         )
-    # [profiler helper edit] an interrupted `batchsim profile` run leaves "complete": false
+    # An interrupted `batchsim profile` run leaves "complete": false.
     if data.get("complete") is False:
         raise ProfileError(
-            f"{path}: profile is incomplete (an interrupted `batchsim profile` run); finish it with "
-            f"`batchsim profile --model MODEL --out {path} --resume`"
+            f"{path}: profile is incomplete (an interrupted `batchsim profile` run); finish it "
+            f"with `batchsim profile --model MODEL --out {path} --resume`"
         )
     source = data["source"]
     if source not in ("measured", "analytic"):

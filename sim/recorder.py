@@ -57,7 +57,10 @@ class Recorder:
         """Record a run of len(durations) steps of plan starting at start_s."""
         k = len(durations)
         first = self.num_steps
-        ends = [start_s + durations[0]] if k == 1 else list(accumulate(durations, initial=start_s))[1:]
+        if k == 1:
+            ends = [start_s + durations[0]]
+        else:
+            ends = list(accumulate(durations, initial=start_s))[1:]
         for r in plan.preempted:
             i = r.index
             self.num_preemptions[i] += 1
@@ -114,7 +117,9 @@ class Recorder:
             "step": np.arange(self.num_steps),
             "start_s": start,
             "duration_s": dur,
-            "phase": pd.Categorical.from_codes(column(2) if ks else [], categories=list(PHASES)),
+            "phase": pd.Categorical.from_codes(
+                column(2) if ks else np.zeros(0, dtype=np.int64),
+                categories=pd.Index(list(PHASES))),
             "layout": column(3) if ks else [],
             "device": column(4) if ks else [],
             "batch_size": column(5) if ks else [],

@@ -67,7 +67,7 @@ class Simulator:
 
     # -- processes -------------------------------------------------------------------------
 
-    def _arrivals(self):  # type: ignore[no-untyped-def]
+    def _arrivals(self):
         env = self.env
         for request in self.requests:
             if request.arrival_s > env.now:
@@ -77,7 +77,7 @@ class Simulator:
             if self._wake is not None and not self._wake.triggered:
                 self._wake.succeed()
 
-    def _gpu(self):  # type: ignore[no-untyped-def]
+    def _gpu(self):
         env, policy, rec = self.env, self.policy, self.recorder
         total = len(self.requests)
         while True:
@@ -116,7 +116,7 @@ class Simulator:
     def _reject(self, request: Request, reason: str) -> None:
         self.recorder.reject(request, reason, self.env.now)
 
-    def _idle(self, decision: Wait):  # type: ignore[no-untyped-def]
+    def _idle(self, decision: Wait):
         env = self.env
         self._wake = env.event()
         if self._next < len(self.requests) or decision.until_s is not None:

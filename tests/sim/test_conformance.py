@@ -27,9 +27,10 @@ requests = st.lists(
 )
 
 KNOBS = {
-    "continuous": [{}, {"block_size": "4", "max_num_batched_tokens": "32", "max_num_seqs": "8"},
-                   {"enable_chunked_prefill": "false", "max_num_batched_tokens": "96", "max_num_seqs": "16",
-                    "policy": "priority", "block_size": "8"},
+    "continuous": [{},
+                   {"block_size": "4", "max_num_batched_tokens": "32", "max_num_seqs": "8"},
+                   {"enable_chunked_prefill": "false", "max_num_batched_tokens": "96",
+                    "max_num_seqs": "16", "policy": "priority", "block_size": "8"},
                    {"long_prefill_token_threshold": "16", "max_num_seqs": "3"}],
     "static": [{"max_batch_size": "3"}, {"max_batch_size": "5", "max_queue_delay_ms": "20"}],
     "dynamic": [{"max_batch_size": "4"},

@@ -89,7 +89,7 @@ def test_dynamic_with_no_delay_dispatches_at_once():
 
 def test_dynamic_preferred_size_dispatches_before_the_delay():
     """Preferred size 2 is reached when B arrives, long before the 1 s delay runs out."""
-    req, steps, _ = run("dynamic", [A, B], knobs={
+    _, steps, _ = run("dynamic", [A, B], knobs={
         "max_batch_size": "4", "preferred_batch_size": "2",
         "max_queue_delay_microseconds": "1000000"})
     assert steps["start_s"].iloc[0] == ms(0.012)

@@ -1,0 +1,70 @@
+"""Metric definitions: percentiles, inter-token latencies, goodput."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.metrics import parse_goodput, weighted_percentiles
+from tests.sim.test_timelines import run
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1e3, 1e3, allow_nan=False), st.integers(1, 20)),
+                min_size=1, max_size=30))
+def test_weighted_percentiles_equal_numpy_on_the_repeated_samples(pairs):
+    values = np.array([v for v, _ in pairs])
+    weights = np.array([w for _, w in pairs])
+    got = weighted_percentiles(values, weights, (0.0, 50.0, 90.0, 99.0, 100.0))
+    want = np.percentile(np.repeat(values, weights), [0, 50, 90, 99, 100])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_itl_counts_every_gap_of_every_request_once():
+    """Static batch of 2 (hand costs): decode steps of 5 ms; A has 3 tokens, B 2 -> 3 ITLs."""
+    _, _, metrics = run("static", [(0.0, 10, 3), (0.0, 5, 2)], knobs={"max_batch_size": "2"})
+    assert metrics["itl_ms"]["mean"] == pytest.approx(5.0)
+    _, _, metrics = run("continuous", [(0.0, 4, 1)])
+    assert metrics["itl_ms"]["mean"] is None and metrics["tpot_ms"]["mean"] is None
+
+
+def test_throughput_and_goodput():
+    """A finishes at 25 ms, B at 30 ms; duration 30 ms from the first arrival."""
+    _, _, m = run("continuous", [(0.0, 10, 3), (0.012, 5, 2)])
+    assert m["duration_s"] == pytest.approx(0.030)
+    assert m["request_throughput"] == pytest.approx(2 / 0.030)
+    assert m["output_token_throughput"] == pytest.approx(5 / 0.030)
+    assert m["total_token_throughput"] == pytest.approx(20 / 0.030)
+    assert m["gpu_busy_fraction"] == pytest.approx(1.0)
+
+
+def test_goodput_counts_requests_within_every_slo():
+    from policies.registry import get_policy, make_config
+    from sim.run import Prepared, RunSpec, simulate
+    from tests.conftest import fake_profile, make_workload
+
+    profile = fake_profile()
+    pol = get_policy("continuous")(make_config("continuous", {}), profile.memory, 10**5)
+    spec = RunSpec(policy="continuous", goodput={"ttft_ms": 12.0, "e2el_ms": 30.0})
+    prep = Prepared(spec, profile, pol, make_workload([(0.0, 10, 3), (0.012, 5, 2)]), set())
+    m = simulate(prep).metrics
+    # A: TTFT 10, E2EL 25 -> good; B: TTFT 13 -> misses the TTFT SLO.
+    assert m["goodput"]["good_requests"] == 1
+
+
+def test_metrics_keys_are_the_documented_ones():
+    _, _, m = run("continuous", [(0.0, 10, 3)])
+    expected = ["num_requests", "completed", "rejected", "duration_s", "request_throughput",
+                "output_token_throughput", "total_token_throughput", "ttft_ms", "tpot_ms",
+                "itl_ms", "e2el_ms", "queue_ms", "gpu_busy_fraction", "prefill_time_share",
+                "mean_batch_size", "max_kv_utilization", "preemptions", "profile_source"]
+    assert list(m) == expected
+    assert list(m["ttft_ms"]) == ["mean", "median", "p90", "p95", "p99"]
+
+
+@pytest.mark.parametrize("bad", [["ttft"], ["ttfx:5"], ["ttft:abc"], ["e2el:-1"]])
+def test_bad_goodput_specs(bad):
+    with pytest.raises(ValueError, match="goodput"):
+        parse_goodput(bad)

@@ -1,0 +1,147 @@
+"""The command line: a good run writes its folder; bad input is one line, exit 2, no folder."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from batchsim.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+TRACE = ROOT / "traces" / "chat.jsonl"
+
+
+def test_simulate_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["simulate", "--policy", "continuous", "--request-rate", "20",
+                 "--num-requests", "200", "--seed", "3", "--out", str(out),
+                 "--set", "max_num_seqs=64", "--goodput", "ttft:500", "tpot:50"])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json", "metrics.json", "requests.csv", "steps.csv"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert metrics["completed"] == 200 and metrics["profile_source"] == "analytic"
+    assert config["knobs"]["max_num_seqs"] == 64 and config["seed"] == 3
+    assert "goodput" in metrics
+    printed = capsys.readouterr().out
+    assert "Successful requests:" in printed and "analytic" in printed
+
+
+def test_same_seed_gives_identical_files(tmp_path):
+    for name in ("a", "b"):
+        assert main(["simulate", "--policy", "dynamic", "--request-rate", "5", "--num-requests",
+                     "100", "--seed", "9", "--out", str(tmp_path / name), "--quiet"]) == 0
+    for file in ("metrics.json", "requests.csv", "steps.csv"):
+        assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
+
+
+def test_every_policy_runs_the_shipped_chat_trace(tmp_path):
+    for policy in ("static", "dynamic", "continuous"):
+        assert main(["simulate", "--policy", policy, "--trace", str(TRACE), "--time-scale",
+                     "0.2", "--out", str(tmp_path / policy), "--quiet"]) == 0
+
+
+def write_trace(tmp_path, lines):
+    path = tmp_path / "trace.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+GOOD = '{"arrival_s": 0, "input_tokens": 10, "output_tokens": 5}'
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--policy", "nope"], "invalid choice: 'nope'"),
+    (["--policy", "continuous", "--set", "max_num_seq=4"], "unknown knob 'max_num_seq'"),
+    (["--policy", "continuous", "--set", "max_num_seqs"], "--set takes KNOB=VALUE"),
+    (["--policy", "continuous", "--set", "max_num_seqs=lots"], "cannot read 'lots'"),
+    (["--policy", "continuous", "--set", "enable_chunked_prefill=false",
+      "--set", "max_num_batched_tokens=512", "--input-len", "1024"],
+     "max_num_batched_tokens (512) is smaller than the longest prompt (1024)"),
+    (["--policy", "static", "--profile", "/nonexistent.json"], "cannot read profile"),
+    (["--policy", "static", "--trace", "TRACE", "--request-rate", "3"],
+     "--request-rate cannot be combined with --trace"),
+    (["--policy", "static", "--input-len", "40000"], "exceeds the model's context (32768)"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    args = [str(write_trace(tmp_path, [GOOD])) if a == "TRACE" else a for a in args]
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) if "nope" in args else _nullcontext() as exit_info:
+        code = main(["simulate", *args, "--out", str(out)])
+    code = exit_info.value.code if exit_info else code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"arrival_s": 0, "input_tokens": 10', "trace.jsonl:2: malformed JSON"),
+    ('{"arrival_s": 0, "input_tokens": 10, "output_tokens": 0}', "trace.jsonl:2: output_tokens"),
+    ('{"arrival_s": 0, "input_tokens": 40000, "output_tokens": 5}',
+     "trace.jsonl:2: request of 40000 input + 5 output tokens exceeds"),
+])
+def test_bad_trace_lines(tmp_path, capsys, line, message):
+    trace = write_trace(tmp_path, [GOOD, line])
+    code = main(["simulate", "--policy", "continuous", "--trace", str(trace),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and not (tmp_path / "run").exists()
+
+
+def test_reject_too_long_counts_instead_of_failing(tmp_path):
+    trace = write_trace(tmp_path, [GOOD, '{"arrival_s": 1, "input_tokens": 40000, '
+                                   '"output_tokens": 5}'])
+    out = tmp_path / "run"
+    assert main(["simulate", "--policy", "continuous", "--trace", str(trace), "--out", str(out),
+                 "--reject-too-long", "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["completed"] == 1 and metrics["rejected"] == 1
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "corrupted JSON"),
+    ('{"schema": "other"}', "not a batchsim profile"),
+    ('{"schema": "batchsim.profile", "schema_version": 99}', "schema_version 99 is not supported"),
+    ('{"schema": "batchsim.profile", "schema_version": 1, "source": "measured"}',
+     "missing field 'memory'"),
+])
+def test_bad_profiles(tmp_path, capsys, content, message):
+    profile = tmp_path / "p.json"
+    profile.write_text(content)
+    code = main(["simulate", "--policy", "continuous", "--profile", str(profile),
+                 "--num-requests", "3", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and str(profile) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_folder_is_kept_unless_forced(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["simulate", "--policy", "static", "--num-requests", "3", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "batchsim", "simulate", "--policy", "static",
+                           "--num-requests", "4", "--out", str(tmp_path / "r"), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "run folder:" in done.stdout

@@ -1,0 +1,26 @@
+"""torch and transformers stay inside profiler/: the simulator side never imports them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHECK = """
+import sys
+import sim, sim.run, sim.simulator, sim.workload, sim.metrics, policies, reports
+import batchsim.cli, profiler.analytic
+from policies.registry import available
+available()
+batchsim.cli.build_parser()
+heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+print(",".join(heavy))
+"""
+
+
+def test_simulator_side_imports_without_torch():
+    done = subprocess.run([sys.executable, "-c", CHECK], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.strip() == "", f"imported: {done.stdout.strip()}"
