@@ -135,18 +135,23 @@ class Plan(Decision):
         return self.shape.phase
 
 
-@dataclass(slots=True)
 class StepEvents:
-    """What happened during a run of num_steps steps; offsets are 0-based step indexes."""
+    """What happened during a run of num_steps steps; offsets are 0-based step indexes.
 
-    first_tokens: list[tuple[Request, int]] = field(default_factory=list)
-    # token after a recompute prefill of a preempted request (not its first token)
-    resumed: list[tuple[Request, int]] = field(default_factory=list)
-    finished: list[tuple[Request, int]] = field(default_factory=list)
-    # KV use after each step of the run: blocks reserved (paged blocks, or contiguous
-    # reservations expressed in blocks) and tokens actually held.
-    kv_blocks_used: list[int] = field(default_factory=list)
-    kv_tokens_used: list[int] = field(default_factory=list)
+    (A plain slotted class: one is built per simulated run, dataclass factories cost more.)
+    """
+
+    __slots__ = ("finished", "first_tokens", "kv_blocks_used", "kv_tokens_used", "resumed")
+
+    def __init__(self) -> None:
+        self.first_tokens: list[tuple[Request, int]] = []
+        # token after a recompute prefill of a preempted request (not its first token)
+        self.resumed: list[tuple[Request, int]] = []
+        self.finished: list[tuple[Request, int]] = []
+        # KV use during each step of the run: blocks reserved (paged blocks, or contiguous
+        # reservations expressed in blocks) and tokens actually held.
+        self.kv_blocks_used: list[int] = []
+        self.kv_tokens_used: list[int] = []
 
 
 class Policy(ABC):

@@ -190,7 +190,8 @@ class Continuous(Policy):
         if num_steps > 1:
             events.kv_blocks_used = blocks = self._run_blocks(used, step, num_steps)
             self._free -= blocks[-1] - used
-            events.kv_tokens_used = [tokens0 + n_dec * j for j in range(num_steps)]
+            events.kv_tokens_used = (list(range(tokens0, tokens0 + n_dec * num_steps, n_dec))
+                                     if n_dec else [tokens0] * num_steps)
         else:
             events.kv_blocks_used = [used]
             events.kv_tokens_used = [tokens0]
@@ -295,7 +296,7 @@ class Continuous(Policy):
 
     def _run_blocks(self, used: int, step: int, num_steps: int) -> list[int]:
         """Blocks held during each step of a decode run whose first step holds `used`."""
-        if num_steps > 64:
+        if num_steps > 12:
             extra = np.cumsum(np.asarray(self._need)[(step + np.arange(1, num_steps)) % self._bs])
             return [used, *(used + extra).tolist()]
         out = [used]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +54,22 @@ class Profile:
     cv: dict[str, dict[str, Any]]
     kv_copy: dict[str, float] | None
     digest: str  # sha256 of the file bytes, first 12 hex digits
+    _by_shape: dict[tuple[str, str, str], CostModel] = field(default_factory=dict, repr=False,
+                                                               compare=False)
 
     @property
     def max_model_len(self) -> int:
         return int(self.model["max_model_len"])
 
     def cost_model(self, layout: str, phase: str, device: str = "gpu") -> CostModel:
-        key = phase_key(layout, phase, device)
-        if key not in self.cost_models:
-            raise ProfileError(f"{self.path}: profile has no cost model {key!r}")
-        return self.cost_models[key]
+        # Called once per simulated step: cache by the (layout, phase, device) tuple.
+        found = self._by_shape.get((layout, phase, device))
+        if found is None:
+            key = phase_key(layout, phase, device)
+            if key not in self.cost_models:
+                raise ProfileError(f"{self.path}: profile has no cost model {key!r}")
+            found = self._by_shape[(layout, phase, device)] = self.cost_models[key]
+        return found
 
     def summary(self) -> dict[str, Any]:
         """Identity of the profile for run outputs."""
