@@ -38,7 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # imports pandas: Ctrl-C may land here
+    except KeyboardInterrupt:
+        print("batchsim: interrupted", file=sys.stderr)
+        return 130
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="batchsim: %(levelname)s: %(message)s")
     try:

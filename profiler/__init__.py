@@ -3,9 +3,11 @@
 - ``profiler.models``: model presets and seeded random-weight building (``build_model``).
 - ``profiler.kv_cache``: paged KV pool, block allocator, block tables.
 - ``profiler.attention``: the paged attention function plugged into transformers models.
+- ``profiler.engine_varlen``: its CUDA ``varlen_attn`` path (inputs prepared and CPU-tested).
 - ``profiler.engine``: ``Engine``, the paged engine stepped by ``EnginePlan``s.
 - ``profiler.static_engine``: ``StaticEngine``, padded static batching on transformers' own path.
 - ``profiler.engine_types``: torch-free records (plans, ``StepTiming``) shared with the simulator.
+- ``profiler.engine_bench``: ``python -m profiler.engine_bench``, build + prefill + decode timing.
 
 Importing this package does not import torch: names are resolved on first use.
 """

@@ -11,8 +11,8 @@ The attention function writes the step's K/V into the pool at ``slot_mapping`` a
 - ``reference``: per sequence, gather its K/V through ``gather_slots`` and call
   ``F.scaled_dot_product_attention`` (CPU and GPU);
 - ``varlen``: gather every sequence's K/V contiguously, expand KV heads where the kernel has no
-  GQA support, and call ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16). Only that
-  final call is CUDA-only: ``prepare_varlen_inputs`` is tested on CPU against the reference.
+  GQA support, and call ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16; see
+  ``profiler.engine_varlen``, whose input preparation is tested on CPU against the reference).
 
 Per-step metadata (``PagedAttentionMetadata``) reaches the function as the ``paged_metadata``
 keyword argument of ``model(...)``.
@@ -20,15 +20,14 @@ keyword argument of ``model(...)``.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
 
+from profiler.engine_varlen import prepare_varlen_inputs, run_varlen, varlen_features
 from profiler.kv_cache import PagedKVCache
 
 logger = logging.getLogger(__name__)
@@ -51,7 +50,10 @@ class PagedAttentionMetadata:
     gather_slots: torch.Tensor  # [sum(k_lens)] int64, slots of each sequence's context, in order
     cu_seqlens_q: torch.Tensor  # [N + 1] int32
     cu_seqlens_k: torch.Tensor  # [N + 1] int32
-    _masks: dict[tuple[int, int | None], torch.Tensor | None] = field(default_factory=dict, repr=False)
+    native_gqa: bool = False  # varlen: the kernel takes fewer KV heads than query heads
+    _masks: dict[tuple[int, int | None], torch.Tensor | None] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def max_q(self) -> int:
@@ -68,23 +70,28 @@ def build_metadata(
     k_lens: list[int],
     block_tables: list[list[int]],
     backend: AttentionBackend = "reference",
+    native_gqa: bool = False,
 ) -> PagedAttentionMetadata:
-    """Build a step's positions, slot mapping, gather slots and cumulative lengths on the pool's device.
+    """Build a step's positions, slot mapping, gather slots and cumulative lengths.
 
-    Vectorised (no per-token Python loop, no host sync): the per-step cost stays flat as batches grow.
+    Tensors live on the pool's device. Vectorised (no per-token Python loop, no host sync): the
+    per-step cost stays flat as batches grow.
     """
     if not (len(q_lens) == len(k_lens) == len(block_tables)) or not q_lens:
-        raise ValueError(f"need one q_len, k_len and block table per sequence, got "
-                         f"{len(q_lens)}, {len(k_lens)}, {len(block_tables)}")
+        raise ValueError(
+            f"need one q_len, k_len and block table per sequence, got "
+            f"{len(q_lens)}, {len(k_lens)}, {len(block_tables)}"
+        )
     bs = kv_cache.block_size
-    for ql, kl, bt in zip(q_lens, k_lens, block_tables):
+    for ql, kl, bt in zip(q_lens, k_lens, block_tables, strict=True):
         assert 0 < ql <= kl <= len(bt) * bs, (ql, kl, len(bt), bs)
     device = kv_cache.k_pool.device
     n, t, k = len(q_lens), sum(q_lens), sum(k_lens)
     max_blocks = max(len(bt) for bt in block_tables)
     # tables: [N, max_blocks], rows padded with 0 (never read: positions stay below k_len)
-    tables = torch.tensor([bt + [0] * (max_blocks - len(bt)) for bt in block_tables],
-                          dtype=torch.int64, device=device)
+    tables = torch.tensor(
+        [bt + [0] * (max_blocks - len(bt)) for bt in block_tables], dtype=torch.int64, device=device
+    )
     q_lens_t = torch.tensor(q_lens, dtype=torch.int64, device=device)
     k_lens_t = torch.tensor(k_lens, dtype=torch.int64, device=device)
     cu_q = F.pad(q_lens_t.cumsum(0), (1, 0))  # [N + 1]
@@ -102,22 +109,30 @@ def build_metadata(
     k_pos = torch.arange(k, device=device) - cu_k[:-1][k_seq]
     gather_slots = tables[k_seq, k_pos // bs] * bs + k_pos % bs
     return PagedAttentionMetadata(
-        kv_cache=kv_cache, backend=backend, q_lens=list(q_lens), k_lens=list(k_lens),
-        positions=positions, slot_mapping=slot_mapping, gather_slots=gather_slots,
-        cu_seqlens_q=cu_q.to(torch.int32), cu_seqlens_k=cu_k.to(torch.int32),
+        kv_cache=kv_cache,
+        backend=backend,
+        q_lens=list(q_lens),
+        k_lens=list(k_lens),
+        positions=positions,
+        slot_mapping=slot_mapping,
+        gather_slots=gather_slots,
+        cu_seqlens_q=cu_q.to(torch.int32),
+        cu_seqlens_k=cu_k.to(torch.int32),
+        native_gqa=native_gqa,
     )
 
 
-def causal_mask(q_len: int, k_len: int, sliding_window: int | None,
-                device: torch.device) -> torch.Tensor | None:
-    """Bool mask ``[q_len, k_len]`` (True = attend), bottom-right aligned; None when nothing is masked."""
+def causal_mask(
+    q_len: int, k_len: int, sliding_window: int | None, device: torch.device
+) -> torch.Tensor | None:
+    """Bool mask ``[q_len, k_len]`` (True = attend), bottom-right aligned; None: no masking."""
     windowed = sliding_window is not None and k_len > sliding_window
     if q_len == 1 and not windowed:
         return None
     q_pos = torch.arange(k_len - q_len, k_len, device=device)[:, None]
     k_pos = torch.arange(k_len, device=device)[None, :]
     mask = k_pos <= q_pos
-    if windowed:
+    if sliding_window is not None and windowed:
         mask &= k_pos > q_pos - sliding_window
     return mask
 
@@ -137,7 +152,7 @@ def reference_attention(
     out = torch.empty_like(q)
     gqa = q.shape[1] != k_slots.shape[1]
     qs = ks = 0
-    for i, (ql, kl) in enumerate(zip(meta.q_lens, meta.k_lens)):
+    for i, (ql, kl) in enumerate(zip(meta.q_lens, meta.k_lens, strict=True)):
         slots = meta.gather_slots[ks : ks + kl]
         k = k_slots[slots].transpose(0, 1)  # [Hkv, kl, D]
         v = v_slots[slots].transpose(0, 1)
@@ -145,74 +160,13 @@ def reference_attention(
         key = (i, sliding_window)
         if key not in meta._masks:
             meta._masks[key] = causal_mask(ql, kl, sliding_window, q.device)
-        o = F.scaled_dot_product_attention(qi, k, v, attn_mask=meta._masks[key], scale=scaling,
-                                           enable_gqa=gqa)
+        o = F.scaled_dot_product_attention(
+            qi, k, v, attn_mask=meta._masks[key], scale=scaling, enable_gqa=gqa
+        )
         out[qs : qs + ql] = o.transpose(0, 1)
         qs += ql
         ks += kl
     return out
-
-
-@dataclass(frozen=True)
-class VarlenInputs:
-    """The exact arguments of one ``varlen_attn`` call."""
-
-    q: torch.Tensor  # [T, Hq, D]
-    k: torch.Tensor  # [sum(k_lens), Hkv or Hq, D]
-    v: torch.Tensor  # [sum(k_lens), Hkv or Hq, D]
-    cu_seq_q: torch.Tensor  # [N + 1] int32
-    cu_seq_k: torch.Tensor  # [N + 1] int32
-    max_q: int
-    max_k: int
-    window_size: tuple[int, int]  # (left, right); (-1, 0) is plain causal
-    enable_gqa: bool  # pass enable_gqa=True (kernel expands KV heads itself)
-
-
-@functools.cache
-def varlen_features() -> dict[str, bool]:
-    """What this torch's ``varlen_attn`` offers: available at all, ``enable_gqa``, ``block_table``."""
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return {"available": False, "enable_gqa": False, "block_table": False}
-    params = inspect.signature(varlen_attn).parameters
-    return {"available": True, "enable_gqa": "enable_gqa" in params,
-            "block_table": "block_table" in params}
-
-
-def prepare_varlen_inputs(
-    q: torch.Tensor,
-    k_slots: torch.Tensor,
-    v_slots: torch.Tensor,
-    meta: PagedAttentionMetadata,
-    sliding_window: int | None,
-    native_gqa: bool,
-) -> VarlenInputs:
-    """Gather each sequence's K/V contiguously and, without native GQA, repeat KV heads.
-
-    q: [T, Hq, D]; k_slots, v_slots: [num_slots, Hkv, D]. KV head ``h`` serves query heads
-    ``h * g .. (h + 1) * g - 1`` (``g = Hq // Hkv``), as in transformers' ``repeat_kv``.
-    """
-    k = k_slots[meta.gather_slots]  # [K, Hkv, D]
-    v = v_slots[meta.gather_slots]
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1 and not native_gqa:
-        k = k.repeat_interleave(groups, dim=1)  # [K, Hq, D]
-        v = v.repeat_interleave(groups, dim=1)
-    window = (-1, 0) if sliding_window is None else (sliding_window - 1, 0)
-    return VarlenInputs(q=q.contiguous(), k=k, v=v, cu_seq_q=meta.cu_seqlens_q, cu_seq_k=meta.cu_seqlens_k,
-                        max_q=meta.max_q, max_k=meta.max_k, window_size=window,
-                        enable_gqa=groups > 1 and native_gqa)
-
-
-def run_varlen(inputs: VarlenInputs, scaling: float | None) -> torch.Tensor:
-    """The CUDA-only kernel call: ``varlen_attn`` on prepared inputs; returns [T, Hq, D]."""
-    from torch.nn.attention.varlen import varlen_attn
-
-    extra: dict[str, Any] = {"enable_gqa": True} if inputs.enable_gqa else {}
-    return varlen_attn(inputs.q, inputs.k, inputs.v, inputs.cu_seq_q, inputs.cu_seq_k,
-                       inputs.max_q, inputs.max_k, scale=scaling, window_size=inputs.window_size,
-                       **extra)
 
 
 def paged_attention_forward(
@@ -232,17 +186,18 @@ def paged_attention_forward(
     query: [1, Hq, T, D], key/value: [1, Hkv, T, D] (after RoPE); returns ([1, T, Hq, D], None).
     """
     if paged_metadata is None:
-        raise ValueError(f"attention {ATTN_IMPLEMENTATION!r} needs paged_metadata: "
-                         "run the model through profiler.engine.Engine")
+        raise ValueError(
+            f"attention {ATTN_IMPLEMENTATION!r} needs paged_metadata: "
+            "run the model through profiler.engine.Engine"
+        )
     meta = paged_metadata
-    k_slots, v_slots = meta.kv_cache.layer_slots(module.layer_idx)
+    k_slots, v_slots = meta.kv_cache.layer_slots(cast(int, module.layer_idx))
     # key[0]: [Hkv, T, D] -> [T, Hkv, D], one row per slot
     k_slots.index_copy_(0, meta.slot_mapping, key[0].transpose(0, 1).to(k_slots.dtype))
     v_slots.index_copy_(0, meta.slot_mapping, value[0].transpose(0, 1).to(v_slots.dtype))
     q = query[0].transpose(0, 1)  # [T, Hq, D]
     if meta.backend == "varlen":
-        inputs = prepare_varlen_inputs(q, k_slots, v_slots, meta, sliding_window,
-                                       native_gqa=varlen_features()["enable_gqa"])
+        inputs = prepare_varlen_inputs(q, k_slots, v_slots, meta, sliding_window, meta.native_gqa)
         out = run_varlen(inputs, scaling)
     else:
         out = reference_attention(q, k_slots, v_slots, meta, scaling, sliding_window)
@@ -260,12 +215,19 @@ def register_paged_attention() -> str:
 def select_backend(requested: str, device: torch.device, dtype: torch.dtype) -> AttentionBackend:
     """Resolve ``auto``: varlen on CUDA with fp16/bf16 when torch has it, else the reference."""
     if requested not in BACKENDS:
-        raise ValueError(f"unknown attention backend {requested!r}: choose one of {', '.join(BACKENDS)}")
-    varlen_ok = (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
-                 and varlen_features()["available"])
+        raise ValueError(
+            f"unknown attention backend {requested!r}: choose one of {', '.join(BACKENDS)}"
+        )
+    varlen_ok = (
+        device.type == "cuda"
+        and dtype in (torch.float16, torch.bfloat16)
+        and varlen_features()["available"]
+    )
     if requested == "varlen" and not varlen_ok:
-        raise ValueError("attention backend 'varlen' needs CUDA, fp16/bf16 and a torch with "
-                         "torch.nn.attention.varlen; use 'reference' or 'auto'")
+        raise ValueError(
+            "attention backend 'varlen' needs CUDA, fp16/bf16 and a torch with "
+            "torch.nn.attention.varlen; use 'reference' or 'auto'"
+        )
     if requested == "auto":
         return "varlen" if varlen_ok else "reference"
     return requested  # type: ignore[return-value]

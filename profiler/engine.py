@@ -19,6 +19,7 @@ import torch
 from profiler.attention import build_metadata, register_paged_attention, select_backend
 from profiler.engine_timing import timed_sample
 from profiler.engine_types import EngineMemoryFacts, EnginePlan, StepResult, StepTiming
+from profiler.engine_varlen import varlen_native_gqa
 from profiler.kv_cache import OutOfBlocksError, PagedKVCache
 from profiler.models import build_model
 
@@ -48,7 +49,8 @@ class Engine:
     """Paged-KV engine over a transformers model with per-step control and timing.
 
     Args:
-        model: preset name, ``config.json`` path or local checkpoint directory (``profiler.models``).
+        model: preset name, ``config.json`` path or local checkpoint directory
+            (see ``profiler.models``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         dtype: ``"float32" | "float16" | "bfloat16"``; None uses the model's published dtype.
         num_blocks: KV pool size in blocks. Give this or ``kv_memory_bytes``, not both; with
@@ -80,23 +82,40 @@ class Engine:
         self.model, self.info = build_model(model, self.device, dtype, seed)
         self.dtype = next(self.model.parameters()).dtype
         self.backend = select_backend(attention_backend, self.device, self.dtype)
+        self._native_gqa = self.backend == "varlen" and varlen_native_gqa(self.device)
         self.model.set_attn_implementation(register_paged_attention())
         self._free_after_load, self._total_bytes = free_memory_bytes(self.device)
         if num_blocks is None:
-            budget = kv_memory_bytes if kv_memory_bytes is not None else self._default_kv_budget(
-                gpu_memory_utilization)
+            budget = (
+                kv_memory_bytes
+                if kv_memory_bytes is not None
+                else self._default_kv_budget(gpu_memory_utilization)
+            )
             num_blocks = budget // (block_size * self.info.kv_bytes_per_token)
             if num_blocks < 1:
-                raise ValueError(f"KV budget of {budget} bytes holds no block of {block_size} tokens "
-                                 f"({self.info.kv_bytes_per_token} bytes/token): raise it")
+                raise ValueError(
+                    f"KV budget of {budget} bytes holds no block of {block_size} tokens "
+                    f"({self.info.kv_bytes_per_token} bytes/token): raise it"
+                )
         self.kv_cache = PagedKVCache(
-            num_layers=self.info.num_layers, num_blocks=num_blocks, block_size=block_size,
-            num_kv_heads=self.info.num_kv_heads, head_dim=self.info.head_dim, dtype=self.dtype,
+            num_layers=self.info.num_layers,
+            num_blocks=num_blocks,
+            block_size=block_size,
+            num_kv_heads=self.info.num_kv_heads,
+            head_dim=self.info.head_dim,
+            dtype=self.dtype,
             device=self.device,
         )
         self._seqs: dict[Hashable, _Sequence] = {}
-        logger.info("engine %s on %s (%s, %s attention): %d KV blocks of %d tokens", self.info.name,
-                    self.device, self.dtype, self.backend, num_blocks, block_size)
+        logger.info(
+            "engine %s on %s (%s, %s attention): %d KV blocks of %d tokens",
+            self.info.name,
+            self.device,
+            self.dtype,
+            self.backend,
+            num_blocks,
+            block_size,
+        )
 
     def _default_kv_budget(self, gpu_memory_utilization: float) -> int:
         if self.device.type == "cuda":
@@ -114,10 +133,14 @@ class Engine:
         if not tokens:
             raise ValueError(f"sequence {seq_id!r} has an empty prompt")
         if len(tokens) > self.info.max_model_len:
-            raise ValueError(f"sequence {seq_id!r}: {len(tokens)} tokens exceed max_model_len "
-                             f"{self.info.max_model_len}")
+            raise ValueError(
+                f"sequence {seq_id!r}: {len(tokens)} tokens exceed max_model_len "
+                f"{self.info.max_model_len}"
+            )
         if min(tokens) < 0 or max(tokens) >= self.info.vocab_size:
-            raise ValueError(f"sequence {seq_id!r} has token ids outside [0, {self.info.vocab_size})")
+            raise ValueError(
+                f"sequence {seq_id!r} has token ids outside [0, {self.info.vocab_size})"
+            )
         self._seqs[seq_id] = _Sequence(tokens)
 
     def free(self, seq_id: Hashable) -> list[int]:
@@ -129,6 +152,22 @@ class Engine:
         self.kv_cache.free(seq_id)
         del self._seqs[seq_id]
         return seq.token_ids
+
+    def assume_cached(self, seq_id: Hashable, num_tokens: int) -> None:
+        """Mark the first ``num_tokens`` tokens of ``seq_id`` as cached without computing them.
+
+        Profiling only: their KV rows hold whatever the pool holds, which costs the same to attend
+        over as real K/V, so a decode at context ``c`` can be timed without a ``c``-token prefill.
+        Raises OutOfBlocksError (changing nothing) if the blocks are not free.
+        """
+        seq = self._seq(seq_id)
+        if not seq.num_computed <= num_tokens <= len(seq.token_ids):
+            raise ValueError(
+                f"assume_cached({seq_id!r}, {num_tokens}): must lie between the cached "
+                f"count {seq.num_computed} and the known tokens {len(seq.token_ids)}"
+            )
+        self.kv_cache.reserve(seq_id, num_tokens)
+        seq.num_computed = num_tokens
 
     def tokens(self, seq_id: Hashable) -> list[int]:
         """Prompt + generated tokens of a sequence (a copy)."""
@@ -155,23 +194,34 @@ class Engine:
         for seq_id in plan.decodes:
             seq = self._seq(seq_id)
             if seq.num_computed != len(seq.token_ids) - 1:
-                raise ValueError(f"decode of {seq_id!r}: {seq.num_computed} of {len(seq.token_ids)} "
-                                 "tokens are cached; a decode needs all but the last")
+                raise ValueError(
+                    f"decode of {seq_id!r}: {seq.num_computed} of {len(seq.token_ids)} "
+                    "tokens are cached; a decode needs all but the last"
+                )
+            if len(seq.token_ids) > self.info.max_model_len:
+                raise ValueError(
+                    f"decode of {seq_id!r}: {len(seq.token_ids)} tokens exceed "
+                    f"max_model_len {self.info.max_model_len}; free the sequence"
+                )
             entries.append((seq_id, seq.num_computed, 1, True))
         for chunk in plan.prefills:
             seq = self._seq(chunk.seq_id)
             end = chunk.start + chunk.num_tokens
             if chunk.start != seq.num_computed or end > len(seq.token_ids):
-                raise ValueError(f"prefill chunk {chunk}: sequence has {seq.num_computed} cached of "
-                                 f"{len(seq.token_ids)} tokens; start must equal the cached count "
-                                 "and the chunk must end within the known tokens")
+                raise ValueError(
+                    f"prefill chunk {chunk}: sequence has {seq.num_computed} cached of "
+                    f"{len(seq.token_ids)} tokens; start must equal the cached count "
+                    "and the chunk must end within the known tokens"
+                )
             entries.append((chunk.seq_id, chunk.start, chunk.num_tokens, end == len(seq.token_ids)))
         return entries
 
     def blocks_needed(self, plan: EnginePlan) -> int:
         """KV blocks the plan would allocate (compare with ``kv_cache.num_free_blocks``)."""
-        return sum(self.kv_cache.blocks_needed(sid, start + n)
-                   for sid, start, n, _ in self._plan_entries(plan))
+        return sum(
+            self.kv_cache.blocks_needed(sid, start + n)
+            for sid, start, n, _ in self._plan_entries(plan)
+        )
 
     def step(self, plan: EnginePlan) -> StepResult:
         """Run one packed forward pass for ``plan`` and greedily sample where a sequence ends.
@@ -182,8 +232,10 @@ class Engine:
         entries = self._plan_entries(plan)
         need = sum(self.kv_cache.blocks_needed(sid, start + n) for sid, start, n, _ in entries)
         if need > self.kv_cache.num_free_blocks:
-            raise OutOfBlocksError(f"step needs {need} KV blocks, {self.kv_cache.num_free_blocks} "
-                                   f"of {self.kv_cache.num_blocks} are free: preempt a sequence")
+            raise OutOfBlocksError(
+                f"step needs {need} KV blocks, {self.kv_cache.num_free_blocks} "
+                f"of {self.kv_cache.num_blocks} are free: preempt a sequence"
+            )
         input_ids: list[int] = []
         q_lens, k_lens, tables, sample_rows = [], [], [], []
         for seq_id, start, n, samples in entries:
@@ -194,15 +246,22 @@ class Engine:
             tables.append(self.kv_cache.block_table(seq_id))
             if samples:
                 sample_rows.append(len(input_ids) - 1)
-        meta = build_metadata(self.kv_cache, q_lens, k_lens, tables, self.backend)
+        meta = build_metadata(self.kv_cache, q_lens, k_lens, tables, self.backend, self._native_gqa)
         ids = torch.tensor([input_ids], dtype=torch.int64, device=self.device)  # [1, T]
         # a step without samples still projects one row (negligible) to keep the model's path fixed
-        keep = torch.tensor(sample_rows or [len(input_ids) - 1], dtype=torch.int64, device=self.device)
+        keep = torch.tensor(
+            sample_rows or [len(input_ids) - 1], dtype=torch.int64, device=self.device
+        )
         t_prep = time.perf_counter()
 
         def forward_and_sample() -> torch.Tensor:
-            out = self.model(input_ids=ids, position_ids=meta.positions.unsqueeze(0),
-                             logits_to_keep=keep, use_cache=False, paged_metadata=meta)
+            out = self.model(
+                input_ids=ids,
+                position_ids=meta.positions.unsqueeze(0),
+                logits_to_keep=keep,
+                use_cache=False,
+                paged_metadata=meta,
+            )
             return out.logits[0].argmax(dim=-1)  # [num_samples]
 
         _, sampled, gpu_ms = timed_sample(self.device, forward_and_sample)
@@ -212,19 +271,26 @@ class Engine:
         samplers = [sid for sid, _, _, samples in entries if samples]
         for seq_id, start, n, _ in entries:
             self._seqs[seq_id].num_computed = start + n
-        for seq_id, token in zip(samplers, sampled):
+        for seq_id, token in zip(samplers, sampled, strict=True):
             self._seqs[seq_id].token_ids.append(token)
             tokens[seq_id] = token
         num_decode = len(plan.decodes)
         timing = StepTiming(
-            wall_ms=(t_end - t_start) * 1e3, gpu_ms=gpu_ms, prep_ms=(t_prep - t_start) * 1e3,
-            num_seqs=len(entries), num_prefill_tokens=len(input_ids) - num_decode,
-            num_decode_tokens=num_decode, kv_tokens_read=sum(k_lens),
+            wall_ms=(t_end - t_start) * 1e3,
+            gpu_ms=gpu_ms,
+            prep_ms=(t_prep - t_start) * 1e3,
+            num_seqs=len(entries),
+            num_prefill_tokens=len(input_ids) - num_decode,
+            num_decode_tokens=num_decode,
+            kv_tokens_read=sum(k_lens),
         )
         return StepResult(tokens=tokens, timing=timing)
 
     def step_with_peak_memory(self, plan: EnginePlan) -> StepResult:
-        """``step`` that also records peak activation memory (bytes above the pre-step level; CUDA only)."""
+        """``step`` that also records peak activation memory (bytes above the pre-step level).
+
+        CUDA only; elsewhere ``peak_activation_bytes`` stays None.
+        """
         if self.device.type != "cuda":
             return self.step(plan)
         torch.cuda.synchronize(self.device)
@@ -232,8 +298,9 @@ class Engine:
         torch.cuda.reset_peak_memory_stats(self.device)
         result = self.step(plan)
         peak = torch.cuda.max_memory_allocated(self.device) - base
-        return dataclasses.replace(result, timing=dataclasses.replace(
-            result.timing, peak_activation_bytes=int(peak)))
+        return dataclasses.replace(
+            result, timing=dataclasses.replace(result.timing, peak_activation_bytes=int(peak))
+        )
 
     # --- facts -----------------------------------------------------------------------------
 
@@ -241,8 +308,12 @@ class Engine:
         """Weight, KV and free-memory facts of this engine."""
         free_now, _ = free_memory_bytes(self.device)
         return EngineMemoryFacts(
-            total_bytes=self._total_bytes, weight_bytes=self.info.weight_bytes,
-            kv_bytes_per_token=self.info.kv_bytes_per_token, kv_pool_bytes=self.kv_cache.pool_bytes,
-            num_blocks=self.kv_cache.num_blocks, block_size=self.kv_cache.block_size,
-            free_bytes_after_load=self._free_after_load, free_bytes_now=free_now,
+            total_bytes=self._total_bytes,
+            weight_bytes=self.info.weight_bytes,
+            kv_bytes_per_token=self.info.kv_bytes_per_token,
+            kv_pool_bytes=self.kv_cache.pool_bytes,
+            num_blocks=self.kv_cache.num_blocks,
+            block_size=self.kv_cache.block_size,
+            free_bytes_after_load=self._free_after_load,
+            free_bytes_now=free_now,
         )

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
-SeqId = int  # any hashable works; the engines only use it as a dict key
+SeqId = Hashable  # ints, strings, tuples: the engines only use it as a dict key
 
 
 @dataclass(frozen=True)
 class PrefillChunk:
-    """Compute tokens ``[start, start + num_tokens)`` of a sequence whose first ``start`` are cached."""
+    """Compute tokens ``[start, start + num_tokens)`` of a sequence.
+
+    Its first ``start`` tokens must already be cached; the chunk adds ``num_tokens`` more.
+    """
 
     seq_id: SeqId
     start: int
@@ -17,16 +21,18 @@ class PrefillChunk:
 
     def __post_init__(self) -> None:
         if self.start < 0 or self.num_tokens <= 0:
-            raise ValueError(f"prefill chunk of {self.seq_id!r} needs start >= 0 and num_tokens > 0, "
-                             f"got start={self.start}, num_tokens={self.num_tokens}")
+            raise ValueError(
+                f"prefill chunk of {self.seq_id!r} needs start >= 0 and num_tokens > 0, "
+                f"got start={self.start}, num_tokens={self.num_tokens}"
+            )
 
 
 @dataclass(frozen=True)
 class EnginePlan:
     """One engine step: prefill chunks plus decodes (one new token each, the last sampled one)."""
 
-    prefills: list[PrefillChunk] = field(default_factory=list)
-    decodes: list[SeqId] = field(default_factory=list)
+    prefills: Sequence[PrefillChunk] = field(default_factory=list)
+    decodes: Sequence[SeqId] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         ids = [c.seq_id for c in self.prefills] + list(self.decodes)
@@ -53,7 +59,7 @@ class StepTiming:
 
 @dataclass(frozen=True)
 class StepResult:
-    """Sampled tokens of a step (decodes and prefill chunks that complete their sequence) + timing."""
+    """Sampled tokens of a step (decodes, prefill chunks that complete their sequence) + timing."""
 
     tokens: dict[SeqId, int]
     timing: StepTiming

@@ -65,7 +65,10 @@ _DECODE = _forms(
 )
 _MIXED = _forms(
     [
-        ("const+tokens+attn+ctx", ("const", "num_tokens", "prefill_attn_pairs", "decode_ctx_tokens")),
+        (
+            "const+tokens+attn+ctx",
+            ("const", "num_tokens", "prefill_attn_pairs", "decode_ctx_tokens"),
+        ),
         (
             "const+tokens+attn+seqs+ctx",
             ("const", "num_tokens", "prefill_attn_pairs", "num_decode_seqs", "decode_ctx_tokens"),
@@ -141,7 +144,7 @@ def _fit_floor(xs: np.ndarray, y: np.ndarray, w_lin: np.ndarray) -> tuple[float,
     best = (_rel_sse(xs @ w_lin, y), 0.0, w_lin)
     order = np.argsort(y)
     n = len(y)
-    for m in sorted({int(round(q * n)) for q in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)} - {0}):
+    for m in sorted({round(q * n) for q in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)} - {0}):
         if n - m < xs.shape[1]:
             continue
         low, high = order[:m], order[m:]

@@ -52,15 +52,17 @@ class GridPoint:
         return f"{self.key}:b{self.batch}:t{self.tokens}:c{self.context}:p{self.prefix}"
 
     def shape(self) -> StepShape:
-        """The step's shape as the simulator sees it (decode contexts at their nominal value)."""
+        """The step's shape as the simulator sees it: a decode at context c attends to c + 1
+        keys (the cached ones and its own)."""
         if self.key in (PACKED_PREFILL, CPU_PACKED_PREFILL, PADDED_PREFILL):
             return StepShape(self.batch, self.batch * self.tokens, 0,
                              self.batch * chunk_attn_pairs(0, self.tokens), 0)
         if self.key in (PACKED_DECODE, PADDED_DECODE):
-            return StepShape(self.batch, 0, self.batch, 0, self.batch * self.context)
+            return StepShape(self.batch, 0, self.batch, 0, self.batch * (self.context + 1))
         if self.key == PACKED_MIXED:
             return StepShape(self.batch + 1, self.tokens, self.batch,
-                             chunk_attn_pairs(self.prefix, self.tokens), self.batch * self.context)
+                             chunk_attn_pairs(self.prefix, self.tokens),
+                             self.batch * (self.context + 1))
         raise ValueError(f"{self.key} points have no step shape")
 
     @property
@@ -93,17 +95,21 @@ class GridSpec:
     max_padded_tokens: int
     copy_tokens: tuple[int, ...] = ()  # KV copy sizes in tokens (CUDA only)
     oom_context: int = 512  # reference context of the max-decode-batch search
-    repeats: int = 3  # timed steps per point
+    repeats: int = 3  # timed steps per point, at least
     warmup: int = 1  # untimed steps per point
+    min_point_s: float = 0.05  # keep repeating cheap points until this much time is measured...
+    max_repeats: int = 15  # ...or this many repeats
 
 
 _CPU = {
+    # quick: ~100 s for qwen2.5-0.5b on two cores; warm-up comes from the engines' own
+    # warm-up steps, and the median of three absorbs a slow first step at a new shape
     "quick": GridSpec(
-        prefill_batches=(1, 2, 4), prefill_lengths=(4, 16, 64, 128, 256), max_prefill_tokens=512,
-        decode_batches=(1, 2, 4, 8, 16), decode_contexts=(16, 128, 512), max_decode_ctx_tokens=4096,
-        mixed_chunks=(16, 128), mixed_decodes=(1, 4, 8), mixed_contexts=(64, 256),
+        prefill_batches=(1, 2, 4), prefill_lengths=(4, 16, 64, 128, 256), max_prefill_tokens=256,
+        decode_batches=(1, 4, 8, 16), decode_contexts=(16, 128, 512), max_decode_ctx_tokens=8192,
+        mixed_chunks=(16, 128), mixed_decodes=(1, 8), mixed_contexts=(64, 256),
         padded_batches=(1, 2, 4), padded_lengths=(16, 64, 128), max_padded_tokens=256,
-        oom_context=512, repeats=3, warmup=1,
+        oom_context=512, repeats=3, warmup=0,
     ),
     "standard": GridSpec(
         prefill_batches=(1, 2, 4, 8), prefill_lengths=(4, 16, 32, 64, 128, 256, 512),
@@ -136,25 +142,29 @@ _CUDA = {
         copy_tokens=_COPY, oom_context=1024, repeats=3, warmup=2,
     ),
     "standard": GridSpec(
-        prefill_batches=(1, 2, 4, 8, 16, 32), prefill_lengths=(16, 64, 128, 256, 512, 1024, 2048, 4096),
-        max_prefill_tokens=16384,
+        prefill_batches=(1, 2, 4, 8, 16, 32),
+        prefill_lengths=(16, 64, 128, 256, 512, 1024, 2048, 4096), max_prefill_tokens=16384,
         decode_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256), decode_contexts=(128, 512, 2048, 8192),
         max_decode_ctx_tokens=1 << 20,
         mixed_chunks=(64, 256, 1024, 2048), mixed_decodes=(1, 8, 32, 128),
         mixed_contexts=(256, 2048),
         padded_batches=(1, 4, 16, 64), padded_lengths=(64, 256, 1024), max_padded_tokens=16384,
-        copy_tokens=_COPY + (262144,), oom_context=2048, repeats=5, warmup=3,
+        copy_tokens=(*_COPY, 262144), oom_context=2048, repeats=5, warmup=3, min_point_s=0.1,
+        max_repeats=20,
     ),
 }
 _CUDA["full"] = GridSpec(
     prefill_batches=(1, 2, 4, 8, 16, 32, 64),
-    prefill_lengths=(1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192), max_prefill_tokens=32768,
-    decode_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), decode_contexts=(128, 512, 1024, 2048, 4096, 8192),
+    prefill_lengths=(1, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+    max_prefill_tokens=32768,
+    decode_batches=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    decode_contexts=(128, 512, 1024, 2048, 4096, 8192),
     max_decode_ctx_tokens=1 << 21,
     mixed_chunks=(64, 256, 512, 1024, 2048, 4096), mixed_decodes=(1, 8, 32, 128, 256),
     mixed_contexts=(256, 1024, 4096),
-    padded_batches=(1, 4, 16, 64, 128), padded_lengths=(64, 256, 1024, 2048), max_padded_tokens=32768,
-    copy_tokens=_COPY + (262144, 1 << 20), oom_context=4096, repeats=7, warmup=3,
+    padded_batches=(1, 4, 16, 64, 128), padded_lengths=(64, 256, 1024, 2048),
+    max_padded_tokens=32768, copy_tokens=(*_COPY, 262144, 1 << 20), oom_context=4096, repeats=7,
+    warmup=3, min_point_s=0.2, max_repeats=30,
 )
 
 

@@ -35,7 +35,7 @@ def ram_bytes() -> int:
 def nvidia_driver() -> str | None:
     """NVIDIA driver version through pynvml, or None if NVML is unavailable."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
     except ImportError:
         return None
     try:
@@ -67,14 +67,15 @@ def fingerprint(model: str, device: str, dtype: str, config_hash: str) -> dict[s
         "device_type": device_type,
         "driver": nvidia_driver() if device_type == "cuda" else None,
         "torch": torch.__version__,
+        "threads": torch.get_num_threads(),  # intra-op CPU threads during the measurement
         "transformers": transformers.__version__,
         "dtype": dtype,
         "model": model,
         "config_hash": config_hash,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
     }
 
 
 # Fields that must agree for a partial profile to be resumed.
-RESUME_KEYS: tuple[str, ...] = ("model", "device", "device_type", "dtype", "config_hash")
+RESUME_KEYS: tuple[str, ...] = ("model", "device", "device_type", "dtype", "config_hash", "threads")

@@ -97,7 +97,7 @@ class PagedKVCache:
         return 2 * self.k_pool.numel() * self.k_pool.element_size()
 
     def layer_slots(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """K and V of one layer viewed as ``[num_blocks * block_size, Hkv, D]`` (one row per slot)."""
+        """K and V of one layer as ``[num_blocks * block_size, Hkv, D]`` views (a row per slot)."""
         k = self.k_pool[layer]
         return k.view(-1, *k.shape[2:]), self.v_pool[layer].view(-1, *k.shape[2:])
 
@@ -107,7 +107,7 @@ class PagedKVCache:
         return max(0, -(-num_tokens // self.block_size) - have)
 
     def reserve(self, seq_id: Hashable, num_tokens: int) -> None:
-        """Grow ``seq_id``'s block table to hold ``num_tokens`` tokens (no-op if it already does)."""
+        """Grow ``seq_id``'s block table to hold ``num_tokens`` tokens (no-op if it does)."""
         new = self.allocator.allocate(self.blocks_needed(seq_id, num_tokens))
         self._tables.setdefault(seq_id, []).extend(new)
 
@@ -127,7 +127,7 @@ class PagedKVCache:
         return len(self._tables.get(seq_id, ())) * self.block_size
 
     def slots(self, seq_id: Hashable, start: int, num_tokens: int) -> list[int]:
-        """Slots of tokens ``[start, start + num_tokens)`` of ``seq_id`` (reference, pure Python)."""
+        """Slots of tokens ``[start, start + num_tokens)`` of ``seq_id`` (pure Python reference)."""
         table = self._tables[seq_id]
         end = start + num_tokens
         assert end <= len(table) * self.block_size, (seq_id, end, len(table), self.block_size)

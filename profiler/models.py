@@ -30,101 +30,81 @@ from transformers import (
 
 logger = logging.getLogger(__name__)
 
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 # Keys that vary with the transformers version or runtime settings, not with the architecture.
-_HASH_IGNORED_KEYS = ("transformers_version", "_attn_implementation", "_attn_implementation_internal",
-                      "_experts_implementation", "dtype", "torch_dtype", "architectures", "_name_or_path")
+_HASH_IGNORED_KEYS = (
+    "transformers_version",
+    "_attn_implementation",
+    "_attn_implementation_internal",
+    "_experts_implementation",
+    "dtype",
+    "torch_dtype",
+    "architectures",
+    "_name_or_path",
+)
 
 
 def _rope(theta: float) -> dict[str, Any]:
     return {"rope_type": "default", "rope_theta": theta}
 
 
-def _qwen2_05b() -> PretrainedConfig:
-    return Qwen2Config(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-        rope_parameters=_rope(1e6), tie_word_embeddings=True, rms_norm_eps=1e-6,
-        use_sliding_window=False, bos_token_id=151643, eos_token_id=151645, dtype="bfloat16",
-    )
-
-
-def _qwen2_15b() -> PretrainedConfig:
-    return Qwen2Config(
-        hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
-        num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768,
-        rope_parameters=_rope(1e6), tie_word_embeddings=True, rms_norm_eps=1e-6,
-        use_sliding_window=False, bos_token_id=151643, eos_token_id=151645, dtype="bfloat16",
-    )
-
-
-def _llama2_7b() -> PretrainedConfig:
-    return LlamaConfig(
-        hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=32, head_dim=128, vocab_size=32000, max_position_embeddings=4096,
-        rope_parameters=_rope(1e4), tie_word_embeddings=False, rms_norm_eps=1e-5,
-        bos_token_id=1, eos_token_id=2, dtype="float16",
-    )
-
-
-def _mistral_7b() -> PretrainedConfig:
-    return MistralConfig(
-        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=128, vocab_size=32000, max_position_embeddings=32768,
-        rope_parameters=_rope(1e4), tie_word_embeddings=False, rms_norm_eps=1e-5,
-        sliding_window=4096, bos_token_id=1, eos_token_id=2, dtype="bfloat16",
-    )
-
-
-def _distilgpt2() -> PretrainedConfig:
-    return GPT2Config(
-        n_embd=768, n_layer=6, n_head=12, n_inner=3072, vocab_size=50257, n_positions=1024,
-        activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
-        bos_token_id=50256, eos_token_id=50256, dtype="float32",
-    )
-
-
-# Tiny test presets: hidden 64, 2 layers, 4 heads (head_dim 16), vocab 512, max_position 512.
-# initializer_range 0.2 (instead of 0.02) spreads the logits so greedy argmax is far from ties
-# and exact-match tests against HF generate are not decided by float rounding.
-_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, vocab_size=512, max_position_embeddings=512,
-             initializer_range=0.2, bos_token_id=1, eos_token_id=2, dtype="float32")
-
-
-def _tiny_qwen2() -> PretrainedConfig:
-    return Qwen2Config(**_TINY, rope_parameters=_rope(1e6), tie_word_embeddings=True,
-                       use_sliding_window=False)
-
-
-def _tiny_llama() -> PretrainedConfig:
-    return LlamaConfig(**_TINY, head_dim=16, rope_parameters=_rope(1e4), tie_word_embeddings=False)
-
-
-def _tiny_mistral() -> PretrainedConfig:
-    # A window of 64 tokens: contexts longer than 64 exercise the sliding-window path.
-    return MistralConfig(**_TINY, head_dim=16, rope_parameters=_rope(1e4),
-                         tie_word_embeddings=False, sliding_window=64)
-
-
-def _tiny_gpt2() -> PretrainedConfig:
-    return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_inner=128, vocab_size=512, n_positions=512,
-                      initializer_range=0.2, tie_word_embeddings=True, bos_token_id=1,
-                      eos_token_id=2, dtype="float32")
-
+# fmt: off
+# Published configs (docs/MODELS-AND-TRACES.md), one shared block per family.
+_QWEN2: dict[str, Any] = dict(
+    vocab_size=151936, max_position_embeddings=32768, rope_parameters=_rope(1e6),
+    tie_word_embeddings=True, rms_norm_eps=1e-6, use_sliding_window=False,
+    bos_token_id=151643, eos_token_id=151645, dtype="bfloat16",
+)
+_LLAMA_MISTRAL: dict[str, Any] = dict(
+    hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, head_dim=128, vocab_size=32000,
+    rope_parameters=_rope(1e4), tie_word_embeddings=False, rms_norm_eps=1e-5,
+    bos_token_id=1, eos_token_id=2,
+)
+# Tiny test presets: hidden 64, 2 layers, 4 heads (head_dim 16), 2 KV heads, vocab 512, max
+# position 512. initializer_range 0.2 (not 0.02) spreads the logits so greedy argmax is far from
+# ties and exact-match tests against HF generate are not decided by float rounding.
+_TINY: dict[str, Any] = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    num_key_value_heads=2, vocab_size=512, max_position_embeddings=512, initializer_range=0.2,
+    bos_token_id=1, eos_token_id=2, dtype="float32",
+)
 
 _PRESET_BUILDERS: dict[str, Callable[[], PretrainedConfig]] = {
-    "qwen2.5-0.5b": _qwen2_05b,
-    "qwen2-1.5b": _qwen2_15b,
-    "llama-2-7b": _llama2_7b,
-    "mistral-7b": _mistral_7b,
-    "distilgpt2": _distilgpt2,
-    "tiny-qwen2": _tiny_qwen2,
-    "tiny-llama": _tiny_llama,
-    "tiny-mistral": _tiny_mistral,
-    "tiny-gpt2": _tiny_gpt2,
+    "qwen2.5-0.5b": lambda: Qwen2Config(
+        **_QWEN2, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2),
+    "qwen2-1.5b": lambda: Qwen2Config(
+        **_QWEN2, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        num_attention_heads=12, num_key_value_heads=2),
+    "llama-2-7b": lambda: LlamaConfig(
+        **_LLAMA_MISTRAL, intermediate_size=11008, num_key_value_heads=32,
+        max_position_embeddings=4096, dtype="float16"),
+    "mistral-7b": lambda: MistralConfig(
+        **_LLAMA_MISTRAL, intermediate_size=14336, num_key_value_heads=8,
+        max_position_embeddings=32768, sliding_window=4096, dtype="bfloat16"),
+    "distilgpt2": lambda: GPT2Config(
+        n_embd=768, n_layer=6, n_head=12, n_inner=3072, vocab_size=50257, n_positions=1024,
+        activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
+        bos_token_id=50256, eos_token_id=50256, dtype="float32"),
+    "tiny-qwen2": lambda: Qwen2Config(
+        **_TINY, rope_parameters=_rope(1e6), tie_word_embeddings=True, use_sliding_window=False),
+    "tiny-llama": lambda: LlamaConfig(
+        **_TINY, head_dim=16, rope_parameters=_rope(1e4), tie_word_embeddings=False),
+    # a 64-token window: contexts longer than 64 exercise the sliding-window path
+    "tiny-mistral": lambda: MistralConfig(
+        **_TINY, head_dim=16, rope_parameters=_rope(1e4), tie_word_embeddings=False,
+        sliding_window=64),
+    "tiny-gpt2": lambda: GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, n_inner=128, vocab_size=512, n_positions=512,
+        initializer_range=0.2, tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
+        dtype="float32"),
 }
+# fmt: on
 PRESETS: tuple[str, ...] = tuple(_PRESET_BUILDERS)
 
 
@@ -135,6 +115,10 @@ class ResolvedModel:
     name: str
     config: PretrainedConfig
     checkpoint_dir: Path | None  # None: random weights
+
+    @property
+    def max_model_len(self) -> int:
+        return _max_len(self.config)
 
 
 @dataclass(frozen=True)
@@ -175,12 +159,40 @@ def resolve_model(spec: str) -> ResolvedModel:
     )
 
 
+# Families whose engine path is tested token-for-token against generate() (tests/engine).
+SUPPORTED_FAMILIES = ("qwen2", "llama", "mistral", "gpt2")
+
+
 def _config_from_json(path: Path) -> PretrainedConfig:
-    data = json.loads(path.read_text())
-    if "model_type" not in data:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise OSError(f"cannot read {path}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or "model_type" not in data:
         raise ValueError(f"{path} has no 'model_type': not a Hugging Face model config")
     model_type = data.pop("model_type")
-    return AutoConfig.for_model(model_type, **data)
+    if model_type not in SUPPORTED_FAMILIES:
+        raise ValueError(
+            f"{path}: model_type {model_type!r} is not supported; batchsim's engine runs "
+            f"decoder-only models of the families {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    try:
+        config = AutoConfig.for_model(model_type, **data)
+        _max_len(config)
+    except Exception as e:  # transformers raises several types for a bad field
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not a usable {model_type} config ({first})") from None
+    return config
+
+
+def _max_len(config: PretrainedConfig) -> int:
+    """The context length a config allows (max_position_embeddings, or GPT-2's n_positions)."""
+    value = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(value, int) or value < 2:
+        raise ValueError(f"config has no usable max_position_embeddings / n_positions ({value!r})")
+    return value
 
 
 def config_hash(config: PretrainedConfig) -> str:
@@ -202,7 +214,9 @@ def parse_dtype(dtype: str | torch.dtype | None, config: PretrainedConfig) -> to
     return getattr(torch, name)
 
 
-def _fast_construct(config: PretrainedConfig, device: torch.device, dtype: torch.dtype) -> PreTrainedModel:
+def _fast_construct(
+    config: PretrainedConfig, device: torch.device, dtype: torch.dtype
+) -> PreTrainedModel:
     """Construct on ``device`` with initialisation switched off (parameters hold garbage)."""
     try:
         from transformers.initialization import no_init_weights
@@ -222,7 +236,7 @@ _RANDOM_POOL_SIZE = 1_048_573
 
 
 def _init_random_weights(model: PreTrainedModel, seed: int, std: float) -> None:
-    """Seeded init: matrices ~ N(0, std), norm weights 1, biases 0 (HF's scheme, without its cost)."""
+    """Seeded init: matrices ~ N(0, std), norm weights 1, biases 0 (HF's scheme, fast)."""
     params = list(model.named_parameters())  # drops tied duplicates (lm_head tied to the embedding)
     if not params:
         return
@@ -261,10 +275,12 @@ def build_model(
     torch_dtype = parse_dtype(dtype, config)
     device = torch.device(device)
     chash = config_hash(config)
+    model: PreTrainedModel
     if resolved.checkpoint_dir is not None:
         model = AutoModelForCausalLM.from_pretrained(
             resolved.checkpoint_dir, dtype=torch_dtype, local_files_only=True
-        ).to(device)
+        )
+        torch.nn.Module.to(model, device)  # in place (HF's decorated .to confuses type checkers)
     else:
         model = _fast_construct(config, device, torch_dtype)
         _init_random_weights(model, seed, std=getattr(config, "initializer_range", 0.02))
@@ -282,7 +298,7 @@ def model_info(name: str, model: PreTrainedModel, chash: str | None = None) -> M
     params = list(model.parameters())
     dtype = next(iter(params)).dtype
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
-    max_len = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions")
+    max_len = _max_len(cfg)
     return ModelInfo(
         name=name,
         family=cfg.model_type,

@@ -20,12 +20,19 @@ from typing import Any
 import numpy as np
 
 from batchsim.progress import Progress
-from profiler.engines import Engines, is_oom
+from profiler.capacity import measure_kv_copy, search_max_decode_batch
+from profiler.engines import CPU_DTYPE, Engines, is_oom
 from profiler.fit import fit_copy, fit_points
-from profiler.grid import GRID_NAMES, KV_COPY, PADDED_PREFILL, build_grid, grid_spec
-from profiler.host import fingerprint, ram_bytes
-from profiler.measure import measure_kv_copy, search_max_decode_batch
-from profiler.profile_file import COMPLETE_KEY, check_fresh_target, check_writable, load_partial, save_atomic
+from profiler.grid import GRID_NAMES, KV_COPY, Grid, build_grid, grid_spec
+from profiler.host import fingerprint
+from profiler.measure import CLOCKS, Repeats
+from profiler.profile_file import (
+    COMPLETE_KEY,
+    check_fresh_target,
+    check_writable,
+    load_partial,
+    save_atomic,
+)
 from sim.cost_model import REQUIRED_MODELS
 from sim.profile import SCHEMA, SCHEMA_VERSION
 
@@ -48,6 +55,8 @@ class ProfileConfig:
     repeats: int | None = None  # timed steps per point
     resume: bool = False
     memory_cap_bytes: int | None = None  # CPU: KV pool (and OOM-search bound); None: auto
+    threads: int | None = None  # torch intra-op CPU threads; None: torch's default (all cores)
+    clock: str | None = None  # step time: "wall" (default), or "thread" (CPU time; cpu, 1 thread)
     progress: bool = True  # progress bar on stderr when it is a terminal
 
     def __post_init__(self) -> None:
@@ -57,10 +66,19 @@ class ProfileConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}: choose one of {', '.join(DTYPES)}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ValueError(f"unknown device {self.device!r}: use cpu or cuda")
+        if self.seed is not None and self.seed < 0:
+            raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.repeats is not None and self.repeats < 1:
             raise ValueError(f"--repeats must be at least 1, got {self.repeats}")
         if self.memory_cap_bytes is not None and self.memory_cap_bytes <= 0:
             raise ValueError("the memory cap must be positive")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {self.threads}")
+        if self.clock is not None and self.clock not in CLOCKS:
+            raise ValueError(f"unknown clock {self.clock!r}: choose one of {', '.join(CLOCKS)}")
+        if self.clock == "thread" and (self.device != "cpu" or self.threads != 1):
+            raise ValueError("--clock thread times steps by CPU time: it needs --device cpu and "
+                             "--threads 1")
 
     @property
     def device_type(self) -> str:
@@ -89,51 +107,77 @@ def run_profile(
     """Measure, fit and write a profile; raise ProfileInterrupted on Ctrl-C (file stays valid).
 
     on_point(n) is called after the n-th point of this invocation has been saved (tests use it to
-    interrupt a run).
+    interrupt a run). config.threads sets torch's CPU thread count for the run (restored after).
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run(config, on_point)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(config: ProfileConfig, on_point: Callable[[int], None] | None) -> ProfileResult:
     from profiler.models import config_hash, resolve_model
 
     t0 = time.perf_counter()
     resolved = resolve_model(config.model)  # ValueError listing presets for an unknown model
     fp = fingerprint(resolved.name, config.device, config.dtype, config_hash(resolved.config))
     check_writable(config.out)
-    run_opts = {"grid": config.grid, "seed": config.seed, "repeats": config.repeats}
+    run_opts = {"grid": config.grid, "seed": config.seed, "repeats": config.repeats,
+                "timing": config.clock}
     if config.resume:
         doc = load_partial(config.out, fp, run_opts)
         logger.info("resuming %s: %d points measured", config.out, len(doc["measured"]))
     else:
         check_fresh_target(config.out)
         doc = _new_document(fp, config)
+    logger.info("profiling %s on %s (%s), grid %s", resolved.name, fp["device"], config.dtype,
+                doc["run"]["grid"])
     run = doc["run"]
-    save_atomic(config.out, doc)  # fail on an unwritable file now, not after the grid
+    prior_s = float(run.get("elapsed_s", 0.0))
 
-    engines = Engines(config.model, config.device, config.dtype, int(run["seed"]),
-                      config.memory_cap_bytes)
-    try:
-        info = engines.paged_info()
-        doc["model"] = _model_facts(info)
-        run["load_model_s"] = run.get("load_model_s") or engines.load_model_s
-        grid = build_grid(run["grid"], config.device_type, info.max_model_len, int(run["seed"]),
-                          run["repeats"])
-        run["points_total"] = len(grid.points)
-        engines.size_paged_pool(grid.points)
-        _measure_grid(doc, grid, engines, config, on_point)
-        if "limits" not in doc:
-            spec = grid.spec
-            doc["limits"] = engines.oom_search(
-                lambda eng: search_max_decode_batch(
-                    eng, min(spec.oom_context, info.max_model_len - 2),
-                    start=max(spec.decode_batches), max_batch=8192 if engines.cuda else 1024,
-                    is_oom=is_oom))
-            save_atomic(config.out, doc)
-    except KeyboardInterrupt:
-        run["elapsed_s"] = run.get("elapsed_s", 0.0) + time.perf_counter() - t0
+    def save() -> None:
+        run["elapsed_s"] = prior_s + time.perf_counter() - t0
         save_atomic(config.out, doc)
-        raise ProfileInterrupted(config.out, len(doc["measured"]), run.get("points_total", 0)) from None
+
+    # The first save comes after the first measured point (check_writable has vetted the path):
+    # a run that fails while loading the model leaves any existing file as it was.
+    seed = int(run["seed"])
+    max_len = resolved.max_model_len
+    grid = build_grid(run["grid"], config.device_type, max_len, seed, run["repeats"])
+    run["points_total"] = len(grid.points)
+    engines = Engines(config.model, config.device, config.dtype, seed, config.memory_cap_bytes)
+    spec = grid.spec
+    oom_context = min(spec.oom_context, max_len - 2)
+    max_search = 8192 if engines.cuda else 1024
+    # on CPU the grid's engine also runs the max-batch search: room for it, within the cap
+    search_blocks = max_search * -(-(oom_context + 1) // 16)
+    engines.size_paged_pool(grid.points, 0 if engines.cuda else search_blocks)
+    try:
+        doc["model"] = _model_facts(engines.info)
+        doc["model"]["weights"] = "checkpoint" if resolved.checkpoint_dir else "random"
+        run["load_model_s"] = run.get("load_model_s") or engines.load_model_s
+        _measure_grid(doc, grid, engines, config, save, on_point)
+        logger.info("grid measured (%.1f s so far)", time.perf_counter() - t0)
+        if "limits" not in doc:
+            doc["limits"] = engines.oom_search(lambda eng: search_max_decode_batch(
+                eng, oom_context, start=max(spec.decode_batches), max_batch=max_search,
+                is_oom=is_oom))
+            save()
+            logger.info("max decode batch searched (%.1f s so far)", time.perf_counter() - t0)
+        _finish(doc, engines)
+    except KeyboardInterrupt:
+        if not doc["measured"] and not config.resume:
+            raise  # nothing measured yet: nothing worth keeping, and nothing was written
+        save()
+        raise ProfileInterrupted(config.out, len(doc["measured"]), len(grid.points)) from None
     finally:
         engines.close()
-    _finish(doc, engines, time.perf_counter() - t0)
-    save_atomic(config.out, doc)
+    save()
     return ProfileResult(config.out, doc, time.perf_counter() - t0)
 
 
@@ -151,7 +195,10 @@ def _new_document(fp: dict[str, Any], config: ProfileConfig) -> dict[str, Any]:
             "seed": config.seed if config.seed is not None else 0,
             "repeats": config.repeats or spec.repeats,
             "warmup": spec.warmup,
-            "timing": "wall",  # time_s is host wall time per step (see profiler.measure)
+            "min_point_s": spec.min_point_s,
+            "max_repeats": max(spec.max_repeats, config.repeats or 0),
+            "timing": config.clock or "wall",  # time_s: wall, or thread CPU time (measure.py)
+            "cpu_dtype": CPU_DTYPE if config.device_type == "cuda" else None,  # cpu.* points
             "elapsed_s": 0.0,
         },
         "points": [],
@@ -168,24 +215,31 @@ def _model_facts(info: Any) -> dict[str, Any]:
     return {k: facts[k] for k in keys}
 
 
-def _measure_grid(doc: dict[str, Any], grid: Any, engines: Engines, config: ProfileConfig,
-                  on_point: Callable[[int], None] | None) -> None:
+def _measure_grid(doc: dict[str, Any], grid: Grid, engines: Engines, config: ProfileConfig,
+                  save: Callable[[], None], on_point: Callable[[int], None] | None) -> None:
     run = doc["run"]
     done = set(doc["measured"])
     todo = [p for p in grid.points if p.id not in done]
     progress = Progress(sum(p.cost_tokens for p in todo), f"profile {doc['fingerprint']['model']} "
                         f"({run['grid']}, {len(todo)} points)", " tok",
                         force=False) if config.progress else None
+    from profiler.kv_cache import OutOfBlocksError
+
     rng = np.random.default_rng(int(run["seed"]))
-    t_start, cost = time.perf_counter(), 0.0
+    reps = Repeats(run["warmup"], run["repeats"], run["min_point_s"], run["max_repeats"],
+                   run["timing"])
+    cost = 0.0
     for n, p in enumerate(todo, 1):
         try:
             if p.key == KV_COPY:
-                rec = measure_kv_copy(engines.paged, p, run["warmup"], run["repeats"], 1 << 31)
+                rec = measure_kv_copy(engines.paged, p, reps, 1 << 31)
                 doc["kv_copy_points"] += [rec] if rec else []
             else:
                 runner = engines.runner(p.key, rng)
-                doc["points"] += runner.measure(p, run["warmup"], run["repeats"])
+                doc["points"] += runner.measure(p, reps)
+        except OutOfBlocksError:  # CUDA: the grid's pool is smaller than this point needs
+            logger.warning("point %s does not fit the KV pool; skipped", p.id)
+            doc["skipped"].append({"id": p.id, "reason": "kv_pool"})
         except (RuntimeError, MemoryError) as e:
             if not is_oom(e):
                 raise
@@ -193,9 +247,7 @@ def _measure_grid(doc: dict[str, Any], grid: Any, engines: Engines, config: Prof
             logger.warning("point %s ran out of memory; skipped", p.id)
             doc["skipped"].append({"id": p.id, "reason": "oom"})
         doc["measured"].append(p.id)
-        run["elapsed_s"] = run.get("elapsed_s", 0.0) + time.perf_counter() - t_start
-        t_start = time.perf_counter()
-        save_atomic(config.out, doc)
+        save()
         cost += p.cost_tokens
         if progress:
             progress.update(cost)
@@ -205,7 +257,7 @@ def _measure_grid(doc: dict[str, Any], grid: Any, engines: Engines, config: Prof
         progress.close()
 
 
-def _finish(doc: dict[str, Any], engines: Engines, elapsed_s: float) -> None:
+def _finish(doc: dict[str, Any], engines: Engines) -> None:
     """Fit the cost models, add memory facts and overheads, mark the document complete."""
     run = doc["run"]
     fits = fit_points(doc["points"], folds=5, seed=int(run["seed"]))
@@ -214,14 +266,14 @@ def _finish(doc: dict[str, Any], engines: Engines, elapsed_s: float) -> None:
         raise ValueError(f"the grid measured no points for {missing} (all skipped?); "
                          "see 'skipped' in the partial profile")
     doc["cost_models"] = {key: res.to_json() for key, res in fits.items()}
-    if doc["kv_copy_points"]:
-        pts = doc["kv_copy_points"]
+    pts = doc["kv_copy_points"]
+    if len(pts) >= 2:
         doc["kv_copy"] = fit_copy([p["num_bytes"] for p in pts], [p["time_s"] for p in pts])
+    elif pts:
+        logger.warning("one KV copy size fitted the pool: no copy bandwidth fitted")
     doc["memory"] = engines.memory_facts(doc["points"])
     doc["host_overhead"] = _host_overhead(doc["points"])
-    run["elapsed_s"] = run.get("elapsed_s", 0.0) + 0.0
     run["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    run["last_invocation_s"] = elapsed_s
     doc[COMPLETE_KEY] = True
 
 
@@ -246,6 +298,3 @@ def default_out(model: str, device: str, dtype: str) -> Path:
     name = name.removesuffix(".json") or "model"
     return Path(f"profile-{name}-{device.split(':')[0]}-{dtype}.json")
 
-
-def cpu_total_bytes() -> int:
-    return ram_bytes()

@@ -29,9 +29,14 @@ def save_atomic(path: Path, doc: dict[str, Any]) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
         with os.fdopen(fd, "w") as f:
             json.dump(doc, f, indent=1, allow_nan=False)
             f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())  # the data reaches the disk before the rename makes it visible
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,14 +75,16 @@ def check_fresh_target(path: Path) -> None:
     if not path.exists():
         return
     doc = _read(path)
-    if doc.get(COMPLETE_KEY) is False:
+    if doc.get(COMPLETE_KEY) is False and doc.get("measured"):
         raise ValueError(
             f"{path} holds an interrupted profile: add --resume to continue it, or delete it"
         )
     logger.warning("%s exists and will be replaced by the new profile", path)
 
 
-def load_partial(path: Path, expected: dict[str, Any], run: dict[str, Any | None]) -> dict[str, Any]:
+def load_partial(
+    path: Path, expected: dict[str, Any], run: dict[str, Any | None]
+) -> dict[str, Any]:
     """Load an interrupted profile to resume; refuse one measured differently or damaged.
 
     expected: this run's fingerprint; run: grid/seed/repeats given by the user (None = take the
@@ -99,15 +106,34 @@ def load_partial(path: Path, expected: dict[str, Any], run: dict[str, Any | None
     if not isinstance(fp, dict) or not isinstance(points, list) or not isinstance(measured, list):
         raise ValueError(f"{path} is corrupted (fingerprint, points or measured list missing); "
                          "delete it and measure again")
+    saved = doc.get("run")
+    types = {"grid": str, "seed": int, "repeats": int, "warmup": int, "min_point_s": (int, float),
+             "max_repeats": int, "timing": str}
+    bad = ([k for k, t in types.items() if not isinstance(saved.get(k), t)]
+           if isinstance(saved, dict) else ["run"])
+    bad += [k for k in ("skipped", "kv_copy_points") if not isinstance(doc.get(k, []), list)]
+    if bad:
+        raise ValueError(f"{path} is corrupted ({', '.join(bad)} missing or of the wrong type); "
+                         "delete it and measure again")
+    doc.setdefault("skipped", [])
+    doc.setdefault("kv_copy_points", [])
     diff = [k for k in RESUME_KEYS if fp.get(k) != expected.get(k)]
     if diff:
         was = ", ".join(f"{k}={fp.get(k)!r}" for k in diff)
         now = ", ".join(f"{k}={expected.get(k)!r}" for k in diff)
-        raise ValueError(f"cannot resume {path}: it was measured with {was}, this run has {now}; "
-                         "use the same --model/--device/--dtype on the same machine, or another --out")
-    saved = doc.get("run") or {}
+        raise ValueError(
+            f"cannot resume {path}: it was measured with {was}, this run has {now}; use the same "
+            "--model/--device/--dtype/--threads on the same machine, or another --out"
+        )
+    # a point appended just before an interrupt but not yet listed as measured: drop it, it
+    # will be measured again
+    done = set(measured)
+    for key in ("points", "kv_copy_points"):
+        doc[key] = [p for p in doc.get(key) or []
+                    if isinstance(p, dict) and str(p.get("id", "")).split("#")[0] in done]
     for key, value in run.items():
         if value is not None and saved.get(key) != value:
-            raise ValueError(f"cannot resume {path} with --{key} {value}: it was started with "
-                             f"--{key} {saved.get(key)}; drop the option or use the same value")
+            flag = "clock" if key == "timing" else key
+            raise ValueError(f"cannot resume {path} with --{flag} {value}: it was started with "
+                             f"--{flag} {saved.get(key)}; drop the option or use the same value")
     return doc

@@ -29,8 +29,14 @@ class StaticEngine:
         device, dtype, seed: as for ``profiler.engine.Engine``.
     """
 
-    def __init__(self, model: str, *, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+        seed: int = 0,
+    ) -> None:
         from transformers import DynamicCache
 
         self._cache_cls = DynamicCache
@@ -53,8 +59,9 @@ class StaticEngine:
         """Tokens generated so far per row (copies), including rows past their budget."""
         return [list(o) for o in self._outputs]
 
-    def prefill(self, batch_prompts: Sequence[Sequence[int]],
-                max_new_tokens: Sequence[int] | None = None) -> tuple[list[int], StepTiming]:
+    def prefill(
+        self, batch_prompts: Sequence[Sequence[int]], max_new_tokens: Sequence[int] | None = None
+    ) -> tuple[list[int], StepTiming]:
         """Start a new batch: left-pad, prefill, sample one token per row.
 
         ``max_new_tokens`` (optional, per row) only affects accounting: decode steps count rows
@@ -64,16 +71,20 @@ class StaticEngine:
         if not batch_prompts or any(len(p) == 0 for p in batch_prompts):
             raise ValueError("a static batch needs at least one prompt and no empty prompts")
         if max_new_tokens is not None and len(max_new_tokens) != len(batch_prompts):
-            raise ValueError(f"max_new_tokens has {len(max_new_tokens)} entries for "
-                             f"{len(batch_prompts)} prompts")
+            raise ValueError(
+                f"max_new_tokens has {len(max_new_tokens)} entries for {len(batch_prompts)} prompts"
+            )
         lens = [len(p) for p in batch_prompts]
         width = max(lens)
         if width > self.info.max_model_len:
-            raise ValueError(f"prompt of {width} tokens exceeds max_model_len {self.info.max_model_len}")
+            raise ValueError(
+                f"prompt of {width} tokens exceeds max_model_len {self.info.max_model_len}"
+            )
         rows = [[self.pad_token_id] * (width - len(p)) + [int(t) for t in p] for p in batch_prompts]
         ids = torch.tensor(rows, dtype=torch.int64, device=self.device)  # [B, S]
-        mask = torch.tensor([[0] * (width - n) + [1] * n for n in lens], dtype=torch.int64,
-                            device=self.device)  # [B, S]
+        mask = torch.tensor(
+            [[0] * (width - n) + [1] * n for n in lens], dtype=torch.int64, device=self.device
+        )  # [B, S]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [B, S]
         self._cache = self._cache_cls(config=self.model.config)
         t_prep = time.perf_counter()
@@ -87,9 +98,14 @@ class StaticEngine:
         self._max_new = list(max_new_tokens) if max_new_tokens is not None else None
         batch = len(rows)
         return sampled, StepTiming(
-            wall_ms=(t_end - t_start) * 1e3, gpu_ms=gpu_ms, prep_ms=(t_prep - t_start) * 1e3,
-            num_seqs=batch, num_prefill_tokens=batch * width, num_decode_tokens=0,
-            kv_tokens_read=batch * width, num_padding_tokens=batch * width - sum(lens),
+            wall_ms=(t_end - t_start) * 1e3,
+            gpu_ms=gpu_ms,
+            prep_ms=(t_prep - t_start) * 1e3,
+            num_seqs=batch,
+            num_prefill_tokens=batch * width,
+            num_decode_tokens=0,
+            kv_tokens_read=batch * width,
+            num_padding_tokens=batch * width - sum(lens),
         )
 
     def decode(self) -> tuple[list[int], StepTiming]:
@@ -103,7 +119,7 @@ class StaticEngine:
         positions = self._next_pos[:, None]  # [B, 1]
         num_done = 0
         if self._max_new is not None:
-            num_done = sum(len(o) >= m for o, m in zip(self._outputs, self._max_new))
+            num_done = sum(len(o) >= m for o, m in zip(self._outputs, self._max_new, strict=True))
         t_prep = time.perf_counter()
 
         sampled, gpu_ms = self._run(ids, mask, positions)
@@ -111,19 +127,31 @@ class StaticEngine:
 
         self._mask = mask
         self._next_pos = self._next_pos + 1
-        for out, token in zip(self._outputs, sampled):
+        for out, token in zip(self._outputs, sampled, strict=True):
             out.append(token)
         return sampled, StepTiming(
-            wall_ms=(t_end - t_start) * 1e3, gpu_ms=gpu_ms, prep_ms=(t_prep - t_start) * 1e3,
-            num_seqs=batch, num_prefill_tokens=0, num_decode_tokens=batch,
-            kv_tokens_read=batch * mask.shape[1], num_padding_tokens=num_done,
+            wall_ms=(t_end - t_start) * 1e3,
+            gpu_ms=gpu_ms,
+            prep_ms=(t_prep - t_start) * 1e3,
+            num_seqs=batch,
+            num_prefill_tokens=0,
+            num_decode_tokens=batch,
+            kv_tokens_read=batch * mask.shape[1],
+            num_padding_tokens=num_done,
         )
 
-    def _run(self, ids: torch.Tensor, mask: torch.Tensor,
-             positions: torch.Tensor) -> tuple[list[int], float | None]:
+    def _run(
+        self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[list[int], float | None]:
         def forward_and_sample() -> torch.Tensor:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             past_key_values=self._cache, use_cache=True, logits_to_keep=1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=self._cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             return out.logits[:, -1].argmax(dim=-1)  # [B]
 
         self._last, sampled, gpu_ms = timed_sample(self.device, forward_and_sample)

@@ -1,21 +1,30 @@
 """Profile files: the versioned JSON contract between the profiler and the simulator.
 
-Schema (schema_version 1), written by `batchsim profile` and by bench/analytic_profile.py:
+Schema (schema_version 1), written by `batchsim profile` (profiler/profile.py) and by
+profiler/analytic.py. The simulator reads the keys marked *; the rest document how the numbers
+were obtained and are shown in reports.
 
-    schema            "batchsim.profile"
-    schema_version    1
-    source            "measured" | "analytic"
-    fingerprint       device, device_type, driver, torch, transformers, dtype, model,
+    schema *          "batchsim.profile"
+    schema_version *  1
+    source *          "measured" | "analytic"
+    complete *        false while `batchsim profile` is still running or was interrupted: refused
+    fingerprint       device, device_type, driver, torch, threads, transformers, dtype, model,
                       config_hash, created (ISO 8601), host
-    model             name, family, num_layers, hidden_size, num_attention_heads, num_kv_heads,
-                      head_dim, vocab_size, max_model_len, num_params
-    memory            total_bytes, weight_bytes, kv_bytes_per_token, activation_reserve_bytes
-    cost_models       {key: {terms: [{feature: coef}], cv: {mape, max_ape, folds, n_points},
+    run               grid, seed, repeats, warmup, min_point_s, max_repeats, timing (wall|thread),
+                      elapsed_s, points_total, load_model_s, completed
+    model *           name, family, num_layers, hidden_size, num_attention_heads, num_kv_heads,
+                      head_dim, vocab_size, max_model_len, num_params, sliding_window,
+                      weights (random | checkpoint)
+    memory *          total_bytes, weight_bytes, kv_bytes_per_token, activation_reserve_bytes
+    cost_models *     {key: {terms: [{feature: coef}], cv: {mape, max_ape, folds, n_points, ...},
                               domain: {feature: [min, max]}}}  keys: sim.cost_model.REQUIRED_MODELS
                       (+ optional "cpu.packed.prefill")
-    kv_copy           optional {bytes_per_s, latency_s}: CPU->GPU KV transfer (hybrid policy)
-    points            raw measurements [{model: key, <StepShape fields>, time_s, spread_s, repeats}]
-    limits            optional {max_batch_size, oom: [...]}
+    kv_copy           optional {bytes_per_s, latency_s, mape}: CPU->GPU KV transfer (hybrid policy)
+    points            raw measurements [{id, model: key, <StepShape fields>, time_s, spread_s,
+                      repeats, wall_s, thread_s, gpu_s, prep_s, samples_s}]
+    kv_copy_points    raw KV copy measurements; skipped: points that did not fit; measured: ids
+    host_overhead     the smallest step measured and its preparation / host / GPU split
+    limits            optional {max_batch_size, reference_context, bound, oom: [...]}
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 
 PHASES = ("prefill", "decode", "mixed")
 _PHASE_CODE = {name: code for code, name in enumerate(PHASES)}
+LAYOUTS = ("packed", "padded")
+_LAYOUT_CODE = {name: code for code, name in enumerate(LAYOUTS)}
+DEVICES = ("gpu", "cpu")
+_DEVICE_CODE = {name: code for code, name in enumerate(DEVICES)}
 
 
 class Recorder:
@@ -41,7 +45,7 @@ class Recorder:
         self.resume_gaps_s: list[float] = []
         self._last_token_end_s: dict[int, float] = {}
         # Steps, stored per run of identical steps and expanded by steps_table().
-        self._runs: list[tuple[int, float, int, str, str, int, int, int]] = []
+        self._runs: list[tuple[int, float, int, int, int, int, int, int]] = []
         self._durations: list[float] = []
         self._kv_blocks: list[int] = []
         self._kv_tokens: list[int] = []
@@ -83,7 +87,8 @@ class Recorder:
             self.segments.append((self.seg_start[r.index], first + off, r.index))
             self.seg_start[r.index] = -1
         shape = plan.shape
-        self._runs.append((k, start_s, _PHASE_CODE[shape.phase], plan.layout, plan.device,
+        self._runs.append((k, start_s, _PHASE_CODE[shape.phase], _LAYOUT_CODE[plan.layout],
+                           _DEVICE_CODE[plan.device],
                            shape.num_seqs, shape.num_prefill_tokens, shape.num_decode_seqs))
         self._durations.extend(durations)
         self._kv_blocks.extend(events.kv_blocks_used)
@@ -111,22 +116,26 @@ class Recorder:
         ks = [run[0] for run in self._runs]
 
         def column(i: int) -> np.ndarray:
+            if not ks:
+                return np.zeros(0, dtype=np.int64)
             return np.repeat(np.array([run[i] for run in self._runs]), ks)
+
+        def categorical(i: int, names: tuple[str, ...]) -> pd.Categorical[str]:
+            # codes, not strings: a million-step run would otherwise build a million str objects
+            return pd.Categorical.from_codes(column(i), categories=pd.Index(list(names)))
 
         return pd.DataFrame({
             "step": np.arange(self.num_steps),
             "start_s": start,
             "duration_s": dur,
-            "phase": pd.Categorical.from_codes(
-                column(2) if ks else np.zeros(0, dtype=np.int64),
-                categories=pd.Index(list(PHASES))),
-            "layout": column(3) if ks else [],
-            "device": column(4) if ks else [],
-            "batch_size": column(5) if ks else [],
-            "prefill_tokens": column(6) if ks else [],
-            "decode_tokens": column(7) if ks else [],
-            "kv_blocks_used": self._kv_blocks,
-            "kv_tokens_used": self._kv_tokens,
+            "phase": categorical(2, PHASES),
+            "layout": categorical(3, LAYOUTS),
+            "device": categorical(4, DEVICES),
+            "batch_size": column(5),
+            "prefill_tokens": column(6),
+            "decode_tokens": column(7),
+            "kv_blocks_used": np.asarray(self._kv_blocks, dtype=np.int64),
+            "kv_tokens_used": np.asarray(self._kv_tokens, dtype=np.int64),
         })
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:

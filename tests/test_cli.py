@@ -40,6 +40,19 @@ def test_same_seed_gives_identical_files(tmp_path):
         assert (tmp_path / "a" / file).read_bytes() == (tmp_path / "b" / file).read_bytes()
 
 
+@pytest.mark.parametrize("profile", sorted((ROOT / "profiles").glob("*.json")),
+                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("policy", ["static", "dynamic", "continuous"])
+def test_every_shipped_profile_simulates(tmp_path, profile, policy):
+    out = tmp_path / "run"
+    assert main(["simulate", "--profile", str(profile), "--policy", policy, "--request-rate",
+                 "0.2", "--num-requests", "12", "--input-len", "64", "--output-len", "16",
+                 "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["completed"] == 12
+    assert metrics["output_token_throughput"] * metrics["duration_s"] == pytest.approx(12 * 16)
+
+
 def test_every_policy_runs_the_shipped_chat_trace(tmp_path):
     for policy in ("static", "dynamic", "continuous"):
         assert main(["simulate", "--policy", policy, "--trace", str(TRACE), "--time-scale",

@@ -1,4 +1,4 @@
-"""Shared helpers for the engine tests: HF greedy references and random prompts."""
+"""Shared fixtures for the engine tests: HF greedy references and random prompts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ try:
 except ImportError:  # simulator-only install: the engine test modules skip themselves
     torch = None
 
-TINY_MODELS = ("tiny-qwen2", "tiny-llama", "tiny-mistral", "tiny-gpt2")
-
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs CUDA; skipped without it")
@@ -26,24 +24,37 @@ def random_prompts(lengths: list[int], seed: int = 0, vocab: int = 512) -> list[
 
 
 @functools.cache
-def _reference_model(name: str):  # noqa: ANN202 - a transformers model
+def _reference_model(name: str):
     from profiler.models import build_model
 
     return build_model(name, "cpu", "float32", seed=0)[0]  # default (sdpa) attention
 
 
 def hf_greedy(name: str, prompt: list[int], num_new_tokens: int) -> list[int]:
-    """``model.generate`` greedy output of exactly ``num_new_tokens`` tokens (batch 1, no padding)."""
+    """``model.generate`` greedy output of exactly ``num_new_tokens`` tokens (batch 1, no pad)."""
     model = _reference_model(name)
     ids = torch.tensor([prompt])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                         max_new_tokens=num_new_tokens, min_new_tokens=num_new_tokens,
-                         eos_token_id=None, pad_token_id=0)
-    tokens = out[0, len(prompt):].tolist()
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        do_sample=False,
+        max_new_tokens=num_new_tokens,
+        min_new_tokens=num_new_tokens,
+        eos_token_id=None,
+        pad_token_id=0,
+    )
+    tokens = out[0, len(prompt) :].tolist()
     assert len(tokens) == num_new_tokens
     return tokens
 
 
-@pytest.fixture
-def greedy() -> Callable[[str, list[int], int], list[int]]:
+@pytest.fixture(name="hf_greedy")
+def hf_greedy_fixture() -> Callable[[str, list[int], int], list[int]]:
+    """``hf_greedy(model_name, prompt, n)``: the reference tokens."""
     return hf_greedy
+
+
+@pytest.fixture(name="random_prompts")
+def random_prompts_fixture() -> Callable[..., list[list[int]]]:
+    """``random_prompts(lengths, seed)``: seeded random prompts."""
+    return random_prompts

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import TINY_MODELS, hf_greedy, random_prompts  # noqa: E402
 from profiler.engine import Engine  # noqa: E402
 from profiler.engine_types import EnginePlan, PrefillChunk  # noqa: E402
 from profiler.kv_cache import OutOfBlocksError  # noqa: E402
+from profiler.models import PRESETS, resolve_model  # noqa: E402
+
+TINY_MODELS = [p for p in PRESETS if p.startswith("tiny-")]
+Greedy = Callable[[str, list[int], int], list[int]]
+Prompts = Callable[..., list[list[int]]]
 
 
 @dataclass
@@ -25,7 +32,7 @@ class Req:
 
 def run_chunked(engine: Engine, reqs: list[Req], token_budget: int) -> list[EnginePlan]:
     """A tiny continuous-batching loop: decodes first, then FCFS prefill chunks in the leftover
-    budget; requests join at their arrival step and are freed as soon as they have num_new tokens."""
+    budget; requests join at their arrival step and are freed once they have num_new tokens."""
     waiting = sorted(reqs, key=lambda r: r.arrival_step)
     running: list[Req] = []
     plans: list[EnginePlan] = []
@@ -59,13 +66,17 @@ def run_chunked(engine: Engine, reqs: list[Req], token_budget: int) -> list[Engi
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_batched_prefill_then_decodes(name: str) -> None:
+def test_batched_prefill_then_decodes(
+    name: str, hf_greedy: Greedy, random_prompts: Prompts
+) -> None:
     """Prefilling three prompts in one step, then decoding them together, matches generate."""
     prompts = random_prompts([3, 17, 70], seed=1)  # 70 > tiny-mistral's window of 64
     engine = Engine(name, dtype="float32", num_blocks=64, block_size=4)
     for i, p in enumerate(prompts):
         engine.add(i, p)
-    first = engine.step(EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)]))
+    first = engine.step(
+        EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
+    )
     assert sorted(first.tokens) == [0, 1, 2]
     for _ in range(7):
         engine.step(EnginePlan(decodes=[0, 1, 2]))
@@ -74,7 +85,9 @@ def test_batched_prefill_then_decodes(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_chunked_prefill_mixed_with_decodes_and_joins(name: str) -> None:
+def test_chunked_prefill_mixed_with_decodes_and_joins(
+    name: str, hf_greedy: Greedy, random_prompts: Prompts
+) -> None:
     """Chunked prefills mixed with decodes, requests joining and leaving mid-run: same tokens."""
     prompts = random_prompts([5, 40, 23, 1, 66, 12], seed=2)
     reqs = [Req(i, p, num_new=6 + 2 * i, arrival_step=3 * i) for i, p in enumerate(prompts)]
@@ -88,8 +101,8 @@ def test_chunked_prefill_mixed_with_decodes_and_joins(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", TINY_MODELS)
-def test_recompute_preemption(name: str) -> None:
-    """A sequence freed mid-decode (and one freed mid-prefill) re-prefilled later gives the same tokens."""
+def test_recompute_preemption(name: str, hf_greedy: Greedy, random_prompts: Prompts) -> None:
+    """Sequences freed mid-decode and mid-prefill, re-prefilled later, give the same tokens."""
     a, b = random_prompts([20, 30], seed=3)
     engine = Engine(name, dtype="float32", num_blocks=64, block_size=4)
     engine.add("a", a)
@@ -111,11 +124,13 @@ def test_recompute_preemption(name: str) -> None:
     assert engine.tokens("b") == b + hf_greedy(name, b, 7)
 
 
-def test_sliding_window_changes_long_contexts(tmp_path) -> None:  # noqa: ANN001
-    """tiny-mistral's 64-token window is honoured: without it a 100-token context decodes differently."""
+def test_sliding_window_changes_long_contexts(
+    tmp_path: Path, hf_greedy: Greedy, random_prompts: Prompts
+) -> None:
+    """tiny-mistral's 64-token window is honoured: without it a 100-token context differs."""
     engine = Engine("tiny-mistral", dtype="float32", num_blocks=64, block_size=8)
-    no_window = engine.model.config.to_dict() | {"sliding_window": None}
-    (tmp_path / "config.json").write_text(__import__("json").dumps(no_window))
+    no_window = resolve_model("tiny-mistral").config.to_dict() | {"sliding_window": None}
+    (tmp_path / "config.json").write_text(json.dumps(no_window))
     full = Engine(str(tmp_path / "config.json"), dtype="float32", num_blocks=64, block_size=8)
     (prompt,) = random_prompts([100], seed=4)
     outs = []
@@ -130,7 +145,7 @@ def test_sliding_window_changes_long_contexts(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_step_timing_counts() -> None:
-    """StepTiming counts sequences, prefill/decode tokens and KV read; a partial chunk samples nothing."""
+    """StepTiming counts sequences, tokens and KV read; a partial chunk samples nothing."""
     engine = Engine("tiny-qwen2", dtype="float32", num_blocks=32, block_size=4)
     engine.add(0, [5] * 10)
     engine.add(1, [7] * 6)
@@ -145,7 +160,7 @@ def test_step_timing_counts() -> None:
 
 
 def test_bad_plans_are_rejected() -> None:
-    """Decoding before prefill, chunks at the wrong start, unknown or duplicate ids: ValueError/KeyError."""
+    """Decoding before prefill, chunks at the wrong start, unknown or duplicate ids are errors."""
     engine = Engine("tiny-llama", dtype="float32", num_blocks=16, block_size=4)
     engine.add(0, [1, 2, 3])
     with pytest.raises(ValueError, match="a decode needs all but the last"):
@@ -169,7 +184,7 @@ def test_bad_plans_are_rejected() -> None:
 
 
 def test_out_of_blocks_changes_nothing() -> None:
-    """A step that does not fit the pool raises OutOfBlocksError and leaves every sequence as it was."""
+    """A step that does not fit the pool raises OutOfBlocksError and leaves every sequence alone."""
     engine = Engine("tiny-qwen2", dtype="float32", num_blocks=4, block_size=4)
     engine.add(0, list(range(12)))
     engine.add(1, list(range(8)))
@@ -183,9 +198,27 @@ def test_out_of_blocks_changes_nothing() -> None:
     assert len(engine.step(EnginePlan(decodes=[0])).tokens) == 1
 
 
+def test_assume_cached_sets_up_decode_contexts() -> None:
+    """assume_cached marks tokens cached without computing them; a decode then reads them."""
+    engine = Engine("tiny-qwen2", dtype="float32", num_blocks=16, block_size=4)
+    engine.add(0, list(range(41)))
+    engine.assume_cached(0, 40)
+    assert engine.num_computed(0) == 40 and engine.kv_cache.num_free_blocks == 6
+    result = engine.step(EnginePlan(decodes=[0]))
+    assert result.timing.kv_tokens_read == 41 and len(result.tokens) == 1
+    with pytest.raises(ValueError, match="between the cached count 41"):
+        engine.assume_cached(0, 10)
+    engine.add(1, list(range(30)))
+    with pytest.raises(OutOfBlocksError):
+        engine.assume_cached(1, 30)
+    assert engine.num_computed(1) == 0
+
+
 def test_memory_facts_and_pool_sizing() -> None:
     """The pool is sized from num_blocks or a byte budget; memory facts report it."""
-    engine = Engine("tiny-qwen2", dtype="float32", kv_memory_bytes=512 * 16 * 10 + 100, block_size=16)
+    engine = Engine(
+        "tiny-qwen2", dtype="float32", kv_memory_bytes=512 * 16 * 10 + 100, block_size=16
+    )
     facts = engine.memory_facts()
     assert facts.num_blocks == 10 and facts.kv_bytes_per_token == 512
     assert facts.kv_pool_bytes == 10 * 16 * 512 and facts.weight_bytes == engine.info.weight_bytes
@@ -208,21 +241,36 @@ def test_bfloat16_runs() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_engine_on_gpu_times_steps_and_agrees_with_reference() -> None:
-    """On CUDA (bf16, varlen) steps carry GPU ms and peak memory; tokens mostly match the reference."""
-    engines = [Engine("tiny-qwen2", device="cuda", dtype="bfloat16", num_blocks=64, block_size=16,
-                      attention_backend=b) for b in ("varlen", "reference")]
+def test_engine_on_gpu_times_steps_and_agrees_with_reference(random_prompts: Prompts) -> None:
+    """On CUDA (bf16, varlen) steps carry GPU ms and peak memory; first tokens match reference."""
+    engines = [
+        Engine(
+            "tiny-qwen2",
+            device="cuda",
+            dtype="bfloat16",
+            num_blocks=64,
+            block_size=16,
+            attention_backend=b,
+        )
+        for b in ("varlen", "reference")
+    ]
     prompts = random_prompts([9, 33, 70], seed=5)
     outs = []
     for engine in engines:
         for i, p in enumerate(prompts):
             engine.add(i, p)
         result = engine.step_with_peak_memory(
-            EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)]))
+            EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
+        )
         assert result.timing.gpu_ms is not None and result.timing.gpu_ms > 0
-        assert result.timing.peak_activation_bytes is not None and result.timing.peak_activation_bytes > 0
+        assert (
+            result.timing.peak_activation_bytes is not None
+            and result.timing.peak_activation_bytes > 0
+        )
         for _ in range(7):
             engine.step(EnginePlan(decodes=[0, 1, 2]))
         outs.append([engine.tokens(i) for i in range(3)])
     # first generated token of each sequence agrees; later ones may drift through bf16 rounding
-    assert [o[len(p)] for o, p in zip(outs[0], prompts)] == [o[len(p)] for o, p in zip(outs[1], prompts)]
+    assert [o[len(p)] for o, p in zip(outs[0], prompts, strict=True)] == [
+        o[len(p)] for o, p in zip(outs[1], prompts, strict=True)
+    ]

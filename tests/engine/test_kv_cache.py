@@ -12,8 +12,15 @@ from profiler.kv_cache import BlockAllocator, OutOfBlocksError, PagedKVCache  # 
 
 
 def make_cache(num_blocks: int = 8, block_size: int = 4) -> PagedKVCache:
-    return PagedKVCache(num_layers=2, num_blocks=num_blocks, block_size=block_size,
-                        num_kv_heads=2, head_dim=8, dtype=torch.float32, device="cpu")
+    return PagedKVCache(
+        num_layers=2,
+        num_blocks=num_blocks,
+        block_size=block_size,
+        num_kv_heads=2,
+        head_dim=8,
+        dtype=torch.float32,
+        device="cpu",
+    )
 
 
 def test_allocate_gives_distinct_blocks_and_free_returns_them() -> None:
@@ -78,7 +85,12 @@ def test_slots_follow_block_tables() -> None:
     cache.reserve("a", 6)  # grows a: its blocks are not contiguous any more
     table = cache.block_table("a")
     assert len(table) == 2 and cache.blocks_needed("a", 8) == 0 and cache.blocks_needed("a", 9) == 1
-    assert cache.slots("a", 2, 4) == [table[0] * 4 + 2, table[0] * 4 + 3, table[1] * 4, table[1] * 4 + 1]
+    assert cache.slots("a", 2, 4) == [
+        table[0] * 4 + 2,
+        table[0] * 4 + 3,
+        table[1] * 4,
+        table[1] * 4 + 1,
+    ]
     with pytest.raises(KeyError):
         cache.block_table("missing")
 
@@ -88,5 +100,5 @@ def test_pool_shape_and_bytes() -> None:
     cache = make_cache(num_blocks=8, block_size=4)
     assert cache.k_pool.shape == (2, 8, 4, 2, 8)
     assert cache.pool_bytes == 2 * 2 * 8 * 4 * 2 * 8 * 4
-    k, v = cache.layer_slots(1)
+    k, _ = cache.layer_slots(1)
     assert k.shape == (32, 2, 8) and k.data_ptr() == cache.k_pool[1].data_ptr()

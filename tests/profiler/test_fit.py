@@ -12,7 +12,6 @@ from profiler.fit import (
     Candidate,
     cross_validate,
     feature_matrix,
-    fit_candidate,
     fit_copy,
     fit_key,
     fit_points,
@@ -31,8 +30,8 @@ def decode_shapes() -> list[StepShape]:
     return [StepShape(b, 0, b, 0, b * c) for b in (1, 2, 4, 8, 16, 32, 64) for c in (32, 128, 512)]
 
 
-def coef(model, term: int, feature: str) -> float:
-    return model.terms[term][FEATURES.index(feature)]
+def col(x: np.ndarray, feature: str) -> np.ndarray:
+    return x[:, FEATURES.index(feature)]
 
 
 def test_recovers_known_prefill_coefficients_with_noise() -> None:
@@ -54,7 +53,7 @@ def test_picks_two_term_model_when_data_has_a_floor() -> None:
     """Launch-bound data (flat, then linear) selects max(floor, linear)."""
     shapes = decode_shapes()
     x = feature_matrix(shapes)
-    lin = 1e-4 * x[:, FEATURES.index("num_decode_seqs")] + 2e-8 * x[:, FEATURES.index("decode_ctx_tokens")]
+    lin = 1e-4 * col(x, "num_decode_seqs") + 2e-8 * col(x, "decode_ctx_tokens")
     y = np.maximum(1.5e-3, 2e-4 + lin)
     y *= 1 + np.random.default_rng(2).normal(0, 0.005, len(y))
     res = fit_key("packed.decode", shapes, y)
@@ -67,7 +66,7 @@ def test_picks_linear_model_without_a_floor() -> None:
     """Purely linear data keeps the simpler one-term model."""
     shapes = decode_shapes()
     x = feature_matrix(shapes)
-    y = 1e-3 + 1e-4 * x[:, FEATURES.index("num_decode_seqs")] + 2e-8 * x[:, FEATURES.index("decode_ctx_tokens")]
+    y = 1e-3 + 1e-4 * col(x, "num_decode_seqs") + 2e-8 * col(x, "decode_ctx_tokens")
     res = fit_key("packed.decode", shapes, y)
     assert not res.candidate.startswith("max(floor"), res.cv
     assert res.cv["mape"] < 1e-6
@@ -79,7 +78,7 @@ def test_extrapolation_is_monotone_and_sane() -> None:
     shapes = decode_shapes()
     x = feature_matrix(shapes)
     # noisy, slightly concave data: an unconstrained fit could go negative somewhere
-    y = 3e-3 + 5e-5 * np.sqrt(x[:, FEATURES.index("num_decode_seqs")]) + 1e-9 * x[:, FEATURES.index("decode_ctx_tokens")]
+    y = 3e-3 + 5e-5 * np.sqrt(col(x, "num_decode_seqs")) + 1e-9 * col(x, "decode_ctx_tokens")
     y *= 1 + rng.normal(0, 0.05, len(y))
     model = fit_key("packed.decode", shapes, y).model
     assert all(c >= 0 for term in model.terms for c in term)
