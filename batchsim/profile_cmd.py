@@ -15,7 +15,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True,
+    p.add_argument("--model",
                    help="preset (qwen2.5-0.5b, qwen2-1.5b, llama-2-7b, mistral-7b, distilgpt2, "
                         "tiny-qwen2, ...), a config.json path or a local checkpoint directory")
     p.add_argument("--device", help="cuda or cpu (default: cuda if available, else cpu)")
@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the thread's CPU time, which other processes on the machine do not "
                         "inflate")
     p.add_argument("--quiet", action="store_true", help="print only the profile path")
+    p.add_argument("--refit", type=Path, metavar="PROFILE",
+                   help="refit the cost models of a finished profile from its raw points, in "
+                        "place (no measurement, no torch needed), then print its record")
 
 
 def _resolve_device(device: str | None) -> str:
@@ -69,6 +72,10 @@ def _resolve_dtype(dtype: str | None, device: str, model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.refit is not None:
+        return _refit(args)
+    if args.model is None:
+        raise ValueError("profile needs --model (or --refit PROFILE)")
     from profiler.models import resolve_model
     from profiler.profile import ProfileConfig, ProfileInterrupted, default_out, run_profile
     from profiler.record import experiment_record
@@ -98,4 +105,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(experiment_record(result.document), end="")
     print(f"wrote {result.path}")
+    return 0
+
+
+def _refit(args: argparse.Namespace) -> int:
+    from profiler.profile_file import refit_profile
+    from profiler.record import experiment_record
+
+    doc = refit_profile(args.refit)
+    if not args.quiet:
+        print(experiment_record(doc), end="")
+    print(f"refitted {args.refit}")
     return 0

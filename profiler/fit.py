@@ -3,9 +3,13 @@
 numpy + scipy only: the simulator side may refit a profile's raw points without torch.
 
 Each cost-model key has a few physically shaped candidates (prefill: const + tokens + causal
-attention pairs; decode: const + sequences + KV tokens read; ...), each either one linear term or
-``max(floor, linear)``: a GPU step is launch-bound (flat) until the batch is large enough to be
-compute- or memory-bound. Coefficients are non-negative, so every fitted model is monotone
+attention pairs; decode: const + sequences + KV tokens read; ...), each either one linear term,
+``max(floor, linear)`` (a GPU step is launch-bound, flat, until the batch is large enough to be
+compute- or memory-bound) or linear plus a non-decreasing piecewise-linear curve in the batch
+(sequences or tokens) with knots at the measured batch values: matrix-product libraries switch
+kernels with the batch, so cost is often neither linear nor convex in it (on one CPU thread a
+0.5B model's decode costs about twice as much at batch 2 as at batch 1, then little more up to
+batch 32). Coefficients are non-negative, so every fitted model is monotone
 non-decreasing in every feature and extrapolates sanely beyond the grid. The fit minimises
 relative squared error (rows weighted by 1/y), because short and long steps matter equally to a
 latency prediction. The candidate with the lowest k-fold cross-validated MAPE on held-out points
@@ -22,10 +26,12 @@ import numpy as np
 from scipy.optimize import least_squares, nnls
 
 from policies.base import FEATURES, StepShape
-from sim.cost_model import CostModel
+from sim.cost_model import CostModel, Curve, curve_basis
 
 # A candidate must beat a simpler one by this much CV MAPE (absolute) to be chosen.
 SIMPLER_MARGIN = 0.002
+# A curve has at most this many knots (quantiles of the measured values beyond it).
+MAX_KNOTS = 8
 
 
 @dataclass(frozen=True)
@@ -35,33 +41,58 @@ class Candidate:
     name: str
     features: tuple[str, ...]
     floor: bool = False  # time = max(floor_const, linear)
+    curve: str | None = None  # time = linear + curve(feature), knots at measured values
 
     def __post_init__(self) -> None:
-        unknown = [f for f in self.features if f not in FEATURES]
+        unknown = [f for f in (*self.features, self.curve or "const") if f not in FEATURES]
         if unknown:
             raise ValueError(f"unknown features {unknown}; known: {list(FEATURES)}")
+        if self.curve is not None and (self.floor or self.curve in self.features
+                                       or self.curve == "decode_ctx_tokens"):
+            raise ValueError(f"{self.name}: a curve goes with neither a floor, nor its feature "
+                             "in the linear part, nor decode_ctx_tokens")
 
     @property
     def num_params(self) -> int:
-        return len(self.features) + int(self.floor)
+        """Parameters before seeing data (a curve counts as one: see params_for)."""
+        return len(self.features) + int(self.floor) + int(self.curve is not None)
+
+    def params_for(self, x: np.ndarray) -> int:
+        """Parameters when fitted to feature matrix x (a curve has one slope per segment)."""
+        if self.curve is None:
+            return self.num_params
+        return len(self.features) + len(_knots(x[:, FEATURES.index(self.curve)])) - 1
 
 
-def _forms(base: Sequence[tuple[str, tuple[str, ...]]]) -> tuple[Candidate, ...]:
+def _forms(base: Sequence[tuple[str, tuple[str, ...]]],
+           curves: Sequence[tuple[str, tuple[str, ...], str]] = ()) -> tuple[Candidate, ...]:
     out = [Candidate(name, feats) for name, feats in base]
     out += [Candidate(f"max(floor, {name})", feats, floor=True) for name, feats in base]
+    out += [Candidate(name, feats, curve=feature) for name, feats, feature in curves]
     return tuple(out)
+
+
+def _knots(values: np.ndarray) -> np.ndarray:
+    """Knots of a curve over these measured values: the distinct values, or MAX_KNOTS of them
+    at evenly spaced ranks (always the smallest and the largest)."""
+    distinct = np.unique(values)
+    if len(distinct) <= MAX_KNOTS:
+        return distinct
+    return distinct[np.round(np.linspace(0, len(distinct) - 1, MAX_KNOTS)).astype(int)]
 
 
 _PREFILL = _forms(
     [
         ("const+tokens+attn", ("const", "num_tokens", "prefill_attn_pairs")),
         ("const+seqs+tokens+attn", ("const", "num_seqs", "num_tokens", "prefill_attn_pairs")),
-    ]
+    ],
+    [("const+curve(tokens)+attn", ("const", "prefill_attn_pairs"), "num_tokens")],
 )
 _DECODE = _forms(
     [
         ("const+seqs+ctx", ("const", "num_decode_seqs", "decode_ctx_tokens")),
-    ]
+    ],
+    [("const+curve(seqs)+ctx", ("const", "decode_ctx_tokens"), "num_decode_seqs")],
 )
 _MIXED = _forms(
     [
@@ -107,6 +138,8 @@ def feature_matrix(shapes: Sequence[StepShape]) -> np.ndarray:
 def fit_candidate(x: np.ndarray, y: np.ndarray, cand: Candidate) -> CostModel:
     """Least relative squared error fit of one candidate with non-negative coefficients."""
     assert x.shape[0] == y.shape[0] > 0 and np.all(y > 0), (x.shape, y.shape, y.min(initial=0))
+    if cand.curve is not None:
+        return _fit_curve(x, y, cand)
     cols = [FEATURES.index(f) for f in cand.features]
     xs = x[:, cols]
     scale = np.max(np.abs(xs), axis=0)
@@ -120,6 +153,24 @@ def fit_candidate(x: np.ndarray, y: np.ndarray, cand: Candidate) -> CostModel:
     if cand.floor and floor > 0:
         terms.append(_term([FEATURES.index("const")], np.array([floor])))
     return CostModel(tuple(terms))
+
+
+def _fit_curve(x: np.ndarray, y: np.ndarray, cand: Candidate) -> CostModel:
+    """Linear part plus curve: NNLS over the linear columns and the curve's segment columns
+    (non-negative slopes make the curve non-decreasing)."""
+    assert cand.curve is not None
+    cols = [FEATURES.index(f) for f in cand.features]
+    f = FEATURES.index(cand.curve)
+    knots = _knots(x[:, f])
+    if len(knots) < 2:  # one measured value: the curve is not identifiable, a slope is
+        return fit_candidate(x, y, Candidate(cand.name, (*cand.features, cand.curve)))
+    xs = np.concatenate([x[:, cols], curve_basis(x[:, f], knots)], axis=1)
+    scale = np.max(np.abs(xs), axis=0)
+    scale[scale == 0] = 1.0
+    w = _linear_nnls(xs / scale, y) / scale
+    slopes = tuple(max(float(v), 0.0) for v in w[len(cols):])
+    curve = Curve(f, tuple(float(k) for k in knots), slopes)
+    return CostModel((_term(cols, w[: len(cols)]),), curve)
 
 
 def _term(cols: Sequence[int], coefs: np.ndarray) -> tuple[float, ...]:
@@ -214,11 +265,12 @@ def fit_key(
     cands = list(candidates) if candidates is not None else list(candidates_for(key))
     scored = []
     for i, cand in enumerate(cands):
-        if cand.num_params > len(y):  # not identifiable: more parameters than points
+        params = cand.params_for(x)
+        if params > len(y):  # not identifiable: more parameters than points
             continue
         ape, k = cross_validate(x, y, cand, folds, seed)
         mape = float(np.mean(ape)) if k >= 2 else float("inf")
-        scored.append((mape, cand.num_params, i, cand, ape, k))
+        scored.append((mape, params, i, cand, ape, k))
     if not scored:  # fewer points than any candidate has parameters: the simplest one
         cand = min(cands, key=lambda c: c.num_params)
         scored = [(float("inf"), cand.num_params, 0, cand, np.full(len(y), np.nan), 0)]

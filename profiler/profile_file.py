@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -136,4 +137,45 @@ def load_partial(
             flag = "clock" if key == "timing" else key
             raise ValueError(f"cannot resume {path} with --{flag} {value}: it was started with "
                              f"--{flag} {saved.get(key)}; drop the option or use the same value")
+    return doc
+
+
+def refit_profile(path: Path) -> dict[str, Any]:
+    """Refit the cost models (and the KV copy model) of a finished profile from its raw points
+    and save it in place, atomically. No measurement and no torch: a better fit does not need
+    the GPU again. Returns the new document."""
+    from profiler.fit import fit_copy, fit_points
+    from sim.cost_model import REQUIRED_MODELS
+    from sim.profile import load_profile
+
+    path = Path(path)
+    doc = _read(path)
+    if doc.get(COMPLETE_KEY) is False:
+        raise ValueError(f"{path} is an unfinished profile: finish it with --resume first")
+    points, run = doc.get("points"), doc.get("run")
+    if doc.get("source") != "measured" or not isinstance(points, list) or not points:
+        raise ValueError(f"{path} has no measured points to refit (source "
+                         f"{doc.get('source')!r})")
+    seed = int(run.get("seed", 0)) if isinstance(run, dict) else 0
+    try:
+        fits = fit_points(points, folds=5, seed=seed)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} is corrupted (a raw point lacks {e})") from None
+    missing = [k for k in REQUIRED_MODELS if k not in fits]
+    if missing:
+        raise ValueError(f"{path} has no raw points for {missing}")
+    doc["cost_models"] = {key: res.to_json() for key, res in fits.items()}
+    copies = doc.get("kv_copy_points") or []
+    if len(copies) >= 2:
+        doc["kv_copy"] = fit_copy([p["num_bytes"] for p in copies],
+                                  [p["time_s"] for p in copies])
+    if isinstance(run, dict):
+        run["refitted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    tmp = path.with_name(f".{path.name}.refit")
+    save_atomic(tmp, doc)
+    try:
+        load_profile(tmp)  # the simulator must accept the result before it replaces anything
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return doc

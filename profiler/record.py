@@ -57,9 +57,10 @@ def experiment_record(doc: Mapping[str, Any], name: str | None = None) -> str:
     for label, key, shape, tokens in _REFERENCE:
         fitted = CostModel.from_json(doc["cost_models"][key]).predict(shape)
         measured = _measured(points, key, shape)
-        t, src = (measured, "measured") if measured is not None else (fitted, "fit")
-        lines.append(f"{label:<26}: {t * 1e3:9.2f} ms ({src}; fit {fitted * 1e3:.2f} ms) "
-                     f"= {tokens / t:,.0f} tok/s")
+        t = measured if measured is not None else fitted
+        src = (f"measured; fit {fitted * 1e3:.2f} ms" if measured is not None
+               else "fit, not a grid point")
+        lines.append(f"{label:<26}: {t * 1e3:9.2f} ms ({src}) = {tokens / t:,.0f} tok/s")
     ho = doc.get("host_overhead") or {}
     if ho:
         lines.append(f"{'smallest step':<26}: {ho['min_step_s'] * 1e3:9.2f} ms (prep "

@@ -1,10 +1,16 @@
 """Step-time cost models: the simulator's clock advances by these predictions.
 
-A model is a maximum of linear terms over the step-shape features (policies.base.FEATURES):
-    time_s = max_k sum_i coef[k][i] * feature_i
+A model is a maximum of linear terms over the step-shape features (policies.base.FEATURES),
+plus an optional piecewise-linear curve in one feature:
+    time_s = max_k sum_i coef[k][i] * feature_i  +  curve(feature_f)
 One term is a plain linear model; two capture the launch-bound floor and the compute- or
-memory-bound slope that a GPU step shows. Coefficients are non-negative, so predictions grow
-monotonically with every feature and extrapolate sanely beyond the measured grid.
+memory-bound slope that a GPU step shows. The curve captures costs that do not grow linearly in
+the batch (a CPU matrix product that is twice as slow at batch 2 as at batch 1 and then nearly
+flat; kernels whose cost steps with tile counts): it is zero up to its first knot, then rises
+along its segments, the last one continuing beyond the last knot. Coefficients and slopes are
+non-negative, so predictions grow monotonically with every feature and extrapolate sanely beyond
+the measured grid. The curve's feature must not be decode_ctx_tokens, the one feature that changes
+along a run of decode steps, so decode runs keep their closed form.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from operator import mul
 
 import numpy as np
@@ -20,13 +27,76 @@ from policies.base import FEATURES, StepShape
 
 
 @dataclass(frozen=True, slots=True)
+class Curve:
+    """Non-decreasing piecewise-linear function of one feature: 0 up to knots[0], slope[j]
+    between knots[j] and knots[j + 1], the last slope continuing beyond knots[-1]."""
+
+    feature: int  # index into FEATURES
+    knots: tuple[float, ...]  # strictly increasing, at least two
+    slopes: tuple[float, ...]  # len(knots) - 1, non-negative
+
+    def __call__(self, x: float) -> float:
+        knots, total = self.knots, 0.0
+        if x <= knots[0]:
+            return 0.0
+        last = len(self.slopes) - 1
+        for j, slope in enumerate(self.slopes):
+            if j < last and x >= knots[j + 1]:
+                total += slope * (knots[j + 1] - knots[j])
+            else:
+                return total + slope * (x - knots[j])
+        return total
+
+    def of_features(self, x: np.ndarray) -> np.ndarray:
+        """The curve at every row of a [N, len(FEATURES)] feature matrix."""
+        return curve_basis(x[:, self.feature], self.knots) @ np.asarray(self.slopes)
+
+    @classmethod
+    def from_json(cls, data: object) -> Curve:
+        if not isinstance(data, Mapping):
+            raise ValueError("'curve' must be an object {feature, knots, slopes}")
+        feature = data.get("feature")
+        if feature not in FEATURES or feature == "decode_ctx_tokens":
+            allowed = [f for f in FEATURES if f != "decode_ctx_tokens"]
+            raise ValueError(f"curve feature must be one of {allowed}, got {feature!r}")
+        try:
+            knots = tuple(float(k) for k in data["knots"])
+            slopes = tuple(float(v) for v in data["slopes"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError("curve needs numeric lists 'knots' and 'slopes'") from None
+        if len(knots) < 2 or any(b <= a for a, b in pairwise(knots)):
+            raise ValueError(f"curve knots must be at least two, strictly increasing: {knots}")
+        if len(slopes) != len(knots) - 1:
+            raise ValueError(f"curve has {len(knots)} knots and {len(slopes)} slopes; "
+                             "it needs one slope fewer than knots")
+        if any(not math.isfinite(v) or v < 0 for v in (*knots, *slopes)):
+            raise ValueError("curve knots and slopes must be finite and slopes non-negative")
+        return cls(FEATURES.index(feature), knots, slopes)
+
+    def to_json(self) -> dict[str, object]:
+        return {"feature": FEATURES[self.feature], "knots": list(self.knots),
+                "slopes": list(self.slopes)}
+
+
+def curve_basis(values: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+    """[N, len(knots) - 1] segment lengths covered by each value: curve(v) = basis(v) @ slopes."""
+    v = np.asarray(values, dtype=np.float64)[:, None]
+    lo = np.asarray(knots[:-1], dtype=np.float64)[None, :]
+    width = np.diff(np.asarray(knots, dtype=np.float64))[None, :]
+    width[0, -1] = np.inf  # the last segment continues beyond the last knot
+    return np.clip(v - lo, 0.0, width)
+
+
+@dataclass(frozen=True, slots=True)
 class CostModel:
-    """max over terms of a linear function of the step's features."""
+    """max over terms of a linear function of the step's features, plus an optional curve."""
 
     terms: tuple[tuple[float, ...], ...]  # [num_terms][len(FEATURES)]
+    curve: Curve | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> CostModel:
+        curve = Curve.from_json(data["curve"]) if data.get("curve") is not None else None
         raw_terms = data["terms"]
         if not isinstance(raw_terms, list) or not raw_terms:
             raise ValueError("'terms' must be a non-empty list")
@@ -41,26 +111,36 @@ class CostModel:
             if any(not np.isfinite(c) or c < 0 for c in coef):
                 raise ValueError(f"coefficients must be finite and non-negative, got {coef}")
             terms.append(coef)
-        return cls(tuple(terms))
+        return cls(tuple(terms), curve)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "terms": [
                 {name: c for name, c in zip(FEATURES, term, strict=True) if c != 0.0}
                 for term in self.terms
             ]
         }
+        if self.curve is not None:
+            out["curve"] = self.curve.to_json()
+        return out
 
     def predict(self, shape: StepShape) -> float:
         """Seconds for one step of this shape."""
         x = shape.features()
         if len(self.terms) == 1:
-            return sum(map(mul, self.terms[0], x))
-        return max([sum(map(mul, term, x)) for term in self.terms])
+            t = sum(map(mul, self.terms[0], x))
+        else:
+            t = max([sum(map(mul, term, x)) for term in self.terms])
+        if self.curve is not None:
+            t += self.curve(x[self.curve.feature])
+        return t
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Seconds for each row of a [N, len(FEATURES)] feature matrix."""
-        return np.max(np.asarray(self.terms) @ x.T, axis=0)
+        t = np.max(np.asarray(self.terms) @ x.T, axis=0)
+        if self.curve is not None:
+            t = t + self.curve.of_features(x)
+        return t
 
     def predict_decode_run(self, shape: StepShape, num_steps: int,
                            stop_s: float = float("inf")) -> list[float]:
@@ -73,7 +153,8 @@ class CostModel:
         arithmetic progression and the stopping step has a closed form: no per-token work.
         """
         x = shape.features()
-        lines = [(sum(map(mul, term, x)), term[_CTX] * shape.num_decode_seqs)
+        lift = self.curve(x[self.curve.feature]) if self.curve is not None else 0.0  # run-constant
+        lines = [(sum(map(mul, term, x)) + lift, term[_CTX] * shape.num_decode_seqs)
                  for term in self.terms]
         last = num_steps - 1
         b, s = max(lines)

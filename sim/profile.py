@@ -11,14 +11,15 @@ were obtained and are shown in reports.
     fingerprint       device, device_type, driver, torch, threads, transformers, dtype, model,
                       config_hash, created (ISO 8601), host
     run               grid, seed, repeats, warmup, min_point_s, max_repeats, timing (wall|thread),
-                      elapsed_s, points_total, load_model_s, completed
+                      elapsed_s, points_total, load_model_s, completed, refitted (if refitted)
     model *           name, family, num_layers, hidden_size, num_attention_heads, num_kv_heads,
                       head_dim, vocab_size, max_model_len, num_params, sliding_window,
                       weights (random | checkpoint)
     memory *          total_bytes, weight_bytes, kv_bytes_per_token, activation_reserve_bytes
-    cost_models *     {key: {terms: [{feature: coef}], cv: {mape, max_ape, folds, n_points, ...},
-                              domain: {feature: [min, max]}}}  keys: sim.cost_model.REQUIRED_MODELS
-                      (+ optional "cpu.packed.prefill")
+    cost_models *     {key: {terms: [{feature: coef}], curve (optional): {feature, knots, slopes},
+                             cv: {mape, max_ape, folds, n_points, candidate, train_mape},
+                             domain: {feature: [min, max]}}}  keys: sim.cost_model.REQUIRED_MODELS
+                      (+ optional "cpu.packed.prefill"); forms in sim/cost_model.py
     kv_copy           optional {bytes_per_s, latency_s, mape}: CPU->GPU KV transfer (hybrid policy)
     points            raw measurements [{id, model: key, <StepShape fields>, time_s, spread_s,
                       repeats, wall_s, thread_s, gpu_s, prep_s, samples_s}]

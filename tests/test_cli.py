@@ -158,3 +158,26 @@ def test_python_dash_m_entry_point(tmp_path):
                           cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "run folder:" in done.stdout
+
+
+def test_refit_rewrites_cost_models_from_raw_points(tmp_path, capsys):
+    """`profile --refit` refits a measured profile in place without torch; the simulator loads
+    the result; an analytic profile (no raw points) is refused and left as it was."""
+    from sim.profile import load_profile
+
+    measured = tmp_path / "tiny.json"
+    doc = json.loads((ROOT / "profiles" / "tiny-qwen2-cpu.json").read_text())
+    doc["cost_models"] = {k: {"terms": [{"const": 1.0}]} for k in doc["cost_models"]}
+    measured.write_text(json.dumps(doc))
+    assert main(["profile", "--refit", str(measured), "--quiet"]) == 0
+    refitted = json.loads(measured.read_text())
+    assert refitted["cost_models"]["packed.decode"]["terms"] != [{"const": 1.0}]
+    assert refitted["cost_models"]["packed.decode"]["cv"]["n_points"] > 0
+    assert refitted["points"] == doc["points"]
+    load_profile(measured)
+    analytic = tmp_path / "analytic.json"
+    analytic.write_bytes((ROOT / "profiles" / "qwen2.5-0.5b-h100-analytic.json").read_bytes())
+    before = analytic.read_bytes()
+    assert main(["profile", "--refit", str(analytic)]) == 2
+    assert "no measured points to refit" in capsys.readouterr().err
+    assert analytic.read_bytes() == before

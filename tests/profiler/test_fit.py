@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -161,3 +162,51 @@ def test_fit_module_does_not_import_torch() -> None:
 
     code = "import sys, profiler.fit; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_curve_captures_a_concave_batch_cost() -> None:
+    """Decode cost that doubles from batch 1 to 2 and then flattens (a CPU GEMM switching
+    kernels) is fitted by the curve form, far better than any max-of-linear form, and the curve
+    stays non-decreasing and bounded beyond the largest measured batch."""
+    shapes = decode_shapes()
+    x = feature_matrix(shapes)
+    b = col(x, "num_decode_seqs")
+    knee = {1: 0.20, 2: 0.40, 4: 0.50, 8: 0.60, 16: 0.80, 32: 1.10, 64: 1.60}
+    y = np.array([knee[int(v)] for v in b]) + 2e-6 * col(x, "decode_ctx_tokens")
+    y *= 1 + np.random.default_rng(0).normal(0, 0.01, len(y))
+    res = fit_key("packed.decode", shapes, y)
+    assert res.candidate == "const+curve(seqs)+ctx", res.candidate
+    assert res.cv["mape"] < 0.03
+    only_linear = fit_key("packed.decode", shapes, y, candidates=[
+        Candidate("const+seqs+ctx", ("const", "num_decode_seqs", "decode_ctx_tokens")),
+        Candidate("max(floor, const+seqs+ctx)", ("const", "num_decode_seqs", "decode_ctx_tokens"),
+                  floor=True)])
+    assert only_linear.cv["mape"] > 3 * res.cv["mape"]
+    model = res.model
+    curve = model.curve
+    assert curve is not None and curve.knots == (1, 2, 4, 8, 16, 32, 64)
+    preds = [model.predict(StepShape(n, 0, n, 0, n * 128)) for n in range(1, 300)]
+    assert all(a <= b for a, b in pairwise(preds))
+    assert preds[255] < 10 * preds[63]
+
+
+def test_curve_round_trips_and_bad_curves_are_refused() -> None:
+    from sim.cost_model import CostModel
+
+    data = {"terms": [{"const": 0.1, "decode_ctx_tokens": 1e-6}],
+            "curve": {"feature": "num_decode_seqs", "knots": [1, 2, 8], "slopes": [0.2, 0.01]}}
+    model = CostModel.from_json(data)
+    assert model.to_json() == {**data, "curve": {**data["curve"], "knots": [1.0, 2.0, 8.0],
+                                                 "slopes": [0.2, 0.01]}}
+    # by hand: const 0.1 + ctx 1e-6 * 100 + curve: 0.2 * (2 - 1) + 0.01 * (10 - 2)
+    assert model.predict(StepShape(10, 0, 10, 0, 100)) == pytest.approx(0.1 + 1e-4 + 0.2 + 0.08)
+    assert model.predict(StepShape(1, 0, 1, 0, 100)) == pytest.approx(0.1 + 1e-4)
+    for curve, message in [
+        ({"feature": "decode_ctx_tokens", "knots": [1, 2], "slopes": [1]}, "curve feature"),
+        ({"feature": "num_seqs", "knots": [2, 1], "slopes": [1]}, "strictly increasing"),
+        ({"feature": "num_seqs", "knots": [1, 2], "slopes": [1, 2]}, "one slope fewer"),
+        ({"feature": "num_seqs", "knots": [1, 2], "slopes": [-1]}, "non-negative"),
+        ({"feature": "num_seqs", "knots": "x"}, "numeric lists"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            CostModel.from_json({**data, "curve": curve})
