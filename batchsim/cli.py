@@ -39,13 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)  # imports pandas: Ctrl-C may land here
-    except KeyboardInterrupt:
-        print("batchsim: interrupted", file=sys.stderr)
-        return 130
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="batchsim: %(levelname)s: %(message)s")
-    try:
+        args = build_parser().parse_args(argv)  # imports pandas: Ctrl-C may land here too
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                            format="batchsim: %(levelname)s: %(message)s")
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("batchsim: interrupted", file=sys.stderr)

@@ -57,9 +57,9 @@ def measure_kv_copy(engine: Engine, p: GridPoint, reps: Repeats,
             "samples_s": [round(t, 9) for t in times], "id": p.id}
 
 
-def _release(engine: Engine) -> None:
-    """After an out-of-memory probe: drop its sequences and return the allocator's cached
-    blocks, so that fragmentation does not make the next, smaller probe fail."""
+def release_after_oom(engine: Engine) -> None:
+    """After a step that ran out of memory: drop the sequences it left behind and return the
+    allocator's cached blocks, so that fragmentation does not make the next, smaller step fail."""
     for sid in list(engine.seq_ids):
         engine.free(sid)
     if engine.device.type == "cuda":
@@ -96,7 +96,7 @@ def search_max_decode_batch(
             if not is_oom(e):
                 raise
             reason = "oom"
-            _release(engine)
+            release_after_oom(engine)
         probes.append({"batch": batch, "context": context, "fits": reason is None,
                        "reason": reason})
         return reason is None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from profiler.capacity import release_after_oom
 from profiler.grid import (
     CPU_PACKED_PREFILL,
     KV_COPY,
@@ -48,13 +49,9 @@ _CUDA_POOL_FRACTION = 0.4
 
 def _kv_bytes_per_token(model: str, dtype: str) -> int:
     """K and V bytes per token from the model's config (to size a pool before building it)."""
-    from profiler.models import resolve_model
+    from profiler.models import kv_bytes_per_token, resolve_model
 
-    cfg = resolve_model(model).config
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * (4 if dtype == "float32" else 2)
+    return kv_bytes_per_token(resolve_model(model).config, 4 if dtype == "float32" else 2)
 
 
 def is_oom(e: BaseException) -> bool:
@@ -244,12 +241,7 @@ class Engines:
         """Drop sequences left behind by a step that ran out of memory and return cached memory."""
         for engine in (self._paged, self._cpu):
             if engine is not None:
-                for sid in list(engine.seq_ids):
-                    engine.free(sid)
-        if self.cuda:
-            import torch
-
-            torch.cuda.empty_cache()
+                release_after_oom(engine)
 
     def close(self) -> None:
         self._paged = self._static = self._cpu = None

@@ -52,15 +52,10 @@ class Candidate:
             raise ValueError(f"{self.name}: a curve goes with neither a floor, nor its feature "
                              "in the linear part, nor decode_ctx_tokens")
 
-    @property
-    def num_params(self) -> int:
-        """Parameters before seeing data (a curve counts as one: see params_for)."""
-        return len(self.features) + int(self.floor) + int(self.curve is not None)
-
     def params_for(self, x: np.ndarray) -> int:
         """Parameters when fitted to feature matrix x (a curve has one slope per segment)."""
         if self.curve is None:
-            return self.num_params
+            return len(self.features) + int(self.floor)
         return len(self.features) + len(_knots(x[:, FEATURES.index(self.curve)])) - 1
 
 
@@ -272,8 +267,8 @@ def fit_key(
         mape = float(np.mean(ape)) if k >= 2 else float("inf")
         scored.append((mape, params, i, cand, ape, k))
     if not scored:  # fewer points than any candidate has parameters: the simplest one
-        cand = min(cands, key=lambda c: c.num_params)
-        scored = [(float("inf"), cand.num_params, 0, cand, np.full(len(y), np.nan), 0)]
+        cand = min(cands, key=lambda c: c.params_for(x))
+        scored = [(float("inf"), cand.params_for(x), 0, cand, np.full(len(y), np.nan), 0)]
     best_mape = min(s[0] for s in scored)
     # simplest candidate within SIMPLER_MARGIN of the best
     chosen = min((s for s in scored if s[0] <= best_mape + SIMPLER_MARGIN), key=lambda s: s[1:3])

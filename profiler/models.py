@@ -288,13 +288,26 @@ def build_model(
     return model, model_info(resolved.name, model, chash)
 
 
+def kv_heads_and_dim(cfg: PretrainedConfig) -> tuple[int, int]:
+    """(KV heads, head dim) of a config: GQA configs name their KV heads, others have one per
+    query head."""
+    num_heads = cfg.num_attention_heads
+    num_kv_heads = getattr(cfg, "num_key_value_heads", None) or num_heads
+    return num_kv_heads, getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads
+
+
+def kv_bytes_per_token(cfg: PretrainedConfig, dtype_bytes: int) -> int:
+    """K and V bytes of one token over all layers."""
+    num_kv_heads, head_dim = kv_heads_and_dim(cfg)
+    return 2 * cfg.num_hidden_layers * num_kv_heads * head_dim * dtype_bytes
+
+
 def model_info(name: str, model: PreTrainedModel, chash: str | None = None) -> ModelInfo:
     """Collect the shape and size facts of a built model."""
     cfg = model.config
     num_layers = cfg.num_hidden_layers
     num_heads = cfg.num_attention_heads
-    num_kv_heads = getattr(cfg, "num_key_value_heads", None) or num_heads
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads
+    num_kv_heads, head_dim = kv_heads_and_dim(cfg)
     params = list(model.parameters())
     dtype = next(iter(params)).dtype
     dtype_bytes = torch.empty((), dtype=dtype).element_size()
@@ -312,7 +325,7 @@ def model_info(name: str, model: PreTrainedModel, chash: str | None = None) -> M
         num_params=sum(p.numel() for p in params),
         weight_bytes=sum(p.numel() * p.element_size() for p in params),
         dtype=str(dtype).removeprefix("torch."),
-        kv_bytes_per_token=2 * num_layers * num_kv_heads * head_dim * dtype_bytes,
+        kv_bytes_per_token=kv_bytes_per_token(cfg, dtype_bytes),
         sliding_window=getattr(cfg, "sliding_window", None),
         config_hash=chash or config_hash(cfg),
     )

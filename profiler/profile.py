@@ -22,7 +22,6 @@ import numpy as np
 from batchsim.progress import Progress
 from profiler.capacity import measure_kv_copy, search_max_decode_batch
 from profiler.engines import CPU_DTYPE, Engines, is_oom
-from profiler.fit import fit_copy, fit_points
 from profiler.grid import GRID_NAMES, KV_COPY, Grid, build_grid, grid_spec
 from profiler.host import fingerprint
 from profiler.measure import CLOCKS, Repeats
@@ -30,10 +29,10 @@ from profiler.profile_file import (
     COMPLETE_KEY,
     check_fresh_target,
     check_writable,
+    fit_document,
     load_partial,
     save_atomic,
 )
-from sim.cost_model import REQUIRED_MODELS
 from sim.profile import SCHEMA, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -260,17 +259,7 @@ def _measure_grid(doc: dict[str, Any], grid: Grid, engines: Engines, config: Pro
 def _finish(doc: dict[str, Any], engines: Engines) -> None:
     """Fit the cost models, add memory facts and overheads, mark the document complete."""
     run = doc["run"]
-    fits = fit_points(doc["points"], folds=5, seed=int(run["seed"]))
-    missing = [k for k in REQUIRED_MODELS if k not in fits]
-    if missing:
-        raise ValueError(f"the grid measured no points for {missing} (all skipped?); "
-                         "see 'skipped' in the partial profile")
-    doc["cost_models"] = {key: res.to_json() for key, res in fits.items()}
-    pts = doc["kv_copy_points"]
-    if len(pts) >= 2:
-        doc["kv_copy"] = fit_copy([p["num_bytes"] for p in pts], [p["time_s"] for p in pts])
-    elif pts:
-        logger.warning("one KV copy size fitted the pool: no copy bandwidth fitted")
+    fit_document(doc)
     doc["memory"] = engines.memory_facts(doc["points"])
     doc["host_overhead"] = _host_overhead(doc["points"])
     run["completed"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -140,37 +140,50 @@ def load_partial(
     return doc
 
 
+def fit_document(doc: dict[str, Any]) -> None:
+    """Fit the cost models and the KV copy model of a profile document from its raw points, in
+    place (numpy + scipy only). Used at the end of a run and by --refit."""
+    from profiler.fit import fit_copy, fit_points
+    from sim.cost_model import REQUIRED_MODELS
+
+    run = doc.get("run")
+    seed = int(run.get("seed", 0)) if isinstance(run, dict) else 0
+    fits = fit_points(doc["points"], folds=5, seed=seed)
+    missing = [k for k in REQUIRED_MODELS if k not in fits]
+    if missing:
+        raise ValueError(f"no measured points for {missing} (all skipped?); see 'skipped' in "
+                         "the profile")
+    doc["cost_models"] = {key: res.to_json() for key, res in fits.items()}
+    copies = doc.get("kv_copy_points") or []
+    if len(copies) >= 2:
+        doc["kv_copy"] = fit_copy([p["num_bytes"] for p in copies],
+                                  [p["time_s"] for p in copies])
+    elif copies:
+        logger.warning("one KV copy size fitted the pool: no copy bandwidth fitted")
+
+
 def refit_profile(path: Path) -> dict[str, Any]:
     """Refit the cost models (and the KV copy model) of a finished profile from its raw points
     and save it in place, atomically. No measurement and no torch: a better fit does not need
     the GPU again. Returns the new document."""
-    from profiler.fit import fit_copy, fit_points
-    from sim.cost_model import REQUIRED_MODELS
     from sim.profile import load_profile
 
     path = Path(path)
     doc = _read(path)
     if doc.get(COMPLETE_KEY) is False:
         raise ValueError(f"{path} is an unfinished profile: finish it with --resume first")
-    points, run = doc.get("points"), doc.get("run")
+    points = doc.get("points")
     if doc.get("source") != "measured" or not isinstance(points, list) or not points:
         raise ValueError(f"{path} has no measured points to refit (source "
                          f"{doc.get('source')!r})")
-    seed = int(run.get("seed", 0)) if isinstance(run, dict) else 0
     try:
-        fits = fit_points(points, folds=5, seed=seed)
+        fit_document(doc)
     except (KeyError, TypeError) as e:
         raise ValueError(f"{path} is corrupted (a raw point lacks {e})") from None
-    missing = [k for k in REQUIRED_MODELS if k not in fits]
-    if missing:
-        raise ValueError(f"{path} has no raw points for {missing}")
-    doc["cost_models"] = {key: res.to_json() for key, res in fits.items()}
-    copies = doc.get("kv_copy_points") or []
-    if len(copies) >= 2:
-        doc["kv_copy"] = fit_copy([p["num_bytes"] for p in copies],
-                                  [p["time_s"] for p in copies])
-    if isinstance(run, dict):
-        run["refitted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if isinstance(doc.get("run"), dict):
+        doc["run"]["refitted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     tmp = path.with_name(f".{path.name}.refit")
     save_atomic(tmp, doc)
     try:

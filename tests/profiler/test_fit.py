@@ -201,6 +201,9 @@ def test_curve_round_trips_and_bad_curves_are_refused() -> None:
     # by hand: const 0.1 + ctx 1e-6 * 100 + curve: 0.2 * (2 - 1) + 0.01 * (10 - 2)
     assert model.predict(StepShape(10, 0, 10, 0, 100)) == pytest.approx(0.1 + 1e-4 + 0.2 + 0.08)
     assert model.predict(StepShape(1, 0, 1, 0, 100)) == pytest.approx(0.1 + 1e-4)
+    shapes = [StepShape(n, 0, n, 0, 100 * n) for n in (1, 2, 3, 8, 9, 50)]
+    assert model.predict_features(feature_matrix(shapes)) == pytest.approx(
+        [model.predict(s) for s in shapes])  # vector and scalar curve agree
     for curve, message in [
         ({"feature": "decode_ctx_tokens", "knots": [1, 2], "slopes": [1]}, "curve feature"),
         ({"feature": "num_seqs", "knots": [2, 1], "slopes": [1]}, "strictly increasing"),
