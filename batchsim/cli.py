@@ -16,11 +16,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands() -> dict[str, tuple[ModuleType, str]]:
-    from batchsim import profile_cmd, simulate_cmd
+    from batchsim import profile_cmd, report_cmd, simulate_cmd, sweep_cmd, trace_cmd, validate_cmd
 
     return {
         "simulate": (simulate_cmd, "simulate a batching policy on a workload"),
         "profile": (profile_cmd, "measure step costs on a real engine and fit cost models"),
+        "validate": (validate_cmd, "run a policy on the real engine and in the simulator, "
+                                   "and compare"),
+        "sweep": (sweep_cmd, "simulate policies x knob values x loads in parallel; best under "
+                             "an SLO"),
+        "trace": (trace_cmd, "inspect a trace (stats) or convert it to the native format "
+                             "(window, rate, filters, sampling)"),
+        "report": (report_cmd, "write an HTML report of run folders, a profile, a sweep or a "
+                               "validation"),
     }
 
 

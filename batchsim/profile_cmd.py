@@ -105,7 +105,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(experiment_record(result.document), end="")
     print(f"wrote {result.path}")
+    print(f"report: {_write_report(Path(result.path))}")
     return 0
+
+
+def _write_report(profile: Path) -> Path:
+    """The profile report next to the profile: `<profile>.html` (no torch needed)."""
+    from reports.profile_report import write_profile_report
+
+    return write_profile_report(profile)
 
 
 def _refit(args: argparse.Namespace) -> int:
@@ -116,4 +124,5 @@ def _refit(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(experiment_record(doc), end="")
     print(f"refitted {args.refit}")
+    print(f"report: {_write_report(args.refit)}")
     return 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from batchsim.progress import Progress
 from batchsim.summary import format_summary
+from batchsim.trace_cmd import add_trace_options, given_trace_flags, trace_options
 from policies.registry import available
 from sim.metrics import parse_goodput
 from sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
@@ -24,6 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
                    help="set a policy knob (repeatable), e.g. --set max_num_seqs=128")
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
+    h = p.add_argument_group("hybrid policy: the CPU path")
+    h.add_argument("--cpu-profile", help="CPU profile of the same model whose packed.prefill is "
+                   "the CPU path (default: the profile's own cpu.packed.prefill)")
+    h.add_argument("--kv-copy-gbps", type=float, help="ASSUMED CPU->GPU KV copy bandwidth, GB/s "
+                   "(default: the profile's measured kv_copy); recorded as an assumption")
+    h.add_argument("--kv-copy-latency-us", type=float, default=0.0,
+                   help="assumed fixed cost per KV hand-off, us (with --kv-copy-gbps)")
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
@@ -32,9 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reject-too-long", action="store_true",
                    help="reject requests longer than the model's context instead of failing")
     g = p.add_argument_group("trace workload")
-    g.add_argument("--trace", help="JSONL trace: arrival_s, input_tokens, output_tokens per line")
+    g.add_argument("--trace", help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
+                   "Vidur (detected; see docs/TRACES.md)")
     g.add_argument("--time-scale", type=float, default=1.0,
                    help="multiply trace arrival times by this (0.5 = replay twice as fast)")
+    add_trace_options(g, scale_and_seed=False)
     s = p.add_argument_group("synthetic workload (vllm bench semantics)")
     s.add_argument("--request-rate", type=float, help="requests/s; inf = all at t=0 (default)")
     s.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
@@ -51,6 +61,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     if args.trace is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} cannot be combined with --trace")
+    if args.trace is None and given_trace_flags(args):
+        raise ValueError(f"{', '.join(given_trace_flags(args))} needs --trace")
     knobs: dict[str, str] = {}
     for item in args.knobs:
         knob, sep, value = item.partition("=")
@@ -61,8 +73,12 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         policy=args.policy,
         knobs=knobs,
         profile=args.profile,
+        cpu_profile=args.cpu_profile,
+        kv_copy_gbps=args.kv_copy_gbps,
+        kv_copy_latency_us=args.kv_copy_latency_us,
         trace=args.trace,
         time_scale=args.time_scale,
+        trace_options=trace_options(args) if args.trace is not None else None,
         synthetic=None if args.trace is not None else SyntheticSpec(**given),
         seed=args.seed,
         reject_too_long=args.reject_too_long,
@@ -91,5 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _writers() -> tuple:
-    """Extra files for the run folder (the HTML report, once reports exist)."""
-    return ()
+    """Extra files for the run folder: the HTML report (and the ITL quantiles it draws)."""
+    from reports.run_report import write_into_run
+
+    return (write_into_run,)

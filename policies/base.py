@@ -12,6 +12,18 @@ Executor loop (both executors)::
     if isinstance(decision, Wait): sleep until decision.until_s or the next arrival
     else: run decision (a Plan) num_steps <= plan.max_repeats times, then
           events = policy.complete(plan, num_steps)
+
+A policy whose `paths` include "cpu" (the hybrid policy) is driven by a second loop, the CPU
+worker, beside the GPU one: before the run the executor hands it one `ExecutionPath` per device
+(`bind_paths`), keeps each path's `busy_until_s` up to date, and the CPU loop is::
+
+    decision = policy.schedule_cpu(now_s, arrivals_done)   # at arrivals, at its own completions
+                                                           # and after every GPU schedule
+    if isinstance(decision, Wait): sleep until woken
+    else: run decision (one CPU prefill + KV hand-off), then events = policy.complete(plan, 1)
+
+The GPU loop is also woken by CPU completions, and a GPU run of repeated decode steps stops at
+the first step that ends at or after the CPU step in flight ends (as it does for arrivals).
 """
 
 from __future__ import annotations
@@ -21,7 +33,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from policies.kv import MemoryFacts
+    from policies.paths import ExecutionPath
     from policies.request import Request
 
 Phase = Literal["prefill", "decode", "mixed"]
@@ -159,6 +174,8 @@ class Policy(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    # Devices the policy schedules steps on; "cpu" makes executors run the CPU worker loop.
+    paths: ClassVar[tuple[Device, ...]] = ("gpu",)
 
     def __init__(self, config: object, memory: MemoryFacts, max_model_len: int) -> None:
         self.config = config
@@ -189,6 +206,19 @@ class Policy(ABC):
     @property
     def kv_block_size(self) -> int:
         return 16
+
+    def bind_paths(self, paths: Mapping[Device, ExecutionPath]) -> None:  # noqa: B027
+        """Receive the executor's execution paths (latency estimators), before the first step.
+
+        Only policies with a CPU path use them; the default ignores them."""
+
+    def schedule_cpu(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
+        """Decide the CPU worker's next step (policies whose `paths` include "cpu")."""
+        return Wait()
+
+    def derived_knobs(self) -> dict[str, object]:
+        """Knob values the policy derived itself (automatic thresholds), for the run's config."""
+        return {}
 
     def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:  # noqa: B027
         """Raise ValueError if the knobs cannot serve the longest request of the workload.

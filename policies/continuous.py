@@ -232,24 +232,32 @@ class Continuous(Policy):
     def _admit(self, budget: int, chunks: list[PrefillChunk]) -> int:
         cfg = self.config
         while len(self._waiting) and len(self._running) < cfg.max_num_seqs and budget > 0:
-            seq = self._waiting.peek()
-            n = min(seq.target, self._chunk_cap)
-            if n > budget:
-                # Without chunking a prompt waits for a step with room; a recompute longer than
-                # the whole budget could never fit, so it is chunked regardless.
-                if not cfg.enable_chunked_prefill and n <= cfg.max_num_batched_tokens:
-                    break
-                n = budget
-            blocks = blocks_for(n, self._bs)
-            if blocks > self._free:
+            n = self._admissible(self._waiting.peek(), budget)
+            if n == 0:
                 break
-            self._waiting.pop()
-            self._free -= blocks
-            self._running[seq.req.index] = seq
-            self._prefilling[seq.req.index] = seq
-            chunks.append(PrefillChunk(seq.req, 0, n))
-            budget -= n
+            budget = self._admit_head(n, budget, chunks)
         return budget
+
+    def _admissible(self, seq: _Seq, budget: int) -> int:
+        """Tokens of seq's first chunk if it can be admitted now (budget, blocks), else 0."""
+        n = min(seq.target, self._chunk_cap)
+        if n > budget:
+            # Without chunking a prompt waits for a step with room; a recompute longer than
+            # the whole budget could never fit, so it is chunked regardless.
+            cfg = self.config
+            if not cfg.enable_chunked_prefill and n <= cfg.max_num_batched_tokens:
+                return 0
+            n = budget
+        return n if blocks_for(n, self._bs) <= self._free else 0
+
+    def _admit_head(self, n: int, budget: int, chunks: list[PrefillChunk]) -> int:
+        """Move the queue's head into the running set with a first chunk of n tokens."""
+        seq = self._waiting.pop()
+        self._free -= blocks_for(n, self._bs)
+        self._running[seq.req.index] = seq
+        self._prefilling[seq.req.index] = seq
+        chunks.append(PrefillChunk(seq.req, 0, n))
+        return budget - n
 
     def _plan(self, chunks: list[PrefillChunk], preempted: list[Request]) -> Plan | Wait:
         n_dec = len(self._decoding)

@@ -87,4 +87,5 @@ def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
     import policies.continuous
     import policies.dynamic
+    import policies.hybrid
     import policies.static  # noqa: F401

@@ -34,7 +34,20 @@ table{border-collapse:collapse;font-size:.85rem;margin:.4rem 0}
 th,td{border:1px solid #dde;padding:.25rem .5rem;text-align:right}
 th{background:#f3f5f9} td:first-child,th:first-child{text-align:left}
 .fig{width:100%;min-height:380px}
+#js-errors{color:#a00;white-space:pre-wrap}
 """
+
+# Installed before plotly.js: every uncaught error, unhandled promise rejection and console.error
+# is appended to <pre id="js-errors">, so a broken page says so on screen, and the browser test
+# (tests/reports/test_browser.py) can read the failures back from the dumped DOM.
+_ERROR_HOOK = """(function(){var errs=[];function show(){var el=document.getElementById(
+"js-errors");if(el){el.textContent=errs.join("\\n");el.hidden=errs.length===0;}}
+function rec(m){errs.push(String(m));show();}
+window.addEventListener("error",function(e){rec("error: "+(e.message||e));});
+window.addEventListener("unhandledrejection",function(e){rec("unhandled rejection: "+e.reason);});
+var ce=console.error;console.error=function(){rec("console.error: "+Array.prototype.join.call(
+arguments," "));return ce.apply(console,arguments);};
+document.addEventListener("DOMContentLoaded",show);})();"""
 
 
 @dataclass
@@ -92,7 +105,8 @@ def render(title: str, sections: Iterable[Section], subtitle: str = "",
     scripts: list[str] = []
     n = 0
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.title:  # an untitled section continues the page head (e.g. a lead sentence)
+            parts.append(f"<h2>{html.escape(section.title)}</h2>")
         parts.append(section.html)
         parts.extend(f'<p class="note">{html.escape(t)}</p>' for t in section.notes)
         for fig in section.figures:
@@ -101,6 +115,7 @@ def render(title: str, sections: Iterable[Section], subtitle: str = "",
             parts.append(f'<div id="{div}" class="fig"></div>')
             # plotly's own encoder: numpy arrays become compact base64 typed arrays
             payload = pio.to_json(fig, validate=False, remove_uids=True)
+            payload = payload.replace("</", "<\\/")  # a "</script>" in a label stays text
             scripts.append(
                 f'(function(){{var s={payload};Plotly.newPlot("{div}",s.data,s.layout,'
                 '{responsive:true,displaylogo:false});})();'
@@ -111,7 +126,8 @@ def render(title: str, sections: Iterable[Section], subtitle: str = "",
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
-        f"<script>{get_plotlyjs()}</script></head><body>{head}{''.join(parts)}"
+        f"<script>{_ERROR_HOOK}</script><script>{get_plotlyjs()}</script></head>"
+        f"<body>{head}{''.join(parts)}<pre id=\"js-errors\" hidden></pre>"
         f"<script>{''.join(scripts)}</script></body></html>\n"
     )
 
@@ -125,6 +141,9 @@ def write_report(path: str | Path, title: str, sections: Iterable[Section],
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is meant to be shared
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -66,6 +66,22 @@ def stats_ms(values_s: np.ndarray, weights: np.ndarray | None = None) -> dict[st
     return dict(zip(STATS, [mean, *pcts], strict=True))
 
 
+def _path_metrics(requests_df: pd.DataFrame, cpu_busy_s: float,
+                  duration: float) -> dict[str, Any]:
+    """Per-path figures of a run with a CPU path: CPU busy fraction, requests per path, and
+    TTFT per path (the CPU path's value is the question the hybrid policy answers)."""
+    done = requests_df[requests_df["status"] == "completed"]
+    out: dict[str, Any] = {
+        "cpu_busy_fraction": cpu_busy_s / duration if duration > 0 else 0.0,
+        "prefill_path_requests": {p: int((done["prefill_path"] == p).sum())
+                                  for p in ("gpu", "cpu")},
+    }
+    for p in ("gpu", "cpu"):
+        out[f"ttft_ms_{p}_path"] = stats_ms(done.loc[done["prefill_path"] == p,
+                                                     "ttft_ms"].to_numpy() / 1e3)
+    return out
+
+
 def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFrame,
               kv_capacity_blocks: int, profile_source: str,
               goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
@@ -77,6 +93,11 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
     out_tokens = float(done["output_tokens"].sum())
     in_tokens = float(done["input_tokens"].sum())
     itl_values, itl_weights = recorder.itl_samples()
+    cpu_busy = None
+    if recorder.cpu_steps:  # a CPU path ran: GPU figures from GPU steps, CPU ones apart
+        on_cpu = (steps_df["device"] == "cpu").to_numpy()
+        cpu_busy = float(steps_df["duration_s"].to_numpy()[on_cpu].sum())
+        steps_df = steps_df[~on_cpu]
     busy = steps_df["duration_s"].to_numpy()
     phase = steps_df["phase"].astype(str).to_numpy()
     prefill_tok = steps_df["prefill_tokens"].to_numpy()
@@ -107,6 +128,8 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
                                if len(steps_df) else 0.0),
         "preemptions": int(requests_df["preemptions"].sum()),
     })
+    if recorder.cpu_path:
+        metrics.update(_path_metrics(requests_df, cpu_busy or 0.0, duration))
     if goodput:
         good = np.ones(len(done), dtype=bool)
         for key, limit in goodput.items():

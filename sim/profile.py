@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies.base import Device
 from policies.kv import MemoryFacts
+from policies.paths import ExecutionPath, KVTransfer
 from sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
 
 SCHEMA = "batchsim.profile"
@@ -166,3 +168,70 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
         kv_copy=dict(kv_copy) if kv_copy else None,
         digest=digest,
     )
+
+
+# -- the hybrid policy's two paths -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuPath:
+    """The CPU path of a hybrid run: its prefill cost model, the CPU->GPU KV copy, provenance."""
+
+    prefill: CostModel
+    kv_copy_bytes_per_s: float
+    kv_copy_latency_s: float
+    source: dict[str, Any]  # where each part came from, for the run's config.json
+
+
+def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
+             kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0) -> CpuPath:
+    """Compose the CPU path: the prefill model from `cpu_profile`'s packed.prefill (a CPU
+    profile of the same model, standing in when the main profile was not measured on CUDA) or
+    from the profile's own cpu.packed.prefill; the KV copy measured in the profile (`kv_copy`)
+    unless an assumed bandwidth is given. Raises ValueError saying what is missing."""
+    if cpu_profile is not None:
+        if cpu_profile.model.get("name") != profile.model.get("name"):
+            raise ValueError(
+                f"{cpu_profile.path} profiles {cpu_profile.model.get('name')!r} but "
+                f"{profile.path} profiles {profile.model.get('name')!r}: the CPU path must run "
+                "the same model")
+        prefill = cpu_profile.cost_model("packed", "prefill")
+        prefill_from = f"{cpu_profile.path} packed.prefill ({cpu_profile.source}, "
+        prefill_from += f"{cpu_profile.fingerprint.get('device')})"
+    elif "cpu.packed.prefill" in profile.cost_models:
+        prefill = profile.cost_models["cpu.packed.prefill"]
+        prefill_from = f"{profile.path} cpu.packed.prefill ({profile.source})"
+    else:
+        raise ValueError(
+            f"{profile.path} has no CPU prefill model (cpu.packed.prefill is measured by "
+            "`batchsim profile` on CUDA): give --cpu-profile FILE, a CPU profile of the same "
+            "model")
+    if kv_copy_gbps is not None:
+        if kv_copy_gbps <= 0 or kv_copy_latency_us < 0:
+            raise ValueError("--kv-copy-gbps must be positive and the latency non-negative")
+        bps, latency = kv_copy_gbps * 1e9, kv_copy_latency_us * 1e-6
+        copy_from = f"assumed: {kv_copy_gbps} GB/s, {kv_copy_latency_us} us per hand-off"
+    elif profile.kv_copy is not None:
+        bps = float(profile.kv_copy["bytes_per_s"])
+        latency = float(profile.kv_copy.get("latency_s", 0.0))
+        copy_from = f"measured: {profile.path} kv_copy"
+    else:
+        raise ValueError(
+            f"{profile.path} has no measured CPU->GPU KV copy (kv_copy): give --kv-copy-gbps "
+            "GB/s, which the run records as an assumption")
+    return CpuPath(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
+                                           "kv_copy_bytes_per_s": bps,
+                                           "kv_copy_latency_s": latency})
+
+
+def execution_paths(profile: Profile, cpu: CpuPath | None) -> dict[Device, ExecutionPath]:
+    """The GPU path (packed cost models) and, if given, the CPU path (prefill + KV copy into
+    the GPU pool, at the GPU profile's KV bytes per token)."""
+    gpu = ExecutionPath("gpu", {phase: profile.cost_model("packed", phase).predict
+                                for phase in ("prefill", "decode", "mixed")})
+    paths: dict[Device, ExecutionPath] = {"gpu": gpu}
+    if cpu is not None:
+        transfer = KVTransfer(profile.memory.kv_bytes_per_token, cpu.kv_copy_bytes_per_s,
+                              cpu.kv_copy_latency_s)
+        paths["cpu"] = ExecutionPath("cpu", {"prefill": cpu.prefill.predict}, transfer)
+    return paths

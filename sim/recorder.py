@@ -4,6 +4,12 @@ Shared by the simulated and the real executor, so both sides define every metric
 Work is per event (arrival, first token, finish, preemption) and per step, never per token:
 a request that decodes in every step of a contiguous segment has its inter-token latencies
 reconstructed from the step end times at the end.
+
+With a CPU path (hybrid policy) CPU steps run beside GPU steps: they are kept apart (`cpu_run`)
+so that step indexes, token segments and inter-token gaps stay those of the GPU sequence; a CPU
+prefill's token is the request's first, and the gap to its first GPU token is recorded like the
+gap across a preemption. The tables then gain a per-request `prefill_path` column and CPU rows
+(device "cpu") in the steps table, merged in start-time order.
 """
 
 from __future__ import annotations
@@ -28,8 +34,13 @@ _DEVICE_CODE = {name: code for code, name in enumerate(DEVICES)}
 
 
 class Recorder:
-    def __init__(self, num_requests: int) -> None:
+    def __init__(self, num_requests: int, cpu_path: bool = False) -> None:
         n = num_requests
+        self.cpu_path = cpu_path
+        # CPU steps (start_s, duration_s, num_seqs, prefill_tokens, kv_blocks, kv_tokens) and
+        # the requests whose first token a CPU step produced (one token each).
+        self.cpu_steps: list[tuple[float, float, int, int, int, int]] = []
+        self.cpu_tokens: list[int] = []
         nan = float("nan")
         # Plain lists: setting one item per event is several times cheaper than on numpy.
         self.first_sched_s = [nan] * n
@@ -96,6 +107,25 @@ class Recorder:
         self.num_steps += k
         self._last_end_s = ends[-1]
 
+    def cpu_run(self, plan: Plan, start_s: float, duration_s: float,
+                events: StepEvents) -> None:
+        """Record one CPU prefill step: first tokens only, outside the GPU step sequence."""
+        end = start_s + duration_s
+        for chunk in plan.prefills:
+            i = chunk.request.index
+            if self.first_sched_s[i] != self.first_sched_s[i]:  # NaN: unset
+                self.first_sched_s[i] = start_s
+        for r, _ in events.first_tokens:
+            self.first_token_s[r.index] = end
+            self._last_token_end_s[r.index] = end  # closed by its first GPU token (resumed)
+            self.cpu_tokens.append(r.index)
+        for r, _ in events.finished:
+            self.finish_s[r.index] = end
+            self._last_token_end_s.pop(r.index, None)
+        shape = plan.shape
+        self.cpu_steps.append((start_s, duration_s, shape.num_seqs, shape.num_prefill_tokens,
+                               events.kv_blocks_used[0], events.kv_tokens_used[0]))
+
     def _step_times(self) -> tuple[np.ndarray, np.ndarray]:
         """(start_s, duration_s) of every step: run start + durations before it in the run."""
         dur = np.asarray(self._durations, dtype=np.float64)
@@ -124,7 +154,7 @@ class Recorder:
             # codes, not strings: a million-step run would otherwise build a million str objects
             return pd.Categorical.from_codes(column(i), categories=pd.Index(list(names)))
 
-        return pd.DataFrame({
+        table = pd.DataFrame({
             "step": np.arange(self.num_steps),
             "start_s": start,
             "duration_s": dur,
@@ -137,6 +167,36 @@ class Recorder:
             "kv_blocks_used": np.asarray(self._kv_blocks, dtype=np.int64),
             "kv_tokens_used": np.asarray(self._kv_tokens, dtype=np.int64),
         })
+        return self._with_cpu_steps(table) if self.cpu_steps else table
+
+    def _with_cpu_steps(self, gpu: pd.DataFrame) -> pd.DataFrame:
+        """GPU and CPU rows in start-time order (GPU first at a tie), renumbered. A CPU row's
+        KV columns are its own request: the GPU blocks its hand-off will take, and its tokens."""
+        rows = np.asarray(self.cpu_steps, dtype=np.float64).reshape(-1, 6)
+        k = len(rows)
+
+        def codes(names: tuple[str, ...], name: str) -> pd.Categorical[str]:
+            return pd.Categorical.from_codes(np.full(k, names.index(name)),
+                                             categories=pd.Index(list(names)))
+
+        cpu = pd.DataFrame({
+            "step": np.zeros(k, dtype=np.int64),
+            "start_s": rows[:, 0],
+            "duration_s": rows[:, 1],
+            "phase": codes(PHASES, "prefill"),
+            "layout": codes(LAYOUTS, "packed"),
+            "device": codes(DEVICES, "cpu"),
+            "batch_size": rows[:, 2].astype(np.int64),
+            "prefill_tokens": rows[:, 3].astype(np.int64),
+            "decode_tokens": np.zeros(k, dtype=np.int64),
+            "kv_blocks_used": rows[:, 4].astype(np.int64),
+            "kv_tokens_used": rows[:, 5].astype(np.int64),
+        })
+        both = pd.concat([gpu, cpu], ignore_index=True)
+        both = both.iloc[np.argsort(both["start_s"].to_numpy(), kind="stable")]
+        both = both.reset_index(drop=True)
+        both["step"] = np.arange(len(both))
+        return both
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:
         arrival = np.array([r.arrival_s for r in requests])
@@ -150,7 +210,7 @@ class Recorder:
         status = np.where(np.isfinite(finish), "completed", "unfinished").astype(object)
         rejected = np.array([bool(x) for x in reason])
         status[rejected] = "rejected"
-        return pd.DataFrame({
+        table = pd.DataFrame({
             "id": [r.id for r in requests],
             "arrival_s": arrival,
             "input_tokens": [r.input_tokens for r in requests],
@@ -166,6 +226,12 @@ class Recorder:
             "finish_s": finish,
             "preemptions": np.asarray(self.num_preemptions, dtype=np.int64),
         })
+        if self.cpu_path:
+            # where the request's (first) prefill ran; empty if it never ran
+            path = np.where(np.isfinite(first_sched), "gpu", "").astype(object)
+            path[self.cpu_tokens] = "cpu"
+            table["prefill_path"] = path
+        return table
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(values_s, weights): every inter-token latency, grouped by step.

@@ -23,9 +23,10 @@ import pandas as pd
 from policies.base import Policy
 from policies.registry import get_policy, make_config
 from sim.metrics import summarize
-from sim.profile import Profile, load_profile
+from sim.profile import CpuPath, Profile, cpu_path, load_profile
 from sim.recorder import Recorder
 from sim.simulator import Simulator
+from sim.trace_transform import TraceOptions
 from sim.workload import SyntheticSpec, Workload, WorkloadError, load_trace, synthesize
 
 
@@ -36,10 +37,15 @@ class RunSpec:
     profile: str | None = None  # None: the shipped default profile
     trace: str | None = None  # None: synthetic
     time_scale: float = 1.0
+    # trace format, window, target rate, filters, sampling (its time_scale is the one above)
+    trace_options: TraceOptions | None = None
     synthetic: SyntheticSpec | None = None
     seed: int = 0
     reject_too_long: bool = False
     goodput: Mapping[str, float] | None = None
+    cpu_profile: str | None = None  # hybrid: CPU profile whose packed.prefill is the CPU path
+    kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
+    kv_copy_latency_us: float = 0.0  # hybrid: assumed fixed cost per KV hand-off
 
 
 @dataclass
@@ -49,6 +55,7 @@ class Prepared:
     policy: Policy
     workload: Workload
     too_long: set[int]
+    cpu: CpuPath | None = None  # the CPU path, for policies that have one
 
 
 @dataclass
@@ -66,7 +73,9 @@ def prepare(spec: RunSpec) -> Prepared:
     config = make_config(spec.policy, dict(spec.knobs))
     profile = load_profile(spec.profile)
     if spec.trace is not None:
-        workload = load_trace(spec.trace, spec.time_scale)
+        options = dataclasses.replace(spec.trace_options or TraceOptions(),
+                                      time_scale=spec.time_scale)
+        workload = load_trace(spec.trace, options=options)
     else:
         rng = np.random.default_rng(spec.seed)
         workload = synthesize(spec.synthetic or SyntheticSpec(), rng)
@@ -83,19 +92,37 @@ def prepare(spec: RunSpec) -> Prepared:
     keep = total <= profile.max_model_len
     if keep.any():
         policy.check_workload(int(workload.input_tokens[keep].max()), int(total[keep].max()))
-    return Prepared(spec, profile, policy, workload, set(over.tolist()))
+    return Prepared(spec, profile, policy, workload, set(over.tolist()), _cpu_path(spec, profile,
+                                                                              policy))
+
+
+def _cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath | None:
+    """The CPU path of a policy that has one; CPU options for any other policy are an error."""
+    if "cpu" not in policy.paths:
+        if spec.cpu_profile is not None or spec.kv_copy_gbps is not None:
+            raise ValueError(f"--cpu-profile and --kv-copy-gbps apply to policies with a CPU "
+                             f"path (hybrid), not {spec.policy!r}")
+        return None
+    cpu_profile = load_profile(spec.cpu_profile) if spec.cpu_profile is not None else None
+    return cpu_path(profile, cpu_profile, spec.kv_copy_gbps, spec.kv_copy_latency_us)
 
 
 def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
              fast_forward: bool = True) -> RunOutput:
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
-                    fast_forward=fast_forward, progress=progress)
+                    fast_forward=fast_forward, progress=progress, cpu=prep.cpu)
     result = sim.run()
     requests = result.recorder.requests_table(result.requests)
     steps = result.recorder.steps_table()
     metrics = summarize(result.recorder, requests, steps, prep.policy.kv_capacity_blocks,
                         prep.profile.source, prep.spec.goodput)
-    return RunOutput(resolved_config(prep), metrics, requests, steps, result.recorder)
+    config = resolved_config(prep)
+    if prep.cpu is not None:
+        config["cpu_path"] = prep.cpu.source
+    derived = prep.policy.derived_knobs()
+    if derived:
+        config["derived_knobs"] = derived
+    return RunOutput(config, metrics, requests, steps, result.recorder)
 
 
 def resolved_config(prep: Prepared) -> dict[str, Any]:
@@ -103,7 +130,8 @@ def resolved_config(prep: Prepared) -> dict[str, Any]:
     workload: dict[str, Any] = {"source": prep.workload.source,
                                 "num_requests": len(prep.workload)}
     if spec.trace is not None:
-        workload["time_scale"] = spec.time_scale
+        workload["time_scale"] = prep.workload.provenance.get("time_scale", spec.time_scale)
+        workload["trace"] = prep.workload.provenance  # format, window, rate, sample, drops
     else:
         workload["synthetic"] = dataclasses.asdict(spec.synthetic or SyntheticSpec())
     return {

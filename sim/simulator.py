@@ -9,6 +9,13 @@ the KV memory (as a serving engine's scheduler does); the recorder collects metr
 When the policy allows a run of identical decode steps (Plan.max_repeats), the executor takes
 them in one clock advance, stopping early at the first step that ends after the next arrival:
 the result is the same as stepping one by one, but costs one event instead of hundreds.
+
+A policy with a CPU path (hybrid) gets a third process, `cpu`: the CPU worker, its own resource
+beside the GPU, running the policy's CPU prefills (cost: the CPU path's prefill model plus the
+KV copy into the GPU pool). It is woken by arrivals and after every GPU schedule, and wakes the
+GPU when it completes; a GPU decode run also stops at the first step ending at or after the CPU
+step in flight, since the hand-off changes what the GPU runs next. Both paths' `busy_until_s`
+are kept current for the policy. Single-path policies never see any of this.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ from dataclasses import dataclass
 import simpy
 
 from policies.base import Plan, Policy, Wait
+from policies.paths import ExecutionPath
 from policies.request import Request
-from sim.profile import Profile
+from sim.profile import CpuPath, Profile, cpu_path, execution_paths
 from sim.recorder import Recorder
 from sim.workload import Workload
 
@@ -43,8 +51,10 @@ class Simulator:
         too_long: set[int] | None = None,
         fast_forward: bool = True,
         progress: ProgressFn | None = None,
+        cpu: CpuPath | None = None,
     ) -> None:
-        """too_long: indexes of requests to reject on arrival as longer than max_model_len."""
+        """too_long: indexes of requests to reject on arrival as longer than max_model_len.
+        cpu: the CPU path of a hybrid policy (default: from the profile's own CPU models)."""
         self.profile = profile
         self.policy = policy
         self.requests = workload.requests()
@@ -53,14 +63,22 @@ class Simulator:
         self.fast_forward = fast_forward
         self.progress = progress
         self.env = simpy.Environment()
-        self.recorder = Recorder(len(self.requests))
+        self.hybrid = "cpu" in policy.paths
+        self.recorder = Recorder(len(self.requests), cpu_path=self.hybrid)
         self._inbox: list[Request] = []  # arrived, not yet handed to the policy
         self._next = 0  # index of the next request to arrive
         self._wake: simpy.Event | None = None
         self._done = 0
+        self._cpu_wake: simpy.Event | None = None
+        self._cpu_end_s = float("inf")  # end of the CPU step in flight
+        if self.hybrid:
+            self.paths = execution_paths(profile, cpu or cpu_path(profile))
+            policy.bind_paths(self.paths)
 
     def run(self) -> SimResult:
         self.env.process(self._arrivals())
+        if self.hybrid:
+            self.env.process(self._cpu(self.paths["cpu"]))
         gpu = self.env.process(self._gpu())
         self.env.run(until=gpu)
         return SimResult(self.recorder, self.requests, float(self.env.now))
@@ -76,6 +94,8 @@ class Simulator:
             self._next += 1
             if self._wake is not None and not self._wake.triggered:
                 self._wake.succeed()
+            if self._cpu_wake is not None and not self._cpu_wake.triggered:
+                self._cpu_wake.succeed()
 
     def _gpu(self):
         env, policy, rec = self.env, self.policy, self.recorder
@@ -89,18 +109,56 @@ class Simulator:
             if isinstance(decision, Wait):
                 if arrivals_done and not policy.has_work():
                     return
+                if self.hybrid:
+                    self._wake_cpu()  # this schedule may have routed requests to the CPU
                 yield from self._idle(decision)
                 continue
             start = env.now
             durations = self._durations(decision, start)
-            yield env.timeout(sum(durations) if len(durations) > 1 else durations[0])
+            busy_s = sum(durations) if len(durations) > 1 else durations[0]
+            if self.hybrid:
+                self.paths["gpu"].busy_until_s = start + busy_s
+                self._wake_cpu()
+            yield env.timeout(busy_s)
             events = policy.complete(decision, len(durations))
             rec.run(decision, start, durations, events)
             if events.finished and self.progress is not None:
                 self._done += len(events.finished)
                 self.progress(self._done + len(rec.reject_reason))
 
+    def _cpu(self, path: ExecutionPath):
+        """The CPU worker: one CPU prefill (and its KV hand-off) at a time."""
+        env, policy, rec = self.env, self.policy, self.recorder
+        total = len(self.requests)
+        while True:
+            self._hand_over()
+            decision = policy.schedule_cpu(env.now, self._next == total)
+            for r, reason in decision.rejected:
+                self._reject(r, reason)
+            if isinstance(decision, Wait):
+                self._cpu_wake = env.event()
+                yield self._cpu_wake
+                self._cpu_wake = None
+                continue
+            assert decision.device == "cpu" and decision.max_repeats == 1, decision
+            start = env.now
+            duration = path.estimate_latency(decision.shape)
+            self._cpu_end_s = path.busy_until_s = start + duration
+            yield env.timeout(duration)
+            self._cpu_end_s = float("inf")
+            events = policy.complete(decision, 1)
+            rec.cpu_run(decision, start, duration, events)
+            if events.finished and self.progress is not None:
+                self._done += len(events.finished)
+                self.progress(self._done + len(rec.reject_reason))
+            if self._wake is not None and not self._wake.triggered:
+                self._wake.succeed()  # the GPU idles: the hand-off may give it work
+
     # -- helpers ---------------------------------------------------------------------------
+
+    def _wake_cpu(self) -> None:
+        if self._cpu_wake is not None and not self._cpu_wake.triggered:
+            self._cpu_wake.succeed()
 
     def _hand_over(self) -> None:
         now = self.env.now
@@ -119,7 +177,10 @@ class Simulator:
     def _idle(self, decision: Wait):
         env = self.env
         self._wake = env.event()
-        if self._next < len(self.requests) or decision.until_s is not None:
+        # a CPU step in flight, or about to start, will wake the GPU when it completes
+        cpu_busy = self._cpu_end_s != float("inf") or (
+            self._cpu_wake is not None and self._cpu_wake.triggered)
+        if self._next < len(self.requests) or decision.until_s is not None or cpu_busy:
             waits = [self._wake]
             if decision.until_s is not None:
                 assert decision.until_s > env.now, (
@@ -141,4 +202,6 @@ class Simulator:
         # that request before the following step, as it would stepping one by one.
         stop = (self.arrival_s[self._next] - start_s if self._next < len(self.requests)
                 else float("inf"))
+        if self._cpu_end_s - start_s < stop:  # a CPU hand-off changes the GPU's next step too
+            stop = self._cpu_end_s - start_s
         return model.predict_decode_run(plan.shape, plan.max_repeats, stop)

@@ -2,28 +2,59 @@
 
 Native trace format (JSONL, one request per line):
     {"arrival_s": 0.0, "input_tokens": 812, "output_tokens": 153, "id": "r1", "priority": 0}
-`id` and `priority` are optional. Synthetic workloads follow `vllm bench serve`: request_rate
-(req/s; inf = all at t=0) and burstiness (gamma shape; 1 = Poisson), gaps gamma(shape=b,
-scale=1/(rate*b)), lengths uniform in [len*(1-r), len*(1+r)] or sampled from a trace.
+`id`, `priority` and `hash_ids` (prefix-block hashes, a list of integers) are optional. Public
+trace formats (Azure, BurstGPT, Mooncake, Vidur) are read by `sim.traces`; `load_trace` reads
+any of them. Synthetic workloads follow `vllm bench serve`: request_rate (req/s; inf = all at
+t=0) and burstiness (gamma shape; 1 = Poisson), gaps gamma(shape=b, scale=1/(rate*b)), lengths
+uniform in [len*(1-r), len*(1+r)] or sampled from a trace.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policies.request import Request
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from sim.trace_transform import TraceOptions
 
 
 class WorkloadError(ValueError):
     """Bad workload input; the message names the file, line and problem."""
+
+
+@dataclass
+class PrefixBlocks:
+    """Ragged per-request lists of prefix-block hashes, stored flat.
+
+    One int64 array plus offsets instead of a list of lists: a million Mooncake requests
+    with a few dozen blocks each stay a few hundred MB smaller. Request i's blocks are
+    values[offsets[i]:offsets[i + 1]].
+    """
+
+    values: np.ndarray  # int64 [total blocks]
+    offsets: np.ndarray  # int64 [N + 1], offsets[0] == 0
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.values[self.offsets[index]:self.offsets[index + 1]]
+
+    def take(self, index: np.ndarray) -> PrefixBlocks:
+        """The lists of the requests at `index`, in that order."""
+        starts, ends = self.offsets[index], self.offsets[np.asarray(index) + 1]
+        lengths = ends - starts
+        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        # position of every kept value in the old flat array, built without a Python loop
+        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
+        return PrefixBlocks(self.values[np.repeat(starts, lengths) + within], offsets)
 
 
 @dataclass
@@ -34,20 +65,23 @@ class Workload:
     input_tokens: np.ndarray  # int64 [N]
     output_tokens: np.ndarray  # int64 [N]
     priority: np.ndarray  # int64 [N]
-    ids: list[str]
-    source: str  # how it was made, for config.json
+    ids: list[str] | None  # None: a request's id is its index (saves a string per request)
+    source: str  # how it was made; for a trace, its path (error messages say source:line)
     line_numbers: np.ndarray | None = None  # trace line of each request, for error messages
-    hash_ids: list[list[int]] | None = field(default=None, repr=False)
+    hash_ids: PrefixBlocks | None = field(default=None, repr=False)
+    # how a trace was read and transformed (format, window, scale, drops), for config.json
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
 
     def requests(self) -> list[Request]:
+        ids = self.ids if self.ids is not None else [str(i) for i in range(len(self))]
         return [
             Request(i, float(a), int(n_in), int(n_out), int(p), rid)
             for i, (a, n_in, n_out, p, rid) in enumerate(
                 zip(self.arrival_s, self.input_tokens, self.output_tokens, self.priority,
-                    self.ids, strict=True)
+                    ids, strict=True)
             )
         ]
 
@@ -57,75 +91,33 @@ class Workload:
             return f"{self.source}:{int(self.line_numbers[index])}"
         return f"{self.source} request {index}"
 
-
-def load_trace(path: str | Path, time_scale: float = 1.0) -> Workload:
-    """Read a native JSONL trace; arrival times are multiplied by time_scale (<1 = faster)."""
-    if not time_scale > 0:
-        raise WorkloadError(f"--time-scale must be positive, got {time_scale}")
-    file = Path(path)
-    arrivals: list[float] = []
-    inputs: list[int] = []
-    outputs: list[int] = []
-    priorities: list[int] = []
-    ids: list[str] = []
-    lines: list[int] = []
-    try:
-        handle = file.open(encoding="utf-8")
-    except OSError as e:
-        raise WorkloadError(f"{file}: cannot read trace: {e.strerror}") from None
-    with handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{file}:{number}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
-            arrivals.append(_number(row, "arrival_s", where, minimum=0.0))
-            inputs.append(_count(row, "input_tokens", where))
-            outputs.append(_count(row, "output_tokens", where))
-            priorities.append(int(_number(row, "priority", where, default=0.0)))
-            ids.append(str(row.get("id", len(ids))))
-            lines.append(number)
-    if not arrivals:
-        raise WorkloadError(f"{file}: trace holds no requests")
-    arrival = np.asarray(arrivals) * time_scale
-    order = np.argsort(arrival, kind="stable")
-    if np.any(order != np.arange(len(order))):
-        log.warning("%s: arrival_s is not sorted; requests were sorted by arrival", file)
-    return Workload(
-        arrival_s=arrival[order],
-        input_tokens=np.asarray(inputs, dtype=np.int64)[order],
-        output_tokens=np.asarray(outputs, dtype=np.int64)[order],
-        priority=np.asarray(priorities, dtype=np.int64)[order],
-        ids=[ids[i] for i in order],
-        source=str(file),
-        line_numbers=np.asarray(lines)[order],
-    )
+    def take(self, index: np.ndarray, arrival_s: np.ndarray | None = None) -> Workload:
+        """The requests at `index` (in that order), optionally with new arrival times."""
+        return dataclasses.replace(
+            self,
+            arrival_s=self.arrival_s[index] if arrival_s is None else arrival_s,
+            input_tokens=self.input_tokens[index],
+            output_tokens=self.output_tokens[index],
+            priority=self.priority[index],
+            ids=None if self.ids is None else [self.ids[i] for i in index],
+            line_numbers=None if self.line_numbers is None else self.line_numbers[index],
+            hash_ids=None if self.hash_ids is None else self.hash_ids.take(index),
+            provenance=dict(self.provenance),
+        )
 
 
-def _number(row: dict, key: str, where: str, minimum: float | None = None,
-            default: float | None = None) -> float:
-    if key not in row:
-        if default is not None:
-            return default
-        raise WorkloadError(f"{where}: missing field {key!r}")
-    value = row[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise WorkloadError(f"{where}: {key} must be a finite number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise WorkloadError(f"{where}: {key} must be >= {minimum}, got {value!r}")
-    return float(value)
+def load_trace(path: str | Path, time_scale: float = 1.0,
+               options: TraceOptions | None = None) -> Workload:
+    """Read a trace in any known format; arrival times are multiplied by time_scale.
 
+    `options` (window, rate, filters, sampling, format, strictness) replaces time_scale when
+    given. Native traces keep their arrival_s; imported ones start at their first request.
+    """
+    # both modules build Workloads and so import this one: import them here, not at the top
+    from sim.trace_transform import TraceOptions
+    from sim.traces import read_trace
 
-def _count(row: dict, key: str, where: str) -> int:
-    value = _number(row, key, where)
-    if value != int(value) or value <= 0:
-        raise WorkloadError(f"{where}: {key} must be a positive integer, got {row[key]!r}")
-    return int(value)
+    return read_trace(path, options if options is not None else TraceOptions(time_scale))
 
 
 @dataclass(frozen=True)

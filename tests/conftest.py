@@ -27,11 +27,16 @@ def fake_profile(
     kv_tokens: int = 1_000_000,
     max_model_len: int = 100_000,
     costs: Mapping[str, list[dict[str, float]]] = HAND_COSTS,
+    kv_copy: dict[str, float] | None = None,
 ) -> Profile:
-    """A profile with hand-set costs and room for kv_tokens tokens at 90% utilization."""
+    """A profile with hand-set costs and room for kv_tokens tokens at 90% utilization.
+
+    costs may add optional models (cpu.packed.prefill); kv_copy: {bytes_per_s, latency_s},
+    with 1 KV byte per token."""
     memory = MemoryFacts(total_bytes=int(np.ceil(kv_tokens / 0.9)) + 1, weight_bytes=0,
                          kv_bytes_per_token=1)
-    models = {k: CostModel.from_json({"terms": costs[k]}) for k in REQUIRED_MODELS}
+    models = {k: CostModel.from_json({"terms": costs[k]})
+              for k in (*REQUIRED_MODELS, *(k for k in costs if k not in REQUIRED_MODELS))}
     return Profile(
         path="<fake>",
         source="analytic",
@@ -40,7 +45,7 @@ def fake_profile(
         memory=memory,
         cost_models=models,
         cv={},
-        kv_copy=None,
+        kv_copy=kv_copy,
         digest="fake",
     )
 

@@ -22,7 +22,7 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
                  "--set", "max_num_seqs=64", "--goodput", "ttft:500", "tpot:50"])
     assert code == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "config.json", "metrics.json", "requests.csv", "steps.csv"]
+        "config.json", "itl_cdf.csv", "metrics.json", "report.html", "requests.csv", "steps.csv"]
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert metrics["completed"] == 200 and metrics["profile_source"] == "analytic"

@@ -1,0 +1,183 @@
+"""`batchsim sweep`: policies × knob values × loads in parallel; one table and one report."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from batchsim.progress import Progress
+from policies.registry import available
+from sim.metrics import parse_goodput
+from sim.profile import load_profile
+from sim.run import RunSpec, check_out_dir
+from sim.sweep import SweepSpec, check, expand, parse_rates, parse_vary, run_sweep, write_sweep
+from sim.sweep_analysis import max_rate_under_slo, recommendation
+from sim.sweep_presets import PRESETS, get_preset
+from sim.workload import SyntheticSpec
+
+SYNTHETIC_FLAGS = ("burstiness", "num_requests", "input_len", "output_len", "range_ratio",
+                   "lengths_from")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", action="append", default=[], metavar="POLICY[,POLICY]",
+                   help=f"policies to sweep (repeatable or comma-separated): {available()}")
+    p.add_argument("--vary", action="append", default=[], metavar="KNOB=V1,V2,...",
+                   help="a knob's values (repeatable; the grid is their cartesian product)")
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                   help="a knob fixed for every point")
+    p.add_argument("--request-rate", metavar="START:STOP:COUNT|R1,R2,...",
+                   help="loads in req/s: 1:40:10 = 10 rates from 1 to 40 inclusive "
+                        "(linspace); or a list such as 1,5,inf. With --trace: the mean rates "
+                        "to replay the trace at (default: as recorded)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="a seed experiment: fixes the configurations and workload")
+    p.add_argument("--goodput", nargs="+", metavar="SLO", default=None,
+                   help="SLOs in ms, e.g. ttft:500 tpot:50; a load meets them when ≥99%% of "
+                        "its requests do")
+    p.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: the number of CPUs)")
+    p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
+    p.add_argument("--reject-too-long", action="store_true",
+                   help="reject requests longer than the model's context instead of failing")
+    p.add_argument("--out", type=Path, help="folder to write (default: runs/<time>-sweep)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.add_argument("--quiet", action="store_true", help="print only the sweep folder")
+    g = p.add_argument_group("workload (as in simulate)")
+    g.add_argument("--trace", help="JSONL trace to replay at each --request-rate")
+    g.add_argument("--time-scale", type=float, default=1.0, help="multiply trace arrival times")
+    g.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
+    g.add_argument("--num-requests", type=int, help="requests per point (default 1000)")
+    g.add_argument("--input-len", type=int, help="prompt tokens (default 1024)")
+    g.add_argument("--output-len", type=int, help="output tokens (default 128)")
+    g.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
+    g.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+
+
+def _split(items: list[str]) -> list[str]:
+    return [x.strip() for item in items for x in item.split(",") if x.strip()]
+
+
+def _knobs(items: list[str]) -> dict[str, str]:
+    knobs = {}
+    for item in items:
+        knob, sep, value = item.partition("=")
+        if not sep or not knob.strip():
+            raise ValueError(f"--set takes KNOB=VALUE, got {item!r}")
+        knobs[knob.strip()] = value.strip()
+    return knobs
+
+
+def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
+    """Build the sweep from the command line; every input error is raised here, before work."""
+    given = {k: getattr(args, k) for k in SYNTHETIC_FLAGS if getattr(args, k) is not None}
+    if args.trace is not None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} cannot be combined with --trace")
+    rates = parse_rates(args.request_rate) if args.request_rate else ()
+    if args.preset:
+        if args.policy or args.vary or args.trace:
+            raise ValueError("--preset fixes the configurations and workload: drop --policy, "
+                             "--vary and --trace")
+        preset = get_preset(args.preset)
+        configurations = preset.configurations
+        synthetic: SyntheticSpec | None = dataclasses.replace(preset.synthetic, **given)
+        rates = rates or preset.rates
+    else:
+        policies = _split(args.policy)
+        if not policies:
+            raise ValueError("sweep needs --policy (or --preset)")
+        vary = parse_vary(args.vary)
+        configurations = tuple(expand(policies, vary))
+        synthetic = None if args.trace is not None else SyntheticSpec(**given)
+    base = RunSpec(policy=configurations[0].policy, knobs=_knobs(args.knobs),
+                   profile=args.profile, trace=args.trace, time_scale=args.time_scale,
+                   synthetic=synthetic, seed=args.seed, reject_too_long=args.reject_too_long,
+                   goodput=parse_goodput(args.goodput) if args.goodput else None)
+    return SweepSpec(tuple(configurations), tuple(rates), base)
+
+
+def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dict[str, Any]:
+    """sweep.json: what was swept, on what, and how to run it again."""
+    base = sweep.base
+    workload: dict[str, Any] = {"source": base.trace or "synthetic"}
+    if base.trace is not None:
+        workload["time_scale"] = base.time_scale
+    else:
+        workload["synthetic"] = dataclasses.asdict(base.synthetic or SyntheticSpec())
+    return {
+        "preset": args.preset,
+        "configurations": [{"label": c.label, "policy": c.policy, "knobs": dict(c.knobs)}
+                           for c in sweep.configurations],
+        "request_rates": [r if math.isfinite(r) else "inf" for r in sweep.rates],
+        "fixed_knobs": dict(base.knobs),
+        "points": n_points,
+        "workload": workload,
+        "profile": load_profile(base.profile).summary(),
+        "seed": base.seed,
+        "goodput": dict(base.goodput) if base.goodput else None,
+        "command": " ".join(["batchsim", *sys.argv[1:]]),
+    }
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table for the terminal (numbers to 4 significant digits)."""
+    if not rows:
+        return "(no rows)"
+    cols = list(rows[0])
+
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:,.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+
+    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    sweep = sweep_from_args(args)
+    points = check(sweep)  # unknown knob, bad value, bad workload: one line, nothing run
+    out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
+    check_out_dir(out, args.force)
+    workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))
+    bar = Progress(len(points), f"sweeping ({workers} workers)", " points")
+    start = time.perf_counter()
+    table = run_sweep(sweep, workers, progress=bar.update, points=points)
+    bar.close()
+    elapsed = time.perf_counter() - start
+    meta = sweep_meta(sweep, args, len(points))
+    preset_tables = get_preset(args.preset).tables(table) if args.preset else []
+
+    def report(tmp: Path) -> None:
+        from reports.sweep_report import render_sweep_report
+
+        render_sweep_report(pd.read_csv(tmp / "sweep.csv"), meta, tmp / "report.html")
+
+    write_sweep(out, table, meta, writers=(report,))
+    if not args.quiet:
+        print(recommendation(table, meta["goodput"]))
+        if meta["goodput"]:
+            limits = max_rate_under_slo(table)
+            print(format_table([{str(k): v for k, v in row.items()}
+                                for row in limits.to_dict("records")]))
+        for title, rows in preset_tables:
+            print(f"\n{title}\n{format_table(rows)}")
+        print(f"\n{len(points)} points in {elapsed:.1f} s with {workers} workers")
+    print(f"sweep folder: {out}")
+    return 0

@@ -1,0 +1,129 @@
+"""`batchsim validate`: the same policy on the real engine and in the simulator, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shlex
+from pathlib import Path
+
+from batchsim.progress import Progress
+from policies.registry import available, make_config
+from sim.profile import load_profile
+from sim.validation import (
+    DEFAULT_LOADS,
+    ValidationSpec,
+    WorkloadSpec,
+    format_error_table,
+    parse_loads,
+    plan_validation,
+    write_validation,
+)
+
+_WORKLOAD_FLAGS = ("num_requests", "input_len", "output_len", "range_ratio", "burstiness",
+                   "lengths_from")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", required=True,
+                   help="measured profile JSON (from `batchsim profile`) of the engine to validate")
+    p.add_argument("--policy", required=True, choices=available(), help="batching policy")
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                   help="set a policy knob (repeatable), e.g. --set max_num_seqs=16")
+    p.add_argument("--loads", default=",".join(f"{x:g}" for x in DEFAULT_LOADS),
+                   help="load levels as fractions of the capacity the profile predicts "
+                        "(default %(default)s)")
+    p.add_argument("--model", help="the profiled model's config.json or checkpoint directory "
+                                   "(default: the preset the profile names)")
+    p.add_argument("--device", help="cuda or cpu (default: the profile's device)")
+    p.add_argument("--out", type=Path,
+                   help="folder to write (default: runs/<time>-validate-<policy>)")
+    p.add_argument("--force", action="store_true", help="replace an existing folder")
+    p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
+    p.add_argument("--quiet", action="store_true", help="print only the output folder")
+    g = p.add_argument_group("workload: a trace, or synthetic (vllm bench semantics)")
+    g.add_argument("--trace", help="JSONL trace; its arrival pattern is rescaled to each load")
+    g.add_argument("--num-requests", type=int, help="requests per load level (default 40)")
+    g.add_argument("--input-len", type=int, help="prompt tokens (default 64)")
+    g.add_argument("--output-len", type=int, help="output tokens (default 32)")
+    g.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
+    g.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
+    g.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+
+
+def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
+    given = {k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None}
+    if args.trace is not None and given:
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{flags} cannot be combined with --trace")
+    knobs: dict[str, str] = {}
+    for item in args.knobs:
+        knob, sep, value = item.partition("=")
+        if not sep or not knob:
+            raise ValueError(f"--set takes KNOB=VALUE, got {item!r}")
+        knobs[knob.strip()] = value.strip()
+    make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
+    workload = WorkloadSpec(trace=args.trace, **given)
+    workload.synthetic()  # checks the synthetic parameters
+    return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
+                          workload=workload, loads=parse_loads(args.loads), seed=args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    profile = load_profile(spec.profile)
+    out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                                      + f"-validate-{spec.policy}")
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} already exists: choose another --out or pass --force")
+    from profiler.validate import engine_spec, run_validation
+
+    engine = engine_spec(profile, args.model, args.device)
+    plan = plan_validation(spec, profile)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    say(f"capacity predicted by the profile for {spec.policy}: "
+        f"{plan.capacity.request_rate:.3g} req/s")
+    say(f"validating {len(plan.points)} load levels x {len(plan.points[0].workload)} requests on "
+        f"{engine.model} ({engine.device}): about {_fmt_s(plan.predicted_s)} of real time "
+        f"(simulated makespans {', '.join(_fmt_s(p.predicted_s) for p in plan.points)}) "
+        "plus building the model")
+    total = sum(len(p.workload) for p in plan.points)
+    bar = Progress(total, "validating", " req")
+    result = run_validation(plan, engine, bar.update)
+    bar.update(total)
+    bar.close()
+    doc = result.document(command_line(args, out))
+    write_validation(out, doc, result.tables(), result.jsons(), report=_report)
+    if not args.quiet:
+        print(format_error_table(doc))
+        host = [p["host_overhead"]["per_step_mean_s"] * 1e3 for p in doc["points"]]
+        print("executor host time per step (ms, not in the simulation): "
+              + ", ".join(f"{h:.3f}" for h in host))
+    print(f"validation folder: {out}")
+    return 0
+
+
+def command_line(args: argparse.Namespace, out: Path) -> str:
+    """The canonical command that reruns this validation (every input spelled out)."""
+    words = ["batchsim", "validate", "--profile", args.profile, "--policy", args.policy]
+    for item in args.knobs:
+        words += ["--set", item]
+    words += ["--loads", args.loads, "--seed", str(args.seed)]
+    for flag in ("model", "device", "trace", *_WORKLOAD_FLAGS):
+        value = getattr(args, flag)
+        if value is not None:
+            words += ["--" + flag.replace("_", "-"), str(value)]
+    return shlex.join([*words, "--out", str(out)])
+
+
+def _report(folder: Path) -> None:
+    from reports.validation import write_validation_report
+
+    write_validation_report(folder, folder / "report.html")
+
+
+def _fmt_s(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    m, s = divmod(round(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"

@@ -1,0 +1,158 @@
+"""CPU validation benchmark: every policy x 3 loads on a small preset, simulated vs real.
+
+    python bench/validate_cpu.py                                  # profile distilgpt2, validate
+    python bench/validate_cpu.py --profile profiles/distilgpt2-cpu.json   # reuse a profile
+
+Measures a fresh CPU profile (unless --profile is given; `batchsim profile` with --threads 1),
+then runs `batchsim validate`'s library path for static, dynamic and continuous batching at
+each load, writes one validation folder per policy under --out, and prints each policy's error
+table and the target check: median absolute error over the loads <= 0.8 of throughput, mean
+E2EL and p99 E2EL, against 10%. The load average is printed before and after: the machine's
+other work inflates wall-clock steps, and the report should say how busy it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sim.profile import load_profile  # noqa: E402
+from sim.validation import (  # noqa: E402
+    TARGET_METRICS,
+    ValidationSpec,
+    WorkloadSpec,
+    format_error_table,
+    plan_validation,
+    write_validation,
+)
+
+# Knobs per policy: batch limits a 2-core CPU serves in tens of seconds per point.
+KNOBS: dict[str, dict[str, str]] = {
+    "static": {"max_batch_size": "8"},
+    "dynamic": {"max_batch_size": "8", "max_queue_delay_microseconds": "200000"},
+    "continuous": {"max_num_seqs": "8", "max_num_batched_tokens": "512"},
+}
+TARGET = 0.10
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def measure_profile(args: argparse.Namespace, path: Path) -> None:
+    cmd = [sys.executable, "-m", "batchsim", "profile", "--model", args.model, "--device", "cpu",
+           "--dtype", "float32", "--grid", args.grid, "--threads", "1", "--clock", args.clock,
+           "--out", str(path), "--quiet"]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    print(f"profile measured in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
+    from profiler.validate import engine_spec, run_validation
+
+    profile = load_profile(profile_path)
+    spec = ValidationSpec(
+        policy=policy, profile=str(profile_path), knobs=KNOBS[policy],
+        workload=WorkloadSpec(num_requests=args.num_requests, input_len=args.input_len,
+                              output_len=args.output_len, range_ratio=args.range_ratio),
+        loads=tuple(float(x) for x in args.loads.split(",")), seed=args.seed)
+    plan = plan_validation(spec, profile)
+    print(f"\n== {policy}: capacity {plan.capacity.request_rate:.3g} req/s, about "
+          f"{plan.predicted_s:.0f} s of real time; load average {load_average()}", flush=True)
+    result = run_validation(plan, engine_spec(profile, None, "cpu"))
+    knobs = " ".join(f"--set {k}={v}" for k, v in KNOBS[policy].items())
+    command = (f"batchsim validate --profile {profile_path} --policy {policy} {knobs} "
+               f"--loads {args.loads} --num-requests {args.num_requests} --input-len "
+               f"{args.input_len} --output-len {args.output_len} --range-ratio "
+               f"{args.range_ratio} --seed {args.seed}")
+    doc = result.document(command + f" --out {args.out / policy}")
+    write_validation(args.out / policy, doc, result.tables(), result.jsons(),
+                     report=lambda folder: _report(folder))
+    print(format_error_table(doc))
+    for p in doc["points"]:
+        h = p["host_overhead"]
+        print(f"load {p['load']:g}: real {p['real_wall_s']:.1f} s (sim {p['predicted_s']:.1f} s); "
+              f"host between steps {h['per_step_mean_s'] * 1e3:.2f} ms/step "
+              f"({h['share_of_step_time']:.2%} of step time); step wall/cpu "
+              f"{h['step_wall_over_cpu']:.3f}")
+        for kind, e in p["step_prediction"].items():
+            print(f"    {kind:<16} n={e['num_steps']:<4} cost-model error vs wall "
+                  f"{e['mean_signed_error']:+.1%} (MAPE {e['mape']:.1%}), vs cpu "
+                  f"{e['mean_signed_error_vs_cpu']:+.1%}; real {e['real_total_s']:.2f} s, "
+                  f"predicted {e['predicted_total_s']:.2f} s")
+    return doc
+
+
+def _report(folder: Path) -> None:
+    from reports.validation import write_validation_report
+
+    write_validation_report(folder, folder / "report.html")
+
+
+def target_table(docs: dict[str, dict], max_load: float) -> str:
+    """Median |error| over the loads <= max_load, per policy and target metric."""
+    lines = [f"{'policy':<12}" + "".join(f"{m:>22}" for m in TARGET_METRICS)]
+    for policy, doc in docs.items():
+        row = f"{policy:<12}"
+        for m in TARGET_METRICS:
+            errs = sorted(abs(p["comparison"][m]["rel_error"]) for p in doc["points"]
+                          if p["load"] <= max_load + 1e-9
+                          and p["comparison"][m]["rel_error"] is not None)
+            if not errs:
+                row += f"{'n/a':>22}"
+                continue
+            mid = len(errs) // 2
+            med = errs[mid] if len(errs) % 2 else (errs[mid - 1] + errs[mid]) / 2
+            row += f"{f'{med:.1%} ' + ('ok' if med <= TARGET else 'MISS'):>22}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="distilgpt2")
+    p.add_argument("--profile", type=Path, help="use this profile instead of measuring one")
+    p.add_argument("--profile-out", type=Path, default=ROOT / "runs" / "validate-cpu-profile.json")
+    p.add_argument("--grid", default="standard")
+    p.add_argument("--clock", default="wall", choices=("wall", "thread"))
+    p.add_argument("--policies", default="static,dynamic,continuous")
+    p.add_argument("--loads", default="0.5,0.8,0.95")
+    p.add_argument("--num-requests", type=int, default=40)
+    p.add_argument("--input-len", type=int, default=64)
+    p.add_argument("--output-len", type=int, default=24)
+    p.add_argument("--range-ratio", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "validate-cpu")
+    args = p.parse_args()
+    print(f"load average at start: {load_average()}", flush=True)
+    profile = args.profile
+    if profile is None:
+        profile = args.profile_out
+        profile.parent.mkdir(parents=True, exist_ok=True)
+        if profile.exists():
+            profile.unlink()
+        measure_profile(args, profile)
+    docs = {policy: validate(policy, args, profile) for policy in args.policies.split(",")}
+    print(f"\nload average at end: {load_average()}")
+    print(f"\ntarget: median |error| over loads <= 0.8 at most {TARGET:.0%}")
+    print(target_table(docs, 0.8))
+    summary = {policy: {"target": doc["target"], "errors": {m: doc["errors"][m]
+                                                            for m in TARGET_METRICS}}
+               for policy, doc in docs.items()}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

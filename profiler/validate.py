@@ -1,0 +1,341 @@
+"""`batchsim validate`, the real half: rebuild the profiled engine and replay each load level.
+
+``sim.validation.plan_validation`` has already simulated every point; here the model the profile
+names is rebuilt exactly (same preset or config, dtype, threads, device), each point's requests
+are replayed on it by ``profiler.executor.RealExecutor`` with the same policy class and knobs,
+and both sides are summarised by ``sim.metrics.summarize``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from policies.kv import blocks_for
+from profiler.executor import RealExecutor, RealResult, random_prompts
+from sim.metrics import summarize
+from sim.validation import SimPlan, SimPoint, prepare_point
+
+if TYPE_CHECKING:
+    from profiler.engine import Engine
+    from profiler.static_engine import StaticEngine
+    from sim.profile import Profile
+
+logger = logging.getLogger(__name__)
+
+REAL_SOURCE = "real engine"  # metrics.json "profile_source" of the real side
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the real side rebuilds: the profile's model, on its device, dtype and threads."""
+
+    model: str  # preset name, config.json or checkpoint directory
+    device: str
+    dtype: str
+    threads: int | None
+    seed: int
+
+
+def engine_spec(profile: Profile, model: str | None, device: str | None) -> EngineSpec:
+    """Check that the engine can be rebuilt as profiled; ValueError with one line if not."""
+    import torch
+
+    from profiler.models import config_hash, resolve_model
+
+    fp = profile.fingerprint
+    if profile.source != "measured":
+        raise ValueError(f"{profile.path}: a {profile.source} profile was not measured on an "
+                         "engine; validate needs a profile made by `batchsim profile`")
+    name = str(profile.model.get("name"))
+    spec = model or name
+    try:
+        resolved = resolve_model(spec)
+    except ValueError:
+        raise ValueError(f"{profile.path} was measured on model {name!r}, which is not a preset: "
+                         "pass --model with its config.json or checkpoint directory") from None
+    if fp.get("config_hash") and config_hash(resolved.config) != fp["config_hash"]:
+        raise ValueError(f"--model {spec} is not the model {profile.path} was measured on "
+                         f"({name}, config hash {str(fp['config_hash'])[:12]})")
+    profiled = str(fp.get("device_type") or "cpu")
+    dev = device or profiled
+    dev_type = "cuda" if dev.startswith("cuda") else dev
+    if dev_type != profiled:
+        raise ValueError(f"{profile.path} was measured on {profiled}; validating on {dev} would "
+                         f"compare different hardware: use --device {profiled}")
+    if dev_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {dev}: CUDA is not available here")
+    if dev_type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {dev!r}: use cuda or cpu")
+    threads = fp.get("threads")
+    # weights are random unless a checkpoint is named: their values do not change step cost
+    return EngineSpec(spec, dev, str(fp.get("dtype") or "float32"),
+                      int(threads) if dev_type == "cpu" and threads else None, seed=0)
+
+
+@dataclass
+class Engines:
+    """The engines one validation needs, built once (before any point) and warmed up."""
+
+    spec: EngineSpec
+    paged: Engine | None = None
+    static: StaticEngine | None = None
+    build_s: float = 0.0
+    versions: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, spec: EngineSpec, packed_blocks: int, block_size: int,
+              padded: bool) -> Engines:
+        """packed_blocks: paged pool size (0: no paged engine); padded: build the static one."""
+        import torch
+        import transformers
+
+        from profiler.engine import Engine
+        from profiler.static_engine import StaticEngine
+
+        t0 = time.perf_counter()
+        out = cls(spec, versions={"torch": torch.__version__,
+                                  "transformers": transformers.__version__})
+        if packed_blocks:
+            out.paged = Engine(spec.model, device=spec.device, dtype=spec.dtype, seed=spec.seed,
+                               num_blocks=packed_blocks, block_size=block_size)
+            _warm_paged(out.paged)
+        if padded:
+            out.static = StaticEngine(spec.model, device=spec.device, dtype=spec.dtype,
+                                      seed=spec.seed)
+            for _ in range(2):
+                out.static.prefill([[1] * 16] * 2)
+                out.static.decode()
+        out.build_s = time.perf_counter() - t0
+        return out
+
+    @property
+    def vocab_size(self) -> int:
+        engine = self.paged or self.static
+        assert engine is not None
+        return engine.info.vocab_size
+
+
+def _warm_paged(engine: Engine) -> None:
+    """A few untimed steps: the first steps of a shape pay for allocation and kernel choice."""
+    from profiler.engine_types import EnginePlan, PrefillChunk
+
+    for _ in range(2):
+        for i in range(2):
+            engine.add(("warm", i), [1] * 32)
+        engine.step(EnginePlan(prefills=[PrefillChunk(("warm", i), 0, 32) for i in range(2)]))
+        engine.step(EnginePlan(decodes=[("warm", i) for i in range(2)]))
+        for i in range(2):
+            engine.free(("warm", i))
+
+
+def engines_needed(plan: SimPlan) -> tuple[int, int, bool]:
+    """(paged pool blocks, block size, static engine?) from the simulated steps.
+
+    The pool must hold whatever the policy may allocate: its own capacity bounds it, and so do
+    the requests themselves (every request resident at once).
+    """
+    layouts = set()
+    for p in plan.points:
+        layouts |= set(p.sim.steps["layout"].astype(str).unique())
+    policy = plan.points[0].sim.config  # resolved config of the first point
+    block_size = int(policy["kv_block_size"])
+    blocks = 0
+    if "packed" in layouts:
+        work = plan.points[0].workload
+        per_request = [blocks_for(int(n), block_size)
+                       for n in work.input_tokens + work.output_tokens]
+        blocks = min(int(policy["kv_capacity_blocks"]), sum(per_request)) + 1
+    return blocks, block_size, "padded" in layouts
+
+
+@dataclass
+class RealPoint:
+    point: SimPoint
+    result: RealResult
+    metrics: dict[str, Any]
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+
+    def host_summary(self) -> dict[str, Any]:
+        """Host time of the executor loop outside the steps, and how late sleeps woke up."""
+        host = np.asarray(self.result.host_s)
+        busy = float(self.steps["duration_s"].sum())
+        late = np.asarray(self.result.late_s)
+        return {
+            "per_step_mean_s": float(host.mean()) if len(host) else 0.0,
+            "per_step_median_s": float(np.median(host)) if len(host) else 0.0,
+            "per_step_p99_s": float(np.percentile(host, 99)) if len(host) else 0.0,
+            "total_s": float(host.sum()),
+            "share_of_step_time": float(host.sum() / busy) if busy else 0.0,
+            "num_steps": len(host),
+            "sleep_late_mean_s": float(late.mean()) if len(late) else 0.0,
+            # steps' wall / thread CPU time: 1 on an idle core (one torch thread); more when
+            # other processes took the core, or when torch used more threads than this one
+            "step_wall_over_cpu": (busy / float(self.steps["cpu_s"].sum())
+                                   if float(self.steps["cpu_s"].sum()) > 0 else None),
+        }
+
+    def step_prediction_error(self) -> dict[str, Any]:
+        """Cost-model error on the steps that really ran (shape for shape), by phase."""
+        df = self.steps
+        out: dict[str, Any] = {}
+        for phase, g in [("all", df), *df.groupby(["layout", "phase"], observed=True)]:
+            if not len(g):
+                continue
+            key = phase if isinstance(phase, str) else ".".join(map(str, phase))
+            err = (g["predicted_s"] - g["duration_s"]) / g["duration_s"]
+            # against the thread's CPU time: the error an idle core would show (CPU, 1 thread)
+            err_cpu = (g["predicted_s"] - g["cpu_s"]) / g["cpu_s"]
+            out[key] = {"num_steps": len(g), "mean_signed_error": float(err.mean()),
+                        "mape": float(err.abs().mean()),
+                        "mean_signed_error_vs_cpu": float(err_cpu.mean()),
+                        "real_total_s": float(g["duration_s"].sum()),
+                        "cpu_total_s": float(g["cpu_s"].sum()),
+                        "predicted_total_s": float(g["predicted_s"].sum())}
+        return out
+
+
+def run_point(point: SimPoint, plan: SimPlan, engines: Engines,
+              progress: Callable[[int], None] | None = None) -> RealPoint:
+    """Replay one simulated point on the real engines."""
+    spec = plan.spec
+    prep = prepare_point(spec, plan.profile, plan.base, point.request_rate)
+    assert np.array_equal(prep.workload.arrival_s, point.workload.arrival_s), "not the sim's"
+    prompts = random_prompts(prep.workload, engines.vocab_size, spec.seed)
+    executor = RealExecutor(prep.policy, prep.workload, prompts, engines.paged, engines.static,
+                            plan.profile, progress)
+    gc.collect()  # not in the middle of a point
+    result = executor.run()
+    rec = result.recorder
+    requests = rec.requests_table(result.requests)
+    requests["generated_tokens"] = result.generated
+    steps = rec.steps_table()
+    steps["predicted_s"] = result.predicted_s
+    steps["host_s"] = result.host_s
+    steps["cpu_s"] = result.cpu_s
+    metrics = summarize(rec, requests, steps, prep.policy.kv_capacity_blocks, REAL_SOURCE)
+    _release(engines)
+    return RealPoint(point, result, metrics, requests, steps)
+
+
+def _release(engines: Engines) -> None:
+    """Drop what a point left behind (all sequences finish, but be safe)."""
+    if engines.paged is not None:
+        for sid in list(engines.paged.seq_ids):
+            engines.paged.free(sid)
+
+
+def with_threads(threads: int | None, fn: Callable[[], Any]) -> Any:
+    """Run fn with torch's intra-op thread count set as the profile was measured."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+@dataclass
+class ValidationResult:
+    """Both halves of a validation: the simulated plan and the real replay of every point."""
+
+    plan: SimPlan
+    engines: Engines
+    reals: list[RealPoint]
+
+    def point_dir(self, load: float) -> str:
+        return f"points/load-{load:g}"
+
+    def document(self, command: str) -> dict[str, Any]:
+        """validation.json: everything needed to read and to rerun the comparison."""
+        import datetime as dt
+
+        from profiler.host import device_name
+        from sim.validation import SCHEMA, TARGET_METRICS, compare, error_summary
+
+        plan, spec = self.plan, self.plan.spec
+        points: list[dict[str, Any]] = []
+        for real in self.reals:
+            p = real.point
+            points.append({
+                "load": p.load, "request_rate": p.request_rate,
+                "num_requests": len(p.workload), "predicted_s": p.predicted_s,
+                "real_wall_s": real.result.wall_s,
+                "comparison": compare(real.metrics, p.sim.metrics),
+                "host_overhead": real.host_summary(),
+                "step_prediction": real.step_prediction_error(),
+                "folder": self.point_dir(p.load),
+            })
+        errors = error_summary([p["comparison"] for p in points])
+        es = self.engines.spec
+        profile = plan.profile
+        return {
+            "schema": SCHEMA, "schema_version": 1, "command": command,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "policy": spec.policy, "knobs": plan.points[0].sim.config["knobs"],
+            "profile": {**profile.summary(), "fingerprint": profile.fingerprint,
+                        "cv_mape": {k: v.get("mape") for k, v in profile.cv.items()}},
+            "engine": {"model": es.model, "device": es.device, "device_name": device_name(
+                es.device), "dtype": es.dtype, "threads": es.threads, "build_s":
+                self.engines.build_s, **self.engines.versions},
+            "workload": {**dataclasses.asdict(spec.workload), "seed": spec.seed,
+                         "base": plan.points[0].workload.source.split(" at ")[0]},
+            "capacity": plan.capacity.to_json(),
+            "loads": list(spec.loads),
+            "points": points,
+            "errors": errors,
+            "target": {m: errors[m]["median_abs_error"] for m in TARGET_METRICS},
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        out = {}
+        for real in self.reals:
+            d = self.point_dir(real.point.load)
+            out[f"{d}/real/requests.csv"] = real.requests
+            out[f"{d}/real/steps.csv"] = real.steps
+            out[f"{d}/sim/requests.csv"] = real.point.sim.requests
+            out[f"{d}/sim/steps.csv"] = real.point.sim.steps
+        return out
+
+    def jsons(self) -> dict[str, Any]:
+        out = {}
+        for real in self.reals:
+            d = self.point_dir(real.point.load)
+            out[f"{d}/real/metrics.json"] = real.metrics
+            out[f"{d}/sim/metrics.json"] = real.point.sim.metrics
+        return out
+
+
+def run_validation(plan: SimPlan, spec: EngineSpec,
+                   progress: Callable[[int], None] | None = None) -> ValidationResult:
+    """Build the engines and replay every point (progress: requests done over all points)."""
+
+    def go() -> ValidationResult:
+        blocks, block_size, padded = engines_needed(plan)
+        engines = Engines.build(spec, blocks, block_size, padded)
+        reals: list[RealPoint] = []
+        done = 0
+        for point in plan.points:
+            def point_progress(n: int, base: int = done) -> None:
+                if progress is not None:
+                    progress(base + n)
+
+            reals.append(run_point(point, plan, engines, point_progress))
+            done += len(point.workload)
+            logger.info("load %g: real %.1f s, predicted %.1f s", point.load,
+                        reals[-1].result.wall_s, point.predicted_s)
+        return ValidationResult(plan, engines, reals)
+
+    return with_threads(spec.threads, go)

@@ -1,0 +1,152 @@
+"""Pure functions from (already reduced) result arrays to plotly figures.
+
+No file access and no metric computation here: callers pass what to draw (see reports/series.py
+for the reductions), so each figure can be tested from a small hand-made table. Only SVG trace
+types are used (no WebGL `scattergl`): they render in every browser, headless ones included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from reports.series import decimate
+
+# One colour per step phase, the same on every page.
+PHASE_COLORS = {"prefill": "#d62728", "decode": "#1f77b4", "mixed": "#9467bd", "idle": "#c7c7c7"}
+
+PALETTE: list[str] = list(qualitative.Plotly)
+
+Curve = tuple[np.ndarray, np.ndarray]
+
+
+def _f4(x: np.ndarray | Sequence[float]) -> np.ndarray:
+    """float32 halves the page size; plenty of precision for a plot."""
+    return np.asarray(x, dtype=np.float32)
+
+
+def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
+    fig.update_layout(title=title, template="plotly_white", margin={"l": 60, "r": 20, "t": 50,
+                      "b": 45}, legend={"orientation": "h", "y": -0.18}, hovermode="closest")
+    if x_title:
+        fig.update_xaxes(title_text=x_title)
+    if y_title:
+        fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def _log_toggle(fig: go.Figure, axes: Sequence[str] = ("xaxis",)) -> None:
+    """Linear/log buttons: latency distributions span decades (a 20 ms TTFT and a 20 s one)."""
+    fig.update_layout(updatemenus=[{
+        "type": "buttons", "direction": "left", "x": 1.0, "xanchor": "right", "y": 1.08,
+        "yanchor": "bottom", "buttons": [
+            {"label": scale, "method": "relayout", "args": [{f"{a}.type": scale for a in axes}]}
+            for scale in ("linear", "log")
+        ],
+    }])
+
+
+def cdf_figure(curves_by_metric: Mapping[str, Mapping[str, Curve]],
+               title: str = "Latency distributions (CDF)") -> go.Figure:
+    """Panels of CDFs, one per metric ({"TTFT (ms)": {run name: (x, p)}}), two per row.
+
+    A run keeps its colour across panels and one legend entry toggles it everywhere.
+    """
+    metrics = [m for m, curves in curves_by_metric.items()
+               if any(len(x) for x, _ in curves.values())]
+    cols = 2 if len(metrics) > 1 else 1
+    nrows = max(1, -(-len(metrics) // cols))
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=metrics, vertical_spacing=0.12,
+                        horizontal_spacing=0.08)
+    palette = PALETTE
+    names = list(dict.fromkeys(n for m in metrics for n in curves_by_metric[m]))
+    for i, metric in enumerate(metrics):
+        row, col = divmod(i, cols)
+        for name, (x, p) in curves_by_metric[metric].items():
+            k = names.index(name)
+            fig.add_trace(go.Scatter(
+                x=_f4(x), y=_f4(p), mode="lines", name=name, legendgroup=name,
+                showlegend=i == 0, line={"color": palette[k % len(palette)]},
+                hovertemplate="%{x:.4g} ms: p%{y:.3f}<extra>" + name + "</extra>"),
+                row=row + 1, col=col + 1)
+    fig.update_yaxes(range=[0, 1.01], title_text="fraction ≤ x", col=1)
+    axes = [f"xaxis{'' if i == 0 else i + 1}" for i in range(len(metrics))]
+    _log_toggle(fig, axes)
+    fig.update_layout(height=max(380, 330 * nrows))
+    return styled(fig, title)
+
+
+def timeseries_figure(rows: Sequence[tuple[str, Mapping[str, Curve]]],
+                      title: str = "Over time") -> go.Figure:
+    """Stacked panels sharing the time axis (zoom one, all follow): [(y title, {name: (t, y)})]."""
+    fig = make_subplots(rows=len(rows), cols=1, shared_xaxes=True, vertical_spacing=0.04,
+                        subplot_titles=[y_title for y_title, _ in rows])
+    for i, (_, series) in enumerate(rows, start=1):
+        for name, (t, y) in series.items():
+            fig.add_trace(go.Scatter(x=_f4(t), y=_f4(y), mode="lines", name=name,
+                                     line={"width": 1, "shape": "hv"}), row=i, col=1)
+    fig.update_xaxes(title_text="time (s)", row=len(rows), col=1)
+    fig.update_layout(height=max(380, 190 * len(rows)))
+    return styled(fig, title)
+
+
+def step_timeline_figure(start_s: np.ndarray, duration_s: np.ndarray, phase: np.ndarray,
+                         max_points: int = 20_000) -> tuple[go.Figure, int]:
+    """Each step as a point at its start time, height = its duration, colour = its phase.
+
+    Returns (figure, points drawn). Above max_points the series of each phase is decimated to
+    its per-bucket extremes, so the long prefill steps stay visible.
+    """
+    fig = go.Figure()
+    phases = [p for p in PHASE_COLORS if p != "idle" and (phase == p).any()]
+    shown = 0
+    for name in phases:
+        idx = np.flatnonzero(phase == name)
+        keep = idx[decimate(duration_s[idx], max(2, max_points // max(len(phases), 1)))]
+        shown += len(keep)
+        fig.add_trace(go.Scatter(
+            x=_f4(start_s[keep]), y=_f4(duration_s[keep] * 1e3), mode="markers", name=name,
+            marker={"size": 4, "color": PHASE_COLORS[name]},
+            hovertemplate="t=%{x:.4f} s, %{y:.3f} ms<extra>" + name + "</extra>"))
+    return styled(fig, "Step timeline (drag to zoom, double-click to reset)", "start time (s)",
+                   "step duration (ms)"), shown
+
+
+def time_share_figure(seconds_by_part: Mapping[str, float], title: str) -> go.Figure:
+    """Where the wall-clock time went: a pie of seconds per part (prefill, decode, idle, ...)."""
+    labels = [k for k, v in seconds_by_part.items() if v > 0]
+    fig = go.Figure(go.Pie(
+        labels=labels, values=[seconds_by_part[k] for k in labels], sort=False,
+        marker={"colors": [PHASE_COLORS.get(k, "#7f7f7f") for k in labels]},
+        hovertemplate="%{label}: %{value:.3f} s (%{percent})<extra></extra>"))
+    return styled(fig, title)
+
+
+def batch_histogram_figure(batch_size: np.ndarray, duration_s: np.ndarray) -> go.Figure:
+    """Share of steps and share of busy time at each batch size (counted in numpy, not in JS)."""
+    sizes = np.asarray(batch_size, dtype=np.int64)
+    steps = np.bincount(sizes)
+    busy = np.bincount(sizes, weights=duration_s)
+    present = np.flatnonzero(steps)
+    fig = go.Figure([
+        go.Bar(x=present, y=_f4(steps[present] / max(steps.sum(), 1)), name="share of steps"),
+        go.Bar(x=present, y=_f4(busy[present] / max(busy.sum(), 1e-300)),
+               name="share of busy time"),
+    ])
+    fig.update_layout(barmode="group")
+    return styled(fig, "Batch size (sequences per step)", "batch size", "share")
+
+
+def grouped_bar_figure(title: str, categories: Sequence[str],
+                       series: Mapping[str, Sequence[float | None]], y_title: str) -> go.Figure:
+    """Bars per category, one colour per series (e.g. mean and p99 TTFT of each run)."""
+    fig = go.Figure([
+        go.Bar(x=list(categories), y=[np.nan if v is None else v for v in values], name=name)
+        for name, values in series.items()
+    ])
+    fig.update_layout(barmode="group")
+    return styled(fig, title, "", y_title)

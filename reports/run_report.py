@@ -1,0 +1,233 @@
+"""The run report: `report.html` in every run folder, built from the folder's tables alone.
+
+`simulate` writes it through `write_into_run` (one of `sim.run.write_run`'s writers, so it is part
+of the atomic folder write); `batchsim report RUN_DIR` rebuilds it from disk with the same code.
+The per-token ITL samples are not kept in the run folder, so their distribution is stored as
+quantiles in `itl_cdf.csv` (a few KB) when the run is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from reports import figures
+from reports.html import Section, cards, table, write_report
+from reports.series import (
+    MAX_POINTS,
+    bin_edges,
+    decimate,
+    quantile_cdf,
+    token_rate,
+    waiting_count,
+)
+
+if TYPE_CHECKING:
+    from sim.run import RunOutput
+
+ITL_FILE = "itl_cdf.csv"
+REPORT_FILE = "report.html"
+LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"),
+             ("queue", "Queue"))
+ANALYTIC_WARNING = ("Profile source: analytic. These step costs are a roofline estimate with "
+                    "assumed efficiencies, not a measurement: compare policies with them, but "
+                    "profile your hardware (`batchsim profile`) before trusting absolute numbers.")
+
+
+@dataclass
+class RunData:
+    """What a report needs from one run folder."""
+
+    name: str
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    itl_cdf: tuple[np.ndarray, np.ndarray] | None  # (itl_ms, probability); None: not stored
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read a run folder written by `batchsim simulate`; ValueError naming what is missing."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "metrics.json", "requests.csv", "steps.csv"):
+        if not (run_dir / name).is_file():
+            raise ValueError(f"{run_dir} is not a run folder: it has no {name}")
+    itl = None
+    if (run_dir / ITL_FILE).is_file():
+        df = pd.read_csv(run_dir / ITL_FILE)
+        itl = (df["itl_ms"].to_numpy(), df["probability"].to_numpy())
+    return RunData(
+        name=run_dir.name,
+        config=json.loads((run_dir / "config.json").read_text()),
+        metrics=json.loads((run_dir / "metrics.json").read_text()),
+        requests=pd.read_csv(run_dir / "requests.csv"),
+        steps=pd.read_csv(run_dir / "steps.csv"),
+        itl_cdf=itl,
+    )
+
+
+def latency_cdfs(run: RunData) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{"TTFT (ms)": (x, p), ...} for TTFT, TPOT, ITL, E2EL of the completed requests."""
+    done = run.requests[run.requests["status"] == "completed"]
+    out = {}
+    for key, label in LATENCIES[:4]:
+        if key == "itl":
+            out[f"{label} (ms)"] = run.itl_cdf if run.itl_cdf is not None else (np.zeros(0),) * 2
+        else:
+            out[f"{label} (ms)"] = quantile_cdf(done[f"{key}_ms"].to_numpy())
+    return out
+
+
+def summary_cards(metrics: dict[str, Any]) -> str:
+    m = metrics
+
+    def ms(key: str, stat: str) -> str:
+        value = m[key][stat]
+        return "–" if value is None else f"{value:,.1f} ms"
+
+    items = {
+        "completed / requests": f"{m['completed']:,} / {m['num_requests']:,}",
+        "request throughput": f"{m['request_throughput']:,.2f} req/s",
+        "output throughput": f"{m['output_token_throughput']:,.0f} tok/s",
+        "mean TTFT": ms("ttft_ms", "mean"), "p99 TTFT": ms("ttft_ms", "p99"),
+        "mean TPOT": ms("tpot_ms", "mean"), "p99 E2EL": ms("e2el_ms", "p99"),
+        "GPU busy": f"{m['gpu_busy_fraction']:.0%}",
+        "prefill time share": f"{m['prefill_time_share']:.0%}",
+        "mean batch size": f"{m['mean_batch_size']:.1f}",
+        "peak KV use": f"{m['max_kv_utilization']:.0%}",
+        "preemptions": f"{m['preemptions']:,}",
+    }
+    if "goodput" in m:
+        g = m["goodput"]
+        items["goodput"] = f"{g['request_goodput']:,.2f} req/s ({g['good_requests']:,} good)"
+    return cards(items)
+
+
+def metrics_table(metrics: dict[str, Any]) -> str:
+    rows = [{"metric": f"{label} (ms)", **metrics[f"{key}_ms"]} for key, label in LATENCIES]
+    return table(rows, ["metric", "mean", "median", "p90", "p95", "p99"])
+
+
+def time_series(run: RunData) -> tuple[figures.go.Figure, bool]:
+    """Queue length, running batch, KV blocks and throughput on one shared time axis.
+
+    Returns (figure, decimated?): per-step series above MAX_POINTS are cut to their extremes.
+    """
+    req, steps = run.requests, run.steps
+    arrival = req["arrival_s"].to_numpy()
+    ends = [arrival.max(), np.nanmax(req["finish_s"].to_numpy(), initial=0.0)]
+    if len(steps):
+        ends.append(float(steps["start_s"].iloc[-1] + steps["duration_s"].iloc[-1]))
+    t_end = float(max(ends))
+    edges = bin_edges(float(arrival.min()), t_end)
+    grid = np.linspace(float(arrival.min()), t_end, 2001)
+    leave = (arrival + req["queue_ms"].to_numpy() / 1e3)
+    leave = np.where(req["status"].to_numpy() == "rejected", arrival, leave)
+    idx = decimate(steps["batch_size"].to_numpy())
+    kv_idx = decimate(steps["kv_blocks_used"].to_numpy())
+    start = steps["start_s"].to_numpy()
+    centers = (edges[:-1] + edges[1:]) / 2
+    out_tok = token_rate(req["first_token_s"].to_numpy(), req["finish_s"].to_numpy(),
+                         req["output_tokens"].to_numpy(), edges)
+    capacity = run.config.get("kv_capacity_blocks")
+    kv_title = "KV blocks used" + (f" (capacity {capacity:,})" if capacity else "")
+    rows = [
+        ("waiting requests", {"waiting": (grid, waiting_count(arrival, leave, grid))}),
+        ("running batch (sequences per step)",
+         {"batch size": (start[idx], steps["batch_size"].to_numpy()[idx])}),
+        (kv_title, {"KV blocks": (start[kv_idx], steps["kv_blocks_used"].to_numpy()[kv_idx])}),
+        ("output throughput (tok/s)", {"output tok/s": (centers, out_tok)}),
+    ]
+    fig = figures.timeseries_figure(rows, "Queue, batch, KV memory and throughput over time")
+    return fig, len(idx) < len(steps) or len(kv_idx) < len(steps)
+
+
+def time_share(run: RunData) -> dict[str, float]:
+    """Seconds of the run spent in prefill, decode and mixed steps, and idle."""
+    busy = run.steps.groupby("phase", observed=True)["duration_s"].sum()
+    parts = {p: float(busy.get(p, 0.0)) for p in ("prefill", "decode", "mixed")}
+    parts["idle"] = max(0.0, float(run.metrics["duration_s"]) - sum(parts.values()))
+    return parts
+
+
+def config_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The resolved configuration as (setting, value) rows, nested keys dotted."""
+    rows: list[dict[str, Any]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            rows.append({"setting": prefix, "value": "–" if value is None else str(value)})
+
+    walk("", config)
+    return rows
+
+
+def run_sections(run: RunData) -> list[Section]:
+    steps = run.steps
+    ts_fig, cut = time_series(run)
+    timeline, shown = figures.step_timeline_figure(
+        steps["start_s"].to_numpy(), steps["duration_s"].to_numpy(),
+        steps["phase"].astype(str).to_numpy())
+    notes = []
+    if cut:
+        notes.append(f"{len(steps):,} steps: per-step series are downsampled to at most "
+                     f"{MAX_POINTS:,} points (each bucket's minimum and maximum are kept).")
+    timeline_notes = ([f"Showing {shown:,} of {len(steps):,} steps: per time bucket, the "
+                       "shortest and longest step of each phase."] if shown < len(steps) else [])
+    share = run.metrics["prefill_time_share"]
+    return [
+        Section("Summary", html=summary_cards(run.metrics) + metrics_table(run.metrics)),
+        Section("Latency distributions", [figures.cdf_figure(
+            {k: {run.name: v} for k, v in latency_cdfs(run).items()})],
+            notes=["CDFs drawn from 220 quantiles per metric (finer above p99). ITL pools every "
+                   "gap between consecutive tokens of all requests."]),
+        Section("Over time", [ts_fig], notes=notes),
+        Section("Step timeline", [timeline], notes=timeline_notes),
+        Section("Where the time goes", [
+            figures.time_share_figure(time_share(run), "Wall-clock time by step phase"),
+            figures.batch_histogram_figure(steps["batch_size"].to_numpy(),
+                                           steps["duration_s"].to_numpy())],
+            notes=[f"prefill_time_share = {share:.1%} of busy time (mixed steps counted in "
+                   "proportion to their prefill tokens)."]),
+        Section("Configuration and profile", html=table(config_rows(run.config))),
+    ]
+
+
+def render_run_report(run: RunData, out: Path) -> Path:
+    policy = run.config.get("policy", "?")
+    workload = run.config.get("workload", {}).get("source", "?")
+    profile = run.config.get("profile", {})
+    subtitle = (f"policy {policy} · workload {workload} · profile {profile.get('model')} on "
+                f"{profile.get('device')} ({profile.get('source')}, {profile.get('digest')})")
+    warnings = [ANALYTIC_WARNING] if run.metrics.get("profile_source") == "analytic" else []
+    return write_report(out, f"batchsim run: {run.name}", run_sections(run), subtitle, warnings)
+
+
+def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Rebuild a run folder's report from its files (default: RUN_DIR/report.html)."""
+    run = load_run(run_dir)
+    return render_run_report(run, out or Path(run_dir) / REPORT_FILE)
+
+
+def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
+    """Writer for sim.run.write_run: itl_cdf.csv and report.html into the run folder being made.
+
+    Uses the in-memory tables (reading 200k rows back would double the cost); they hold the same
+    values as the CSVs, so `batchsim report RUN_DIR` later rebuilds the same page.
+    """
+    values_s, weights = output.recorder.itl_samples()
+    x, p = quantile_cdf(values_s * 1e3, weights)
+    pd.DataFrame({"probability": p, "itl_ms": x}).to_csv(tmp_dir / ITL_FILE, index=False,
+                                                         float_format="%.6f")
+    # write_run's temporary folder is named ".<out name>.<random>"
+    name = tmp_dir.name[1:].rsplit(".", 1)[0] or tmp_dir.name
+    run = RunData(name, output.config, output.metrics, output.requests, output.steps, (x, p))
+    render_run_report(run, tmp_dir / REPORT_FILE)

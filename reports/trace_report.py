@@ -1,0 +1,90 @@
+"""The HTML report of `batchsim trace stats`: the numbers, the arrival rate over time and the
+length and gap distributions.
+
+Figures are pure functions from arrays to plotly figures. They draw histograms computed here
+(bars), never the raw points, so a million-request trace gives a page of a few hundred KB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from reports.html import Section, cards, table, write_report
+from sim.trace_stats import arrivals_per_bin
+
+_NUM_BINS = 60
+_MAX_RATE_POINTS = 400
+
+
+def rate_figure(arrival_s: np.ndarray) -> go.Figure:
+    """Arrival rate (req/s) per bin, bins sized so the plot has at most a few hundred points."""
+    span = float(arrival_s[-1] - arrival_s[0])
+    bin_s = max(1.0, span / _MAX_RATE_POINTS)
+    counts = arrivals_per_bin(arrival_s, bin_s)
+    starts = arrival_s[0] + bin_s * np.arange(len(counts))
+    fig = go.Figure(go.Scatter(x=starts, y=counts / bin_s, mode="lines", line_shape="hv",
+                               name="arrival rate"))
+    fig.update_layout(title=f"Arrival rate over time ({bin_s:.3g} s bins)",
+                      xaxis_title="time since the first request (s)",
+                      yaxis_title="requests / s")
+    return fig
+
+
+def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = True) -> go.Figure:
+    """A histogram drawn as bars; log-spaced bins for heavy-tailed values (zeros get their own)."""
+    positive = values[values > 0]
+    if log_x and len(positive) and positive.max() > positive.min():
+        edges = np.geomspace(positive.min(), positive.max(), _NUM_BINS + 1)
+    else:
+        edges = np.linspace(values.min(), max(values.max(), values.min() + 1), _NUM_BINS + 1)
+    counts, edges = np.histogram(positive if log_x else values, bins=edges)
+    fig = go.Figure(go.Bar(x=np.sqrt(edges[:-1] * edges[1:]) if log_x else edges[:-1],
+                           y=counts, name=axis))
+    zeros = int((values == 0).sum())
+    if log_x and zeros:
+        title += f" ({zeros:,} zero values not shown)"
+    fig.update_layout(title=title, xaxis_title=axis, yaxis_title="requests", bargap=0.05,
+                      xaxis_type="log" if log_x else "linear")
+    return fig
+
+
+def _fmt(value: float | None, spec: str = ",.3f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def trace_sections(stats: Mapping[str, Any], arrival_s: np.ndarray, input_tokens: np.ndarray,
+                   output_tokens: np.ndarray) -> list[Section]:
+    summary = cards({
+        "requests": f"{stats['num_requests']:,}",
+        "time span (s)": _fmt(stats["span_s"], ",.1f"),
+        "mean rate (req/s)": _fmt(stats["mean_rate"]),
+        "peak minute (req/s)": _fmt(stats["peak_minute_rate"]),
+        "gap CV": _fmt(stats["gap_cv"]),
+        "gamma shape (1/CV²)": _fmt(stats["gamma_shape"]),
+    })
+    lengths = table([{"": name, **stats[key]} for name, key in
+                     (("input tokens", "input_tokens"), ("output tokens", "output_tokens"))],
+                    columns=["", "mean", "median", "p99", "min", "max"])
+    return [
+        Section("Summary", html=summary + lengths, notes=[
+            "Mean rate = (N − 1) / time span. Gamma shape is fitted by moments (1 / CV²): pass "
+            "it as --burstiness to synthesise arrivals this bursty (1 = Poisson)."]),
+        Section("Arrivals", figures=[
+            rate_figure(arrival_s),
+            histogram_figure(np.diff(arrival_s), "Gaps between arrivals", "gap (s)")]),
+        Section("Lengths", figures=[
+            histogram_figure(input_tokens, "Input lengths", "input tokens"),
+            histogram_figure(output_tokens, "Output lengths", "output tokens")]),
+    ]
+
+
+def write_trace_report(path: str | Path, stats: Mapping[str, Any], arrival_s: np.ndarray,
+                       input_tokens: np.ndarray, output_tokens: np.ndarray) -> Path:
+    subtitle = f"{stats['file']} ({stats['format']} format)"
+    return write_report(path, "Trace statistics", trace_sections(
+        stats, arrival_s, input_tokens, output_tokens), subtitle=subtitle)

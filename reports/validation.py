@@ -1,0 +1,166 @@
+"""The validation report: simulated vs real, per metric and per load level, in one HTML file.
+
+Reads a `batchsim validate` folder (validation.json and the per-point tables) and shows how far
+the simulation is from the real engine: the error table, each headline metric real vs simulated
+across loads, the signed error of every metric, latency distributions per load, and the cost
+model judged step by step on the steps that really ran.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from reports.html import Section, cards, table, write_report
+from sim.validation import METRIC_NAMES, TARGET_METRICS
+
+_REAL, _SIM = "#1f77b4", "#ff7f0e"
+# Metrics drawn real vs sim across loads (one small chart each).
+_HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
+             "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
+             "gpu_busy_fraction", "mean_batch_size")
+
+
+def write_validation_report(run_dir: Path, out: Path) -> Path:
+    """Render run_dir's validation.json (+ per-point CSVs) to the HTML file `out`."""
+    run_dir = Path(run_dir)
+    doc = json.loads((run_dir / "validation.json").read_text())
+    sections = [
+        _summary(doc),
+        Section("Real vs simulated across load levels", [_headline_figure(doc)]),
+        Section("Signed relative error (sim − real) / real", [_error_heatmap(doc)],
+                notes=["Positive: the simulation predicts more than the engine did."]),
+        Section("E2EL distribution per load level", [_cdf_figure(doc, run_dir, "e2el_ms")]),
+        Section("Cost model on the steps that really ran", [_step_figure(doc, run_dir)],
+                html=_step_table(doc),
+                notes=["Each real step's measured duration against the profile's prediction "
+                       "for exactly that step shape: error here is the cost model's own; "
+                       "error in the metrics beyond it comes from what happens between steps."]),
+    ]
+    subtitle = (f"policy {doc['policy']} · profile {doc['profile'].get('path')} "
+                f"({doc['profile'].get('digest')}) · {doc['engine']['model']} on "
+                f"{doc['engine']['device_name']}")
+    return write_report(out, f"Validation: {doc['policy']}", sections, subtitle=subtitle)
+
+
+def _summary(doc: dict[str, Any]) -> Section:
+    errors = doc["errors"]
+    items = {"capacity (req/s)": f"{doc['capacity']['request_rate']:.3g}",
+             "load levels": ", ".join(f"{x:g}" for x in doc["loads"])}
+    for m in TARGET_METRICS:
+        mape = errors[m]["mape"]
+        items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
+    host = np.mean([p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]) * 1e3
+    items["host time per step"] = f"{host:.3f} ms"
+    rows = []
+    for name in METRIC_NAMES:
+        row: dict[str, Any] = {"metric": name}
+        for p in doc["points"]:
+            c = p["comparison"][name]
+            lab = f"{p['load']:g}"
+            row[f"real @{lab}"] = c["real"]
+            row[f"sim @{lab}"] = c["sim"]
+            row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
+        mape = errors[name]["mape"]
+        row["MAPE"] = None if mape is None else f"{mape:.1%}"
+        rows.append(row)
+    return Section("Summary", html=cards(items) + table(rows),
+                   notes=[f"command: {doc['command']}",
+                          f"engine: torch {doc['engine'].get('torch')}, transformers "
+                          f"{doc['engine'].get('transformers')}, {doc['engine']['dtype']}, "
+                          f"threads {doc['engine'].get('threads')}"])
+
+
+def _headline_figure(doc: dict[str, Any]) -> go.Figure:
+    cols = 5
+    rows = -(-len(_HEADLINE) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=_HEADLINE)
+    loads = [p["load"] for p in doc["points"]]
+    for k, name in enumerate(_HEADLINE):
+        r, c = k // cols + 1, k % cols + 1
+        for side, color in (("real", _REAL), ("sim", _SIM)):
+            fig.add_trace(go.Scatter(
+                x=loads, y=[p["comparison"][name][side] for p in doc["points"]],
+                mode="lines+markers", name=side, legendgroup=side, showlegend=k == 0,
+                line={"color": color}), row=r, col=c)
+    fig.update_xaxes(title_text="load")
+    fig.update_layout(height=300 * rows, margin={"t": 40})
+    return fig
+
+
+def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
+    z, text = [], []
+    for name in METRIC_NAMES:
+        errs = [p["comparison"][name]["rel_error"] for p in doc["points"]]
+        z.append([np.nan if e is None else e * 100 for e in errs])
+        text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[f"load {p['load']:g}" for p in doc["points"]], y=list(METRIC_NAMES),
+        text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
+        colorbar={"title": "%"}))
+    fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})
+    return fig
+
+
+def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
+    path = run_dir / point["folder"] / side / name
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
+    fig = go.Figure()
+    dashes = ("solid", "dash", "dot", "dashdot")
+    for k, p in enumerate(doc["points"]):
+        for side, color in (("real", _REAL), ("sim", _SIM)):
+            df = _read(run_dir, p, side, "requests.csv")
+            if df is None:
+                continue
+            values = np.sort(df[column].dropna().to_numpy())
+            if not len(values):
+                continue
+            fig.add_trace(go.Scatter(
+                x=values, y=np.arange(1, len(values) + 1) / len(values), mode="lines",
+                name=f"{side} @ load {p['load']:g}",
+                line={"color": color, "dash": dashes[k % len(dashes)]}))
+    fig.update_layout(xaxis_title=column, yaxis_title="fraction of requests")
+    return fig
+
+
+def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
+    fig = go.Figure()
+    top = 0.0
+    for p in doc["points"]:
+        df = _read(run_dir, p, "real", "steps.csv")
+        if df is None or "predicted_s" not in df:
+            continue
+        for phase, g in df.groupby("phase"):
+            fig.add_trace(go.Scattergl(
+                x=g["duration_s"] * 1e3, y=g["predicted_s"] * 1e3, mode="markers",
+                marker={"size": 4, "opacity": 0.6},
+                name=f"{phase} @ load {p['load']:g}"))
+        top = max(top, float(df["duration_s"].max()), float(df["predicted_s"].max()))
+    fig.add_trace(go.Scatter(x=[0, top * 1e3], y=[0, top * 1e3], mode="lines",
+                             name="prediction = measurement", line={"color": "#888"}))
+    fig.update_layout(xaxis_title="measured step (ms)", yaxis_title="predicted step (ms)")
+    return fig
+
+
+def _step_table(doc: dict[str, Any]) -> str:
+    rows = []
+    for p in doc["points"]:
+        for kind, e in p.get("step_prediction", {}).items():
+            rows.append({"load": f"{p['load']:g}", "steps": kind, "n": e["num_steps"],
+                         "mean signed error": f"{e['mean_signed_error']:+.1%}",
+                         "MAPE": f"{e['mape']:.1%}", "real total s": e["real_total_s"],
+                         "predicted total s": e["predicted_total_s"]})
+        h = p["host_overhead"]
+        rows.append({"load": f"{p['load']:g}", "steps": "host time between steps",
+                     "n": h["num_steps"], "mean signed error": None, "MAPE": None,
+                     "real total s": h["total_s"], "predicted total s": 0.0})
+    return table(rows)

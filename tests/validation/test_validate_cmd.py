@@ -1,0 +1,75 @@
+"""`batchsim validate` end to end on CPU with the tiny model (no accuracy assertion)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batchsim.cli import main
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[2]
+PROFILE = str(ROOT / "profiles" / "tiny-qwen2-cpu.json")
+SHORT = ["--num-requests", "8", "--input-len", "16", "--output-len", "4", "--seed", "1"]
+
+
+def test_validate_writes_the_comparison(tmp_path, capsys):
+    out = tmp_path / "val"
+    code = main(["validate", "--profile", PROFILE, "--policy", "continuous", "--loads", "0.5",
+                 "--set", "max_num_seqs=4", *SHORT, "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "about" in printed and "request_throughput" in printed and str(out) in printed
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["schema"] == "batchsim.validation"
+    assert doc["profile"]["digest"] and doc["profile"]["fingerprint"]["model"] == "tiny-qwen2"
+    assert doc["engine"]["torch"] and doc["engine"]["transformers"] and doc["engine"]["threads"]
+    assert doc["command"].startswith("batchsim validate --profile")
+    point = doc["points"][0]
+    for metric in ("request_throughput", "e2el_ms.p99", "itl_ms.mean", "preemptions"):
+        assert set(point["comparison"][metric]) == {"real", "sim", "rel_error"}
+    assert "mape" in doc["errors"]["e2el_ms.mean"]
+    assert point["host_overhead"]["num_steps"] > 0
+    csv = pd.read_csv(out / "validation.csv")
+    assert {"load", "metric", "real", "sim", "rel_error", "mape"} <= set(csv.columns)
+    real = pd.read_csv(out / point["folder"] / "real" / "requests.csv")
+    assert (real["generated_tokens"] == real["output_tokens"]).all()
+    assert (real["status"] == "completed").all()
+    sim = pd.read_csv(out / point["folder"] / "sim" / "requests.csv")
+    assert real["arrival_s"].tolist() == sim["arrival_s"].tolist()  # the same requests
+    assert (out / point["folder"] / "sim" / "steps.csv").exists()
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "tiny-llama"], "is not the model"),
+    (["--device", "cuda"], "use --device cpu"),
+    (["--set", "max_num_seq=4"], "unknown knob"),
+    (["--loads", "0.5,x"], "--loads"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
+    out = tmp_path / "val"
+    code = main(["validate", "--profile", PROFILE, "--policy", "continuous", *SHORT,
+                 "--out", str(out), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"complete": False}, "incomplete"),
+    ({"source": "analytic"}, "was not measured"),
+])
+def test_unusable_profiles_are_refused(tmp_path, capsys, edit, message):
+    doc = json.loads(Path(PROFILE).read_text())
+    doc.update(edit)
+    bad = tmp_path / "p.json"
+    bad.write_text(json.dumps(doc))
+    code = main(["validate", "--profile", str(bad), "--policy", "static", *SHORT,
+                 "--out", str(tmp_path / "val")])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "val").exists()
