@@ -41,6 +41,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
+    h = p.add_argument_group("hybrid policy: the CPU path (a CPU copy of the model prefills)")
+    h.add_argument("--cpu-profile", help="CPU profile of the same model whose packed.prefill is "
+                   "the CPU path's cost (default: the profile's own cpu.packed.prefill)")
+    h.add_argument("--kv-copy-gbps", type=float, help="ASSUMED CPU->GPU KV copy bandwidth, GB/s "
+                   "(default: the profile's measured kv_copy); recorded as an assumption")
+    h.add_argument("--kv-copy-latency-us", type=float, default=0.0,
+                   help="assumed fixed cost per KV hand-off, us (with --kv-copy-gbps)")
     g = p.add_argument_group("workload: a trace, or synthetic (vllm bench semantics)")
     g.add_argument("--trace", help="JSONL trace; its arrival pattern is rescaled to each load")
     g.add_argument("--num-requests", type=int, help="requests per load level (default 40)")
@@ -66,7 +73,9 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     workload = WorkloadSpec(trace=args.trace, **given)
     workload.synthetic()  # checks the synthetic parameters
     return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
-                          workload=workload, loads=parse_loads(args.loads), seed=args.seed)
+                          workload=workload, loads=parse_loads(args.loads), seed=args.seed,
+                          cpu_profile=args.cpu_profile, kv_copy_gbps=args.kv_copy_gbps,
+                          kv_copy_latency_us=args.kv_copy_latency_us)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     say(f"validating {len(plan.points)} load levels x {len(plan.points[0].workload)} requests on "
         f"{engine.model} ({engine.device}): about {_fmt_s(plan.predicted_s)} of real time "
         f"(simulated makespans {', '.join(_fmt_s(p.predicted_s) for p in plan.points)}) "
-        "plus building the model")
+        "plus building the model and re-measuring a few profile points before each level")
     total = sum(len(p.workload) for p in plan.points)
     bar = Progress(total, "validating", " req")
     result = run_validation(plan, engine, bar.update)
@@ -99,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
         host = [p["host_overhead"]["per_step_mean_s"] * 1e3 for p in doc["points"]]
         print("executor host time per step (ms, not in the simulation): "
               + ", ".join(f"{h:.3f}" for h in host))
+        drift = [(p.get("machine_drift") or {}).get("ratio") for p in doc["points"]]
+        print("machine drift (profile points re-measured before each point / profiled): "
+              + ", ".join("n/a" if d is None else f"{d:.3f}" for d in drift))
     print(f"validation folder: {out}")
     return 0
 
@@ -109,7 +121,9 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     for item in args.knobs:
         words += ["--set", item]
     words += ["--loads", args.loads, "--seed", str(args.seed)]
-    for flag in ("model", "device", "trace", *_WORKLOAD_FLAGS):
+    if args.kv_copy_latency_us:
+        words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
+    for flag in ("model", "device", "cpu_profile", "kv_copy_gbps", "trace", *_WORKLOAD_FLAGS):
         value = getattr(args, flag)
         if value is not None:
             words += ["--" + flag.replace("_", "-"), str(value)]

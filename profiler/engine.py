@@ -34,6 +34,38 @@ class _Sequence:
     num_computed: int = 0  # leading tokens whose K/V are in the cache
 
 
+@dataclass
+class SequenceKV:
+    """A sequence lifted out of an engine's pool: its tokens (prompt + generated) and the K/V of
+    the first ``num_computed`` of them, ``k``/``v``: ``[num_layers, num_computed, Hkv, D]``.
+
+    What the hybrid policy's CPU path hands to the device engine: the prompt's KV and its first
+    generated token, so the next decode on the other engine continues exactly (``import_kv``).
+    """
+
+    token_ids: list[int]
+    k: torch.Tensor
+    v: torch.Tensor
+
+    @property
+    def num_computed(self) -> int:
+        return int(self.k.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+    def to(self, device: torch.device, dtype: torch.dtype, non_blocking: bool = False
+           ) -> SequenceKV:
+        """A copy on device in dtype (always a copy: a CPU-to-CPU hand-off still moves bytes).
+        The dtype is converted first, on the source side, so what crosses is the pool's bytes."""
+        k, v = self.k.to(dtype), self.v.to(dtype)
+        if device.type == "cuda" and self.k.device.type == "cpu":  # DMA needs pinned pages
+            k, v = k.pin_memory(), v.pin_memory()
+        return SequenceKV(list(self.token_ids), k.to(device, non_blocking=non_blocking, copy=True),
+                          v.to(device, non_blocking=non_blocking, copy=True))
+
+
 def free_memory_bytes(device: torch.device) -> tuple[int, int]:
     """(free, total) bytes of the device: ``cuda.mem_get_info`` on CUDA, psutil RAM on CPU."""
     if device.type == "cuda":
@@ -168,6 +200,33 @@ class Engine:
             )
         self.kv_cache.reserve(seq_id, num_tokens)
         seq.num_computed = num_tokens
+
+    def export_kv(self, seq_id: Hashable) -> SequenceKV:
+        """The sequence's tokens and the K/V of its cached tokens, copied out of the pool (the
+        sequence stays; ``free`` it when done). See ``import_kv``."""
+        seq = self._seq(seq_id)
+        k, v = self.kv_cache.read(seq_id, seq.num_computed)
+        return SequenceKV(list(seq.token_ids), k, v)
+
+    def import_kv(self, seq_id: Hashable, kv: SequenceKV) -> None:
+        """Register a sequence whose first ``kv.num_computed`` tokens are cached with ``kv``'s
+        K/V (exported by another engine of the same model): after a prefill elsewhere, its
+        first generated token is the last of ``kv.token_ids`` and the next step decodes it.
+
+        Raises OutOfBlocksError (changing nothing) if the pool cannot hold its tokens.
+        """
+        if not 0 < kv.num_computed <= len(kv.token_ids):
+            raise ValueError(f"import_kv({seq_id!r}): {kv.num_computed} cached tokens of "
+                             f"{len(kv.token_ids)} known")
+        self.add(seq_id, kv.token_ids)  # checks the id, length and token ids
+        try:
+            self.kv_cache.reserve(seq_id, kv.num_computed)
+            self.kv_cache.write(seq_id, kv.k.to(self.device), kv.v.to(self.device))
+        except BaseException:
+            self.kv_cache.free(seq_id)
+            del self._seqs[seq_id]
+            raise
+        self._seqs[seq_id].num_computed = kv.num_computed
 
     def tokens(self, seq_id: Hashable) -> list[int]:
         """Prompt + generated tokens of a sequence (a copy)."""

@@ -18,14 +18,19 @@ the comparison can tell it apart from the cost model's error.
 Packed plans run on the paged ``Engine`` (what the profile's packed.* models measured); padded
 plans run on the ``StaticEngine`` (what padded.* measured). The real executor runs one step per
 Plan even when ``max_repeats > 1``: the policy guarantees the next schedule repeats it.
+
+A policy with a CPU path (hybrid) also gets the CPU worker of ``profiler.cpu_path``: a CPU copy
+of the model prefills in a thread while this loop runs device steps; the loop collects its
+results and starts its next job between steps and while sleeping, so every policy call stays on
+this thread. Single-path policies never see it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,9 +40,10 @@ from profiler.engine_types import EnginePlan, PrefillChunk, StepTiming
 from sim.recorder import Recorder
 
 if TYPE_CHECKING:
+    from profiler.cpu_path import CpuPathDriver
     from profiler.engine import Engine
     from profiler.static_engine import StaticEngine
-    from sim.profile import Profile
+    from sim.profile import CpuPath, Profile
     from sim.workload import Workload
 
 ProgressFn = Callable[[int], None]  # requests done so far
@@ -53,6 +59,8 @@ class RealResult:
     cpu_s: list[float]  # per step: CPU time of this thread (wall minus waiting for a core)
     generated: list[int]  # per request: tokens the engine produced for it
     late_s: list[float]  # per sleep: how much later than asked the loop woke
+    cpu_jobs: list[dict[str, Any]] = field(default_factory=list)  # per CPU step (hybrid)
+    join_s: list[float] = field(default_factory=list)  # per hand-off: staged KV into the pool
 
 
 class RealExecutor:
@@ -60,8 +68,10 @@ class RealExecutor:
 
     def __init__(self, policy: Policy, workload: Workload, prompts: Sequence[Sequence[int]],
                  paged: Engine | None, static: StaticEngine | None,
-                 profile: Profile | None = None, progress: ProgressFn | None = None) -> None:
-        """prompts: token ids per request (index order); profile: for per-step predictions."""
+                 profile: Profile | None = None, progress: ProgressFn | None = None,
+                 cpu_engine: Engine | None = None, cpu: CpuPath | None = None) -> None:
+        """prompts: token ids per request (index order); profile: for per-step predictions;
+        cpu_engine, cpu: a CPU-path policy's CPU engine and cost model (with the profile)."""
         self.policy = policy
         self.requests = workload.requests()
         self.prompts = prompts
@@ -69,7 +79,7 @@ class RealExecutor:
         self.static = static
         self.profile = profile
         self.progress = progress
-        self.recorder = Recorder(len(self.requests))
+        self.recorder = Recorder(len(self.requests), cpu_path="cpu" in policy.paths)
         self._next = 0
         self._resume: dict[int, list[int]] = {}  # preempted: prompt + generated, to recompute
         self._batch: list[Request] = []  # rows of the running static batch
@@ -79,11 +89,29 @@ class RealExecutor:
         self._cpu: list[float] = []
         self._late: list[float] = []
         self._done = 0
+        self._t0 = 0.0
+        self.cpu_path: CpuPathDriver | None = None
+        if "cpu" in policy.paths:
+            self.cpu_path = self._cpu_path(cpu_engine, cpu)
+
+    def _cpu_path(self, engine: Engine | None, cpu: CpuPath | None) -> CpuPathDriver:
+        """Bind the policy's execution paths (as the simulator does) and build the CPU worker."""
+        from profiler.cpu_path import CpuPathDriver, CpuWorker
+        from sim.profile import execution_paths
+
+        if engine is None or cpu is None or self.profile is None or self.paged is None:
+            raise ValueError(f"{self.policy.name} has a CPU path: the real executor needs the "
+                             "paged engine, a CPU engine, the profile and the CPU path's costs")
+        paths = execution_paths(self.profile, cpu)
+        self.policy.bind_paths(paths)
+        worker = CpuWorker(engine, self.paged, lambda: time.perf_counter() - self._t0)
+        return CpuPathDriver(self.policy, worker, paths, self.recorder, self.prompts,
+                             self._generated)
 
     def run(self) -> RealResult:
         policy, rec = self.policy, self.recorder
         total = len(self.requests)
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
 
         def now() -> float:
             return time.perf_counter() - t0
@@ -92,14 +120,18 @@ class RealExecutor:
             t_sched = now()
             self._hand_over(t_sched)
             arrivals_done = self._next == total
+            self._serve_cpu(now, arrivals_done)  # a finished CPU job first: the GPU may join it
             decision = policy.schedule(t_sched, arrivals_done)
             for r, reason in decision.rejected:
                 rec.reject(r, reason, t_sched)
             if isinstance(decision, Wait):
                 if arrivals_done and not policy.has_work():
                     break
+                self._serve_cpu(now, arrivals_done)  # this schedule may have routed to the CPU
                 self._sleep(decision, now)
                 continue
+            if self.cpu_path is not None:
+                self._before_gpu_step(decision, now, arrivals_done)
             start, cpu0 = now(), time.thread_time()
             timing = self._execute(decision)
             end = now()
@@ -112,10 +144,34 @@ class RealExecutor:
             if events.finished and self.progress is not None:
                 self._done += len(events.finished)
                 self.progress(self._done + len(rec.reject_reason))
+        cpu_jobs, join_s = ((self.cpu_path.jobs, self.cpu_path.join_s)
+                            if self.cpu_path is not None else ([], []))
         return RealResult(rec, self.requests, now(), self._host, self._predicted, self._cpu,
-                          self._generated, self._late)
+                          self._generated, self._late, cpu_jobs, join_s)
 
     # -- the loop's parts ------------------------------------------------------------------
+
+    def _before_gpu_step(self, plan: Plan, now: Callable[[], float], arrivals_done: bool) -> None:
+        """CPU path: tell the policy when the GPU frees up (start + estimate, as the simulator
+        does), let the CPU start (it may route against that), move joining requests' KV in."""
+        assert self.cpu_path is not None and self.paged is not None
+        gpu = self.cpu_path.paths["gpu"]
+        gpu.busy_until_s = now() + gpu.estimate_latency(plan.shape)
+        self._serve_cpu(now, arrivals_done)
+        self.cpu_path.join(plan, self.paged)
+
+    def _serve_cpu(self, now: Callable[[], float], arrivals_done: bool) -> None:
+        """CPU path (if any): account for a finished job, then start the next one if idle."""
+        if self.cpu_path is None:
+            return
+        t = now()
+        finished = self.cpu_path.collect(t)
+        rejected = self.cpu_path.start(now, arrivals_done)
+        for r, reason in rejected:
+            self.recorder.reject(r, reason, t)
+        if finished and self.progress is not None:
+            self._done += len(finished)
+            self.progress(self._done + len(self.recorder.reject_reason))
 
     def _hand_over(self, now_s: float) -> None:
         while self._next < len(self.requests) and self.requests[self._next].arrival_s <= now_s:
@@ -130,13 +186,17 @@ class RealExecutor:
         targets = [decision.until_s] if decision.until_s is not None else []
         if self._next < len(self.requests):
             targets.append(self.requests[self._next].arrival_s)
-        if not targets:
+        cpu = self.cpu_path if self.cpu_path is not None and self.cpu_path.busy else None
+        if not targets and cpu is None:
             raise AssertionError(
                 f"{self.policy.name} is stuck with queued work and no arrivals")
-        target = min(targets)
+        target = min(targets, default=float("inf"))
         delay = target - now()
         if delay > 0:
-            time.sleep(delay)
+            if cpu is None:
+                time.sleep(delay)
+            elif cpu.wait(delay):
+                return  # the CPU job finished first: its hand-off may change the decision
             self._late.append(now() - target)
 
     def _execute(self, plan: Plan) -> StepTiming:

@@ -133,3 +133,34 @@ class PagedKVCache:
         assert end <= len(table) * self.block_size, (seq_id, end, len(table), self.block_size)
         bs = self.block_size
         return [table[p // bs] * bs + p % bs for p in range(start, end)]
+
+    def _slot_index(self, seq_id: Hashable, num_tokens: int) -> torch.Tensor:
+        """Slots of tokens ``[0, num_tokens)`` of ``seq_id`` as an int64 tensor on the pool's
+        device (vectorised ``slots``: a hand-off moves whole prompts)."""
+        if num_tokens > self.capacity_tokens(seq_id):
+            raise ValueError(f"sequence {seq_id!r} holds {self.capacity_tokens(seq_id)} token "
+                             f"slots, not {num_tokens}")
+        device = self.k_pool.device
+        table = torch.tensor(self._tables.get(seq_id, []), dtype=torch.int64, device=device)
+        pos = torch.arange(num_tokens, dtype=torch.int64, device=device)
+        return table[pos // self.block_size] * self.block_size + pos % self.block_size
+
+    def read(self, seq_id: Hashable, num_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """K and V of tokens ``[0, num_tokens)`` of ``seq_id``, every layer, as new contiguous
+        tensors ``[num_layers, num_tokens, Hkv, D]`` (what a hand-off moves between pools)."""
+        idx = self._slot_index(seq_id, num_tokens)
+        flat = (self.num_layers, -1, *self.k_pool.shape[3:])
+        return (self.k_pool.view(flat).index_select(1, idx),
+                self.v_pool.view(flat).index_select(1, idx))
+
+    def write(self, seq_id: Hashable, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store K and V ``[num_layers, n, Hkv, D]`` as tokens ``[0, n)`` of ``seq_id``, whose
+        blocks must already be reserved (the inverse of ``read``)."""
+        expected = (self.num_layers, k.shape[1], *self.k_pool.shape[3:])
+        if tuple(k.shape) != expected or tuple(v.shape) != expected:
+            raise ValueError(f"KV of shape {tuple(k.shape)} / {tuple(v.shape)} does not fit this "
+                             f"pool: expected {expected}")
+        idx = self._slot_index(seq_id, k.shape[1])
+        flat = (self.num_layers, -1, *self.k_pool.shape[3:])
+        self.k_pool.view(flat).index_copy_(1, idx, k.to(self.k_pool.dtype))
+        self.v_pool.view(flat).index_copy_(1, idx, v.to(self.v_pool.dtype))

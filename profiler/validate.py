@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from policies.kv import blocks_for
+from profiler.drift import References, measure_drift, reference_points
+from profiler.drift import blocks_needed as drift_blocks
 from profiler.executor import RealExecutor, RealResult, random_prompts
 from sim.metrics import summarize
 from sim.validation import SimPlan, SimPoint, prepare_point
@@ -88,13 +90,15 @@ class Engines:
     spec: EngineSpec
     paged: Engine | None = None
     static: StaticEngine | None = None
+    cpu: Engine | None = None  # hybrid: the CPU path's copy of the model (same seed: same weights)
     build_s: float = 0.0
     versions: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, spec: EngineSpec, packed_blocks: int, block_size: int,
-              padded: bool) -> Engines:
-        """packed_blocks: paged pool size (0: no paged engine); padded: build the static one."""
+              padded: bool, cpu_blocks: int = 0) -> Engines:
+        """packed_blocks: paged pool size (0: no paged engine); padded: build the static one;
+        cpu_blocks: the CPU path's pool (0: no CPU engine; it holds one prompt at a time)."""
         import torch
         import transformers
 
@@ -108,6 +112,12 @@ class Engines:
             out.paged = Engine(spec.model, device=spec.device, dtype=spec.dtype, seed=spec.seed,
                                num_blocks=packed_blocks, block_size=block_size)
             _warm_paged(out.paged)
+        if cpu_blocks:
+            from profiler.engines import CPU_DTYPE
+
+            out.cpu = Engine(spec.model, device="cpu", dtype=CPU_DTYPE, seed=spec.seed,
+                             num_blocks=cpu_blocks, block_size=block_size)
+            _warm_paged(out.cpu)
         if padded:
             out.static = StaticEngine(spec.model, device=spec.device, dtype=spec.dtype,
                                       seed=spec.seed)
@@ -157,6 +167,18 @@ def engines_needed(plan: SimPlan) -> tuple[int, int, bool]:
     return blocks, block_size, "padded" in layouts
 
 
+def cpu_path_blocks(plan: SimPlan) -> int:
+    """CPU engine pool of a policy with a CPU path: its longest prompt (one at a time); else 0."""
+    from policies.registry import get_policy
+
+    if "cpu" not in get_policy(plan.spec.policy).paths:
+        return 0
+    block_size = int(plan.points[0].sim.config["kv_block_size"])
+    longest = int(plan.points[0].workload.input_tokens.max())
+    warm_up = 2 * blocks_for(33, block_size)  # _warm_paged: two 32-token prompts, one decode
+    return max(blocks_for(longest, block_size) + 1, warm_up)
+
+
 @dataclass
 class RealPoint:
     point: SimPoint
@@ -164,11 +186,14 @@ class RealPoint:
     metrics: dict[str, Any]
     requests: pd.DataFrame
     steps: pd.DataFrame
+    drift: dict[str, Any] | None = None  # profile points re-measured just before the point
 
     def host_summary(self) -> dict[str, Any]:
-        """Host time of the executor loop outside the steps, and how late sleeps woke up."""
+        """Host time of the executor loop outside the steps, and how late sleeps woke up (device
+        steps only; a CPU path's steps run in their own thread)."""
         host = np.asarray(self.result.host_s)
-        busy = float(self.steps["duration_s"].sum())
+        steps = self.steps[self.steps["device"] == "gpu"]
+        busy = float(steps["duration_s"].sum())
         late = np.asarray(self.result.late_s)
         return {
             "per_step_mean_s": float(host.mean()) if len(host) else 0.0,
@@ -180,15 +205,17 @@ class RealPoint:
             "sleep_late_mean_s": float(late.mean()) if len(late) else 0.0,
             # steps' wall / thread CPU time: 1 on an idle core (one torch thread); more when
             # other processes took the core, or when torch used more threads than this one
-            "step_wall_over_cpu": (busy / float(self.steps["cpu_s"].sum())
-                                   if float(self.steps["cpu_s"].sum()) > 0 else None),
+            "step_wall_over_cpu": (busy / float(steps["cpu_s"].sum())
+                                   if float(steps["cpu_s"].sum()) > 0 else None),
         }
 
     def step_prediction_error(self) -> dict[str, Any]:
         """Cost-model error on the steps that really ran (shape for shape), by phase."""
-        df = self.steps
+        df = self.steps[self.steps["device"] == "gpu"]
+        cpu = self.steps[self.steps["device"] == "cpu"]  # the CPU path: prefill + KV copy
         out: dict[str, Any] = {}
-        for phase, g in [("all", df), *df.groupby(["layout", "phase"], observed=True)]:
+        for phase, g in [("all", df), *df.groupby(["layout", "phase"], observed=True),
+                         ("cpu.packed.prefill", cpu)]:
             if not len(g):
                 continue
             key = phase if isinstance(phase, str) else ".".join(map(str, phase))
@@ -205,33 +232,54 @@ class RealPoint:
 
 
 def run_point(point: SimPoint, plan: SimPlan, engines: Engines,
-              progress: Callable[[int], None] | None = None) -> RealPoint:
-    """Replay one simulated point on the real engines."""
+              progress: Callable[[int], None] | None = None,
+              refs: References | None = None) -> RealPoint:
+    """Replay one simulated point on the real engines (after measuring drift, given refs)."""
     spec = plan.spec
+    drift = measure_drift(refs, engines.paged, engines.static) if refs is not None else None
     prep = prepare_point(spec, plan.profile, plan.base, point.request_rate)
     assert np.array_equal(prep.workload.arrival_s, point.workload.arrival_s), "not the sim's"
     prompts = random_prompts(prep.workload, engines.vocab_size, spec.seed)
     executor = RealExecutor(prep.policy, prep.workload, prompts, engines.paged, engines.static,
-                            plan.profile, progress)
+                            plan.profile, progress, cpu_engine=engines.cpu, cpu=prep.cpu)
     gc.collect()  # not in the middle of a point
     result = executor.run()
     rec = result.recorder
     requests = rec.requests_table(result.requests)
     requests["generated_tokens"] = result.generated
     steps = rec.steps_table()
-    steps["predicted_s"] = result.predicted_s
-    steps["host_s"] = result.host_s
-    steps["cpu_s"] = result.cpu_s
+    _add_step_columns(steps, result)
     metrics = summarize(rec, requests, steps, prep.policy.kv_capacity_blocks, REAL_SOURCE)
     _release(engines)
-    return RealPoint(point, result, metrics, requests, steps)
+    return RealPoint(point, result, metrics, requests, steps, drift)
+
+
+def _add_step_columns(steps: pd.DataFrame, result: RealResult) -> None:
+    """The executor's per-step measurements beside the recorder's rows: device steps in order,
+    and (hybrid) the CPU path's steps from its jobs: the CPU path's prediction, the worker
+    thread's CPU time, and the KV copy's share of the step."""
+    gpu = (steps["device"] == "gpu").to_numpy()
+    jobs = result.cpu_jobs
+    for name, values, cpu_key in (("predicted_s", result.predicted_s, "predicted_s"),
+                                  ("host_s", result.host_s, None),
+                                  ("cpu_s", result.cpu_s, "cpu_time_s")):
+        column = np.full(len(steps), np.nan)
+        column[gpu] = values
+        if jobs and cpu_key is not None:
+            column[~gpu] = [job[cpu_key] for job in jobs]
+        steps[name] = column
+    if jobs:
+        column = np.full(len(steps), np.nan)
+        column[~gpu] = [job["copy_s"] for job in jobs]
+        steps["kv_copy_s"] = column
 
 
 def _release(engines: Engines) -> None:
     """Drop what a point left behind (all sequences finish, but be safe)."""
-    if engines.paged is not None:
-        for sid in list(engines.paged.seq_ids):
-            engines.paged.free(sid)
+    for engine in (engines.paged, engines.cpu):
+        if engine is not None:
+            for sid in list(engine.seq_ids):
+                engine.free(sid)
 
 
 def with_threads(threads: int | None, fn: Callable[[], Any]) -> Any:
@@ -269,6 +317,7 @@ class ValidationResult:
         points: list[dict[str, Any]] = []
         for real in self.reals:
             p = real.point
+            adjusted = self._drift_adjusted(real)
             points.append({
                 "load": p.load, "request_rate": p.request_rate,
                 "num_requests": len(p.workload), "predicted_s": p.predicted_s,
@@ -276,6 +325,10 @@ class ValidationResult:
                 "comparison": compare(real.metrics, p.sim.metrics),
                 "host_overhead": real.host_summary(),
                 "step_prediction": real.step_prediction_error(),
+                "machine_drift": real.drift,
+                # diagnostic: the simulation with every step cost times the measured drift
+                "comparison_drift_adjusted": (compare(real.metrics, adjusted.metrics)
+                                              if adjusted is not None else None),
                 "folder": self.point_dir(p.load),
             })
         errors = error_summary([p["comparison"] for p in points])
@@ -285,6 +338,7 @@ class ValidationResult:
             "schema": SCHEMA, "schema_version": 1, "command": command,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "policy": spec.policy, "knobs": plan.points[0].sim.config["knobs"],
+            "cpu_path": plan.points[0].sim.config.get("cpu_path"),  # hybrid: sources, assumed?
             "profile": {**profile.summary(), "fingerprint": profile.fingerprint,
                         "cv_mape": {k: v.get("mape") for k, v in profile.cv.items()}},
             "engine": {"model": es.model, "device": es.device, "device_name": device_name(
@@ -297,7 +351,21 @@ class ValidationResult:
             "points": points,
             "errors": errors,
             "target": {m: errors[m]["median_abs_error"] for m in TARGET_METRICS},
+            "errors_drift_adjusted": (
+                error_summary([p["comparison_drift_adjusted"] for p in points])
+                if all(p["comparison_drift_adjusted"] for p in points) else None),
         }
+
+    def _drift_adjusted(self, real: RealPoint) -> Any:
+        """The point simulated on the profile scaled by the machine drift measured before it."""
+        from sim.validation import scaled_profile, simulate_point
+
+        ratio = (real.drift or {}).get("ratio")
+        if not ratio:
+            return None
+        plan = self.plan
+        return simulate_point(plan.spec, scaled_profile(plan.profile, ratio), plan.base,
+                              real.point.request_rate)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {}
@@ -319,12 +387,19 @@ class ValidationResult:
 
 
 def run_validation(plan: SimPlan, spec: EngineSpec,
-                   progress: Callable[[int], None] | None = None) -> ValidationResult:
-    """Build the engines and replay every point (progress: requests done over all points)."""
+                   progress: Callable[[int], None] | None = None,
+                   check_drift: bool = True) -> ValidationResult:
+    """Build the engines and replay every point (progress: requests done over all points).
+
+    check_drift: before each point, re-measure a few of the profile's grid points (seconds)."""
 
     def go() -> ValidationResult:
         blocks, block_size, padded = engines_needed(plan)
-        engines = Engines.build(spec, blocks, block_size, padded)
+        refs = (reference_points(plan.profile.path, bool(blocks), padded) if check_drift
+                else None)
+        if blocks and refs is not None:  # room for the reference steps too
+            blocks = max(blocks, drift_blocks(refs, block_size) + 1)
+        engines = Engines.build(spec, blocks, block_size, padded, cpu_path_blocks(plan))
         reals: list[RealPoint] = []
         done = 0
         for point in plan.points:
@@ -332,7 +407,7 @@ def run_validation(plan: SimPlan, spec: EngineSpec,
                 if progress is not None:
                     progress(base + n)
 
-            reals.append(run_point(point, plan, engines, point_progress))
+            reals.append(run_point(point, plan, engines, point_progress, refs))
             done += len(point.workload)
             logger.info("load %g: real %.1f s, predicted %.1f s", point.load,
                         reals[-1].result.wall_s, point.predicted_s)

@@ -163,4 +163,10 @@ def _step_table(doc: dict[str, Any]) -> str:
         rows.append({"load": f"{p['load']:g}", "steps": "host time between steps",
                      "n": h["num_steps"], "mean signed error": None, "MAPE": None,
                      "real total s": h["total_s"], "predicted total s": 0.0})
+        drift = p.get("machine_drift") or {}
+        if drift.get("ratio") is not None:
+            rows.append({"load": f"{p['load']:g}",
+                         "steps": "machine drift: profile points now / profiled",
+                         "n": len(drift["points"]), "mean signed error": f"{drift['ratio']:.3f}x",
+                         "MAPE": None, "real total s": None, "predicted total s": None})
     return table(rows)

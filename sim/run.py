@@ -92,11 +92,11 @@ def prepare(spec: RunSpec) -> Prepared:
     keep = total <= profile.max_model_len
     if keep.any():
         policy.check_workload(int(workload.input_tokens[keep].max()), int(total[keep].max()))
-    return Prepared(spec, profile, policy, workload, set(over.tolist()), _cpu_path(spec, profile,
-                                                                              policy))
+    return Prepared(spec, profile, policy, workload, set(over.tolist()),
+                    resolve_cpu_path(spec, profile, policy))
 
 
-def _cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath | None:
+def resolve_cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath | None:
     """The CPU path of a policy that has one; CPU options for any other policy are an error."""
     if "cpu" not in policy.paths:
         if spec.cpu_profile is not None or spec.kv_copy_gbps is not None:

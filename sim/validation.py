@@ -35,8 +35,9 @@ import numpy as np
 import pandas as pd
 
 from policies.registry import get_policy, make_config
+from sim.cost_model import CostModel
 from sim.profile import Profile
-from sim.run import Prepared, RunOutput, RunSpec, simulate
+from sim.run import Prepared, RunOutput, RunSpec, resolve_cpu_path, simulate
 from sim.workload import SyntheticSpec, Workload, WorkloadError, load_trace, synthesize
 
 SCHEMA = "batchsim.validation"
@@ -84,6 +85,9 @@ class ValidationSpec:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     loads: tuple[float, ...] = DEFAULT_LOADS
     seed: int = 0
+    cpu_profile: str | None = None  # hybrid: CPU profile whose packed.prefill is the CPU path
+    kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
+    kv_copy_latency_us: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.loads:
@@ -143,9 +147,6 @@ def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
     checks a run."""
     config = make_config(spec.policy, dict(spec.knobs))
     policy = get_policy(spec.policy)(config, profile.memory, profile.max_model_len)
-    if "cpu" in getattr(policy, "paths", ("gpu",)):
-        raise ValueError(f"validate does not yet drive {spec.policy!r}: its CPU worker path has "
-                         "no real executor; validate static, dynamic or continuous")
     work = at_rate(base, rate)
     total = work.input_tokens + work.output_tokens
     over = np.flatnonzero(total > profile.max_model_len)
@@ -157,13 +158,29 @@ def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
     ws = spec.workload
     run_spec = RunSpec(policy=spec.policy, knobs=dict(spec.knobs), profile=spec.profile,
                        trace=ws.trace, synthetic=None if ws.trace else ws.synthetic(rate),
-                       seed=spec.seed)
-    return Prepared(run_spec, profile, policy, work, set())
+                       seed=spec.seed, cpu_profile=spec.cpu_profile,
+                       kv_copy_gbps=spec.kv_copy_gbps, kv_copy_latency_us=spec.kv_copy_latency_us)
+    return Prepared(run_spec, profile, policy, work, set(),
+                    resolve_cpu_path(run_spec, profile, policy))
 
 
 def simulate_point(spec: ValidationSpec, profile: Profile, base: Workload,
                    rate: float) -> RunOutput:
     return simulate(prepare_point(spec, profile, base, rate))
+
+
+def scaled_profile(profile: Profile, factor: float) -> Profile:
+    """The profile with every step cost multiplied by `factor`: the same cost model on a machine
+    `factor` times slower. Exact, because costs are maxima of non-negative linear terms plus a
+    curve with non-negative slopes."""
+    models = {}
+    for key, model in profile.cost_models.items():
+        curve = model.curve
+        if curve is not None:
+            curve = dataclasses.replace(curve, slopes=tuple(v * factor for v in curve.slopes))
+        models[key] = CostModel(tuple(tuple(c * factor for c in term) for term in model.terms),
+                                curve)
+    return dataclasses.replace(profile, cost_models=models, _by_shape={})
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ def test_validate_writes_the_comparison(tmp_path, capsys):
         assert set(point["comparison"][metric]) == {"real", "sim", "rel_error"}
     assert "mape" in doc["errors"]["e2el_ms.mean"]
     assert point["host_overhead"]["num_steps"] > 0
+    assert point["machine_drift"]["ratio"] > 0 and point["machine_drift"]["points"]
     csv = pd.read_csv(out / "validation.csv")
     assert {"load", "metric", "real", "sim", "rel_error", "mape"} <= set(csv.columns)
     real = pd.read_csv(out / point["folder"] / "real" / "requests.csv")

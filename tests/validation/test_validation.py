@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,3 +127,19 @@ def test_write_validation_leaves_nothing_when_interrupted(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_validation(out, doc, {}, {}, report=broken_report)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scaled_profile_multiplies_every_step_cost():
+    """The drift diagnostic's profile predicts exactly k times every step of the original."""
+    from policies.base import StepShape
+    from sim.profile import load_profile
+    from sim.validation import scaled_profile
+
+    profile = load_profile(Path(__file__).resolve().parents[2] / "profiles"
+                           / "tiny-qwen2-cpu.json")
+    slow = scaled_profile(profile, 1.25)
+    shape = StepShape(5, 40, 4, 900, 300)
+    for key in ("packed.prefill", "packed.decode", "packed.mixed", "padded.decode"):
+        layout, phase = key.split(".")
+        assert slow.cost_model(layout, phase).predict(shape) == pytest.approx(
+            1.25 * profile.cost_model(layout, phase).predict(shape))
