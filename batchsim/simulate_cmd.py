@@ -8,6 +8,7 @@ import math
 import sys
 from pathlib import Path
 
+from batchsim.args import add_cpu_path_options, add_knob_option, parse_knobs
 from batchsim.progress import Progress
 from batchsim.summary import format_summary
 from batchsim.trace_cmd import add_trace_options, given_trace_flags, trace_options
@@ -22,16 +23,9 @@ SYNTHETIC_FLAGS = ("request_rate", "burstiness", "num_requests", "input_len", "o
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="set a policy knob (repeatable), e.g. --set max_num_seqs=128")
+    add_knob_option(p)
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
-    h = p.add_argument_group("hybrid policy: the CPU path")
-    h.add_argument("--cpu-profile", help="CPU profile of the same model whose packed.prefill is "
-                   "the CPU path (default: the profile's own cpu.packed.prefill)")
-    h.add_argument("--kv-copy-gbps", type=float, help="ASSUMED CPU->GPU KV copy bandwidth, GB/s "
-                   "(default: the profile's measured kv_copy); recorded as an assumption")
-    h.add_argument("--kv-copy-latency-us", type=float, default=0.0,
-                   help="assumed fixed cost per KV hand-off, us (with --kv-copy-gbps)")
+    add_cpu_path_options(p)
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
@@ -63,12 +57,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         raise ValueError(f"{flags} cannot be combined with --trace")
     if args.trace is None and given_trace_flags(args):
         raise ValueError(f"{', '.join(given_trace_flags(args))} needs --trace")
-    knobs: dict[str, str] = {}
-    for item in args.knobs:
-        knob, sep, value = item.partition("=")
-        if not sep or not knob:
-            raise ValueError(f"--set takes KNOB=VALUE, got {item!r}")
-        knobs[knob.strip()] = value.strip()
+    knobs = parse_knobs(args.knobs)
     return RunSpec(
         policy=args.policy,
         knobs=knobs,

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from batchsim.args import parse_knobs
 from batchsim.progress import Progress
 from policies.registry import available
 from sim.metrics import parse_goodput
@@ -68,16 +69,6 @@ def _split(items: list[str]) -> list[str]:
     return [x.strip() for item in items for x in item.split(",") if x.strip()]
 
 
-def _knobs(items: list[str]) -> dict[str, str]:
-    knobs = {}
-    for item in items:
-        knob, sep, value = item.partition("=")
-        if not sep or not knob.strip():
-            raise ValueError(f"--set takes KNOB=VALUE, got {item!r}")
-        knobs[knob.strip()] = value.strip()
-    return knobs
-
-
 def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
     """Build the sweep from the command line; every input error is raised here, before work."""
     given = {k: getattr(args, k) for k in SYNTHETIC_FLAGS if getattr(args, k) is not None}
@@ -100,7 +91,7 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
         vary = parse_vary(args.vary)
         configurations = tuple(expand(policies, vary))
         synthetic = None if args.trace is not None else SyntheticSpec(**given)
-    base = RunSpec(policy=configurations[0].policy, knobs=_knobs(args.knobs),
+    base = RunSpec(policy=configurations[0].policy, knobs=parse_knobs(args.knobs),
                    profile=args.profile, trace=args.trace, time_scale=args.time_scale,
                    synthetic=synthetic, seed=args.seed, reject_too_long=args.reject_too_long,
                    goodput=parse_goodput(args.goodput) if args.goodput else None)

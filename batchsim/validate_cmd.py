@@ -7,6 +7,7 @@ import datetime as dt
 import shlex
 from pathlib import Path
 
+from batchsim.args import add_cpu_path_options, add_knob_option, parse_knobs
 from batchsim.progress import Progress
 from policies.registry import available, make_config
 from sim.profile import load_profile
@@ -28,8 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", required=True,
                    help="measured profile JSON (from `batchsim profile`) of the engine to validate")
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="set a policy knob (repeatable), e.g. --set max_num_seqs=16")
+    add_knob_option(p, "max_num_seqs=16")
     p.add_argument("--loads", default=",".join(f"{x:g}" for x in DEFAULT_LOADS),
                    help="load levels as fractions of the capacity the profile predicts "
                         "(default %(default)s)")
@@ -41,13 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
-    h = p.add_argument_group("hybrid policy: the CPU path (a CPU copy of the model prefills)")
-    h.add_argument("--cpu-profile", help="CPU profile of the same model whose packed.prefill is "
-                   "the CPU path's cost (default: the profile's own cpu.packed.prefill)")
-    h.add_argument("--kv-copy-gbps", type=float, help="ASSUMED CPU->GPU KV copy bandwidth, GB/s "
-                   "(default: the profile's measured kv_copy); recorded as an assumption")
-    h.add_argument("--kv-copy-latency-us", type=float, default=0.0,
-                   help="assumed fixed cost per KV hand-off, us (with --kv-copy-gbps)")
+    add_cpu_path_options(p)
     g = p.add_argument_group("workload: a trace, or synthetic (vllm bench semantics)")
     g.add_argument("--trace", help="JSONL trace; its arrival pattern is rescaled to each load")
     g.add_argument("--num-requests", type=int, help="requests per load level (default 40)")
@@ -63,12 +57,7 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     if args.trace is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} cannot be combined with --trace")
-    knobs: dict[str, str] = {}
-    for item in args.knobs:
-        knob, sep, value = item.partition("=")
-        if not sep or not knob:
-            raise ValueError(f"--set takes KNOB=VALUE, got {item!r}")
-        knobs[knob.strip()] = value.strip()
+    knobs = parse_knobs(args.knobs)
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
     workload = WorkloadSpec(trace=args.trace, **given)
     workload.synthetic()  # checks the synthetic parameters

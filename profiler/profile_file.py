@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from profiler.host import RESUME_KEYS
+from sim.atomic import atomic_file
 from sim.profile import SCHEMA, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -28,20 +28,9 @@ COMPLETE_KEY = "complete"
 def save_atomic(path: Path, doc: dict[str, Any]) -> None:
     """Write doc as JSON to path atomically (temp file in the same folder, then os.replace)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; a profile is an ordinary file
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1, allow_nan=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())  # the data reaches the disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, sync=True) as f:
+        json.dump(doc, f, indent=1, allow_nan=False)
+        f.write("\n")
 
 
 def check_writable(path: Path) -> None:

@@ -8,8 +8,6 @@ and renamed into place, so an interrupted write never leaves a half-written repo
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +15,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
+
+from sim.atomic import atomic_file
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;
@@ -137,16 +137,7 @@ def write_report(path: str | Path, title: str, sections: Iterable[Section],
     """Render and write atomically (temporary sibling, then rename). Returns the path."""
     out = Path(path)
     text = render(title, sections, subtitle, warnings)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent or ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as f:
+        f.write(text)
     return out
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +19,7 @@ import pandas as pd
 
 from policies.base import Policy
 from policies.registry import get_policy, make_config
+from sim.atomic import atomic_dir
 from sim.metrics import summarize
 from sim.profile import CpuPath, Profile, cpu_path, load_profile
 from sim.recorder import Recorder
@@ -157,8 +155,7 @@ def check_out_dir(out: Path, force: bool) -> None:
 def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
               writers: tuple[Callable[[Path, RunOutput], None], ...] = ()) -> None:
     """Write config.json, metrics.json, requests.csv, steps.csv (+ writers' files) atomically."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         config = {**run.config, **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
@@ -166,9 +163,3 @@ def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
         run.steps.to_csv(tmp / "steps.csv", index=False, float_format="%.6f")
         for writer in writers:
             writer(tmp, run)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

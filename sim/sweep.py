@@ -15,8 +15,6 @@ import itertools
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from policies.registry import make_config
+from sim.atomic import atomic_dir
 from sim.run import RunSpec, prepare, simulate
 from sim.workload import SyntheticSpec, load_trace
 
@@ -229,15 +228,8 @@ def run_sweep(sweep: SweepSpec, workers: int | None = None,
 def write_sweep(out: Path, table: pd.DataFrame, meta: Mapping[str, Any],
                 writers: Sequence[Callable[[Path], None]] = ()) -> None:
     """sweep.csv + sweep.json (+ writers' files, e.g. report.html) into out, atomically."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         table.to_csv(tmp / "sweep.csv", index=False, float_format="%.6g")
         (tmp / "sweep.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         for writer in writers:
             writer(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

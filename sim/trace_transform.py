@@ -17,14 +17,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sim.atomic import atomic_file
 from sim.workload import Workload, WorkloadError
 
 log = logging.getLogger(__name__)
@@ -128,14 +127,8 @@ def write_native(workload: Workload, out: Path, force: bool = False) -> None:
         raise ValueError(f"{out} already exists: choose another --out or pass --force")
     if not out.parent.exists():
         raise ValueError(f"{out.parent} does not exist: create it or choose another --out")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(native_lines(workload))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as f:
+        f.writelines(native_lines(workload))
 
 
 def native_lines(workload: Workload) -> Iterator[str]:

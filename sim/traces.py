@@ -101,13 +101,7 @@ def detect_format(file: Path, forced: str | None = None) -> tuple[TraceFormat, i
     number, text = _first_line(file)
     where = f"{file}:{number}"
     if text.startswith("{"):
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
-        names, kind = list(row), "jsonl"
+        names, kind = list(_json_object(text, where)), "jsonl"
     else:
         names, kind = [c.strip().strip('"').strip() for c in text.split(",")], "csv"
     candidates = [FORMATS[forced]] if forced else list(FORMATS.values())
@@ -338,12 +332,7 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
             if not text.strip():
                 continue
             where = f"{file}:{number}"
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
+            row = _json_object(text, where)
             time.append(_number(row, fmt.time, where, minimum=0.0 if native else None))
             if native:  # the native format's own, stricter checks
                 inputs.append(_count(row, fmt.input, where))
@@ -485,3 +474,14 @@ def _arrival_order(file: Path, time: np.ndarray, lines: np.ndarray,
     log.warning("%s: timestamps are not sorted (%d steps back, first at line %d); requests "
                 "were sorted by arrival", file, len(back), lines[k])
     return np.argsort(time, kind="stable"), True
+
+
+def _json_object(text: str, where: str) -> dict:
+    """One JSONL line as a dict, or a WorkloadError naming the line."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row

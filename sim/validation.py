@@ -23,9 +23,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from policies.registry import get_policy, make_config
+from sim.atomic import atomic_dir
 from sim.cost_model import CostModel
 from sim.profile import Profile
 from sim.run import Prepared, RunOutput, RunSpec, resolve_cpu_path, simulate
@@ -343,8 +341,7 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
     """validation.json, validation.csv, per-point tables (relative paths) and the report,
     assembled in a temporary sibling folder and renamed into place (nothing half-written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "validation.json").write_text(json.dumps(doc, indent=2) + "\n")
         validation_table(doc["points"], doc["errors"]).to_csv(
             tmp / "validation.csv", index=False, float_format="%.6g")
@@ -356,9 +353,3 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
             (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
         if report is not None:
             report(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
