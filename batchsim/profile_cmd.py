@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refit", type=Path, metavar="PROFILE",
                    help="refit the cost models of a finished profile from its raw points, in "
                         "place (no measurement, no torch needed), then print its record")
+    p.add_argument("--merge", type=Path, nargs="+", metavar="PROFILE",
+                   help="merge finished passes over the same grid into --out (each point's "
+                        "time: the median of all passes' samples), refit; no torch needed")
 
 
 def _resolve_device(device: str | None) -> str:
@@ -74,6 +77,8 @@ def _resolve_dtype(dtype: str | None, device: str, model: str) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.refit is not None:
         return _refit(args)
+    if args.merge is not None:
+        return _merge(args)
     if args.model is None:
         raise ValueError("profile needs --model (or --refit PROFILE)")
     from profiler.models import resolve_model
@@ -125,4 +130,20 @@ def _refit(args: argparse.Namespace) -> int:
         print(experiment_record(doc), end="")
     print(f"refitted {args.refit}")
     print(f"report: {_write_report(args.refit)}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from profiler.profile_file import merge_profiles
+    from profiler.record import experiment_record
+
+    if args.out is None:
+        raise ValueError("--merge needs --out FILE for the merged profile")
+    if args.out.exists() and args.out.resolve() not in {p.resolve() for p in args.merge}:
+        raise ValueError(f"{args.out} already exists: choose another --out")
+    doc = merge_profiles(list(args.merge), args.out)
+    if not args.quiet:
+        print(experiment_record(doc), end="")
+    print(f"merged {len(args.merge)} passes into {args.out}")
+    print(f"report: {_write_report(args.out)}")
     return 0

@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -70,41 +68,15 @@ def measure_profile(args: argparse.Namespace, path: Path) -> None:
 
 
 def merge_passes(parts: list[Path], out: Path) -> None:
-    """One profile from several passes over the same grid: each point's samples from every pass,
-    its time the median of all of them; then the cost models are refitted.
+    """`batchsim profile --merge`: each point's time the median of every pass's samples (see
+    profiler.profile_file.merge_profiles for why), then the pass files are removed."""
+    from profiler.profile_file import merge_profiles
 
-    Why: on a shared VM the same step shape measures up to ~30% apart from one burst of repeats
-    to the next (the machine's speed drifts over minutes), so a single pass leaves that drift on
-    individual grid points and bends the fitted curves. Passes in different shuffled orders put
-    each point's repeats at different times, and the median over them is the typical speed.
-    """
-    from profiler.profile_file import refit_profile, save_atomic
-
-    docs = [json.loads(p.read_text()) for p in parts]
-    merged = docs[0]
-    by_id: dict[str, list[dict]] = {}
-    for doc in docs:
-        for point in doc["points"]:
-            by_id.setdefault(point["id"], []).append(point)
-    points = []
-    for group in by_id.values():
-        samples = [t for pt in group for t in pt["samples_s"]]
-        q25, q50, q75 = np.percentile(samples, [25, 50, 75])
-        points.append({**group[0], "time_s": float(q50), "spread_s": float(q75 - q25),
-                       "repeats": len(samples), "samples_s": samples,
-                       "wall_s": float(np.median([pt["wall_s"] for pt in group])),
-                       "thread_s": float(np.median([pt["thread_s"] for pt in group])),
-                       "passes": len(group)})
-    merged["points"] = points
-    merged["run"]["passes"] = {"count": len(docs), "seeds": [d["run"]["seed"] for d in docs],
-                               "elapsed_s": [d["run"]["elapsed_s"] for d in docs]}
-    merged["run"]["elapsed_s"] = sum(d["run"]["elapsed_s"] for d in docs)
-    save_atomic(out, merged)
-    refit_profile(out)
+    merge_profiles(parts, out)
     for part in parts:
         part.unlink()
         part.with_suffix(".html").unlink(missing_ok=True)  # the per-pass profile reports
-    print(f"merged {len(docs)} passes into {out}", flush=True)
+    print(f"merged {len(parts)} passes into {out}", flush=True)
 
 
 def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:

@@ -181,3 +181,76 @@ def refit_profile(path: Path) -> dict[str, Any]:
     finally:
         tmp.unlink(missing_ok=True)
     return doc
+
+
+# Fingerprint and run fields that must agree for passes to be merged: the same model, weights
+# config, dtype, device, timing clock and grid (the host may differ only if the user says so by
+# merging; it is recorded per pass).
+_MERGE_KEYS = (("fingerprint", "model"), ("fingerprint", "config_hash"), ("fingerprint", "dtype"),
+               ("fingerprint", "device"), ("fingerprint", "threads"), ("run", "grid"),
+               ("run", "timing"))
+
+
+def merge_profiles(parts: list[Path], out: Path) -> dict[str, Any]:
+    """One profile from several finished passes over the same grid, then refitted: each grid
+    point keeps every pass's samples and its time becomes their median.
+
+    Why: on a shared machine the same step shape can measure 20-30% apart from one burst of
+    repeats to the next (the machine's speed drifts over minutes), so one pass leaves that drift
+    on individual points and bends the fitted curves. Passes measured at different times (and in
+    different shuffled orders: give each a different --seed) spread each point's repeats over
+    time, and the median is the typical speed. Written atomically; the parts are not modified.
+    """
+    if len(parts) < 2:
+        raise ValueError("--merge needs at least two profiles of the same grid")
+    docs = [_read(Path(p)) for p in parts]
+    for path, doc in zip(parts, docs, strict=True):
+        if doc.get(COMPLETE_KEY) is False or doc.get("source") != "measured":
+            raise ValueError(f"{path} is not a finished measured profile: cannot merge it")
+        for section, key in _MERGE_KEYS:
+            mine = (doc.get(section) or {}).get(key)
+            first = (docs[0].get(section) or {}).get(key)
+            if mine != first:
+                raise ValueError(f"{path}: {section}.{key} is {mine!r} but {parts[0]} has "
+                                 f"{first!r}; only passes of the same setup can be merged")
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for path, doc in zip(parts, docs, strict=True):
+        for point in doc.get("points") or []:
+            if "id" not in point or not point.get("samples_s"):
+                raise ValueError(f"{path} is corrupted (a raw point lacks its id or samples)")
+            by_id.setdefault(point["id"], []).append(point)
+    merged = dict(docs[0])
+    merged["points"] = [_merge_point(group) for group in by_id.values()]
+    run = dict(merged.get("run") or {})
+    run["passes"] = {"count": len(docs), "files": [str(p) for p in parts],
+                     "seeds": [(d.get("run") or {}).get("seed") for d in docs],
+                     "elapsed_s": [(d.get("run") or {}).get("elapsed_s") for d in docs],
+                     "created": [(d.get("fingerprint") or {}).get("created") for d in docs]}
+    run["elapsed_s"] = sum(float((d.get("run") or {}).get("elapsed_s") or 0.0) for d in docs)
+    merged["run"] = run
+    tmp = out.with_name(f".{out.name}.merge")
+    save_atomic(tmp, merged)
+    try:
+        doc = refit_profile(tmp)  # fits, and checks that the simulator loads the result
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return doc
+
+
+def _merge_point(group: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    samples = [float(t) for pt in group for t in pt["samples_s"]]
+    q25, q50, q75 = np.percentile(samples, [25, 50, 75])
+
+    def median_of(key: str) -> float | None:
+        values = [pt[key] for pt in group if pt.get(key) is not None]
+        return float(np.median(values)) if values else None
+
+    merged = {**group[0], "time_s": float(q50), "spread_s": float(q75 - q25),
+              "repeats": len(samples), "samples_s": samples, "passes": len(group)}
+    for key in ("wall_s", "thread_s", "gpu_s", "prep_s"):
+        if key in group[0]:
+            merged[key] = median_of(key)
+    return merged

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from batchsim.cli import main
@@ -181,3 +182,35 @@ def test_refit_rewrites_cost_models_from_raw_points(tmp_path, capsys):
     assert main(["profile", "--refit", str(analytic)]) == 2
     assert "no measured points to refit" in capsys.readouterr().err
     assert analytic.read_bytes() == before
+
+
+def test_merge_takes_the_median_of_all_passes_samples(tmp_path, capsys):
+    """`profile --merge` pools every pass's samples per grid point, takes their median, refits,
+    and refuses passes of another setup without writing anything."""
+    from sim.profile import load_profile
+
+    doc = json.loads((ROOT / "profiles" / "tiny-qwen2-cpu.json").read_text())
+    slow = json.loads(json.dumps(doc))
+    for point in slow["points"]:  # a second pass on a machine running 40% slower
+        point["samples_s"] = [t * 1.4 for t in point["samples_s"]]
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "merged.json"
+    a.write_text(json.dumps(doc))
+    b.write_text(json.dumps(slow))
+    assert main(["profile", "--merge", str(a), str(b), "--out", str(out), "--quiet"]) == 0
+    merged = json.loads(out.read_text())
+    first, first_slow = doc["points"][0], slow["points"][0]
+    point = next(p for p in merged["points"] if p["id"] == first["id"])
+    pooled = first["samples_s"] + first_slow["samples_s"]
+    assert point["time_s"] == pytest.approx(float(np.median(pooled)))
+    assert point["repeats"] == len(pooled) and point["passes"] == 2
+    assert len(merged["points"]) == len(doc["points"])
+    assert merged["run"]["passes"]["count"] == 2
+    load_profile(out)
+
+    other = json.loads(json.dumps(doc))
+    other["fingerprint"]["dtype"] = "bfloat16"
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(other))
+    assert main(["profile", "--merge", str(a), str(c), "--out", str(tmp_path / "x.json")]) == 2
+    assert "fingerprint.dtype" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
