@@ -56,8 +56,17 @@ def format_summary(metrics: dict[str, Any], policy: str) -> str:
         _row("Mean batch size:", m["mean_batch_size"]),
         _row("Max KV utilization:", m["max_kv_utilization"]),
         _row("Preemptions:", m["preemptions"]),
-        "=" * WIDTH,
     ]
+    if "cpu_busy_fraction" in m:  # the hybrid policy's CPU path
+        paths = m.get("prefill_path_requests") or {}
+        lines += [
+            _title("CPU path (hybrid)"),
+            _row("CPU busy fraction:", m["cpu_busy_fraction"]),
+            _row("Prefills on GPU / CPU:", f"{paths.get('gpu', 0)} / {paths.get('cpu', 0)}"),
+            _row("Mean TTFT, CPU-path requests (ms):",
+                 (m.get("ttft_ms_cpu_path") or {}).get("mean")),
+        ]
+    lines.append("=" * WIDTH)
     if m["profile_source"] == "analytic":
         lines.append("note: analytic roofline profile (not measured); run `batchsim profile`")
     return "\n".join(lines)

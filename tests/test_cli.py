@@ -33,6 +33,23 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     assert "Successful requests:" in printed and "analytic" in printed
 
 
+def test_hybrid_summary_shows_the_cpu_path(tmp_path, capsys):
+    """A hybrid run prints its CPU path's use, with counts matching metrics.json."""
+    cpu = str(ROOT / "profiles" / "qwen2.5-0.5b-cpu.json")
+    out = tmp_path / "hybrid"
+    assert main(["simulate", "--policy", "hybrid", "--profile", cpu, "--cpu-profile", cpu,
+                 "--kv-copy-gbps", "25", "--request-rate", "0.5", "--num-requests", "30",
+                 "--input-len", "32", "--output-len", "8", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    paths = json.loads((out / "metrics.json").read_text())["prefill_path_requests"]
+    assert paths["cpu"] > 0 and paths["gpu"] + paths["cpu"] == 30
+    assert f"{paths['gpu']} / {paths['cpu']}" in printed and "CPU busy fraction:" in printed
+    plain = tmp_path / "plain"
+    assert main(["simulate", "--policy", "continuous", "--num-requests", "5", "--out",
+                 str(plain)]) == 0
+    assert "CPU path" not in capsys.readouterr().out
+
+
 def test_same_seed_gives_identical_files(tmp_path):
     for name in ("a", "b"):
         assert main(["simulate", "--policy", "dynamic", "--request-rate", "5", "--num-requests",
