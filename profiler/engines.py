@@ -164,9 +164,7 @@ class Engines:
 
             self._static = StaticEngine(self.model, device=self.device, dtype=self.dtype,
                                         seed=self.seed)
-            for _ in range(2):
-                self._static.prefill([[1] * 16] * 2)
-                self._static.decode()
+            warm_static(self._static)
         return self._static
 
     @property
@@ -276,3 +274,10 @@ def _warm_packed(engine: Engine) -> None:
               GridPoint(PACKED_MIXED, 2, 16, 32)):
         for _ in range(2):
             runner.one_step(p)
+
+
+def warm_static(engine: StaticEngine) -> None:
+    """Two untimed padded prefills and decodes before anything is timed."""
+    for _ in range(2):
+        engine.prefill([[1] * 16] * 2)
+        engine.decode()

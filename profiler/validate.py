@@ -103,6 +103,7 @@ class Engines:
         import transformers
 
         from profiler.engine import Engine
+        from profiler.engines import CPU_DTYPE, warm_static
         from profiler.static_engine import StaticEngine
 
         t0 = time.perf_counter()
@@ -113,7 +114,6 @@ class Engines:
                                num_blocks=packed_blocks, block_size=block_size)
             _warm_paged(out.paged)
         if cpu_blocks:
-            from profiler.engines import CPU_DTYPE
 
             out.cpu = Engine(spec.model, device="cpu", dtype=CPU_DTYPE, seed=spec.seed,
                              num_blocks=cpu_blocks, block_size=block_size)
@@ -121,9 +121,7 @@ class Engines:
         if padded:
             out.static = StaticEngine(spec.model, device=spec.device, dtype=spec.dtype,
                                       seed=spec.seed)
-            for _ in range(2):
-                out.static.prefill([[1] * 16] * 2)
-                out.static.decode()
+            warm_static(out.static)
         out.build_s = time.perf_counter() - t0
         return out
 
