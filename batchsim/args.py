@@ -30,3 +30,12 @@ def add_cpu_path_options(p: argparse.ArgumentParser) -> None:
                    "(default: the profile's measured kv_copy); recorded as an assumption")
     h.add_argument("--kv-copy-latency-us", type=float, default=0.0,
                    help="assumed fixed cost per KV hand-off, us (with --kv-copy-gbps)")
+
+
+def add_jitter_option(p: argparse.ArgumentParser, default: bool) -> None:
+    """Step-time jitter drawn from the profile's repeats (sim.jitter)."""
+    state = "on" if default else "off"
+    p.add_argument("--jitter", action=argparse.BooleanOptionalAction, default=default,
+                   help="price each GPU step at the cost model's prediction times a factor drawn "
+                        "from the profile's own repeat scatter (seeded by --seed; needs a "
+                        f"measured profile); default {state}")

@@ -8,7 +8,7 @@ import math
 import sys
 from pathlib import Path
 
-from batchsim.args import add_cpu_path_options, add_knob_option, parse_knobs
+from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
 from batchsim.progress import Progress
 from batchsim.summary import format_summary
 from batchsim.trace_cmd import add_trace_options, given_trace_flags, trace_options
@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--output-len", type=int, help="output tokens (default 128)")
     s.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
     s.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+    add_jitter_option(p, default=False)
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
 
 
@@ -72,6 +73,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         seed=args.seed,
         reject_too_long=args.reject_too_long,
         goodput=parse_goodput(args.goodput) if args.goodput else None,
+        step_jitter=args.jitter,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from batchsim.args import parse_knobs
+from batchsim.args import add_jitter_option, parse_knobs
 from batchsim.progress import Progress
 from policies.registry import available
 from sim.metrics import parse_goodput
@@ -53,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="reject requests longer than the model's context instead of failing")
     p.add_argument("--out", type=Path, help="folder to write (default: runs/<time>-sweep)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
+    add_jitter_option(p, default=False)
     p.add_argument("--quiet", action="store_true", help="print only the sweep folder")
     g = p.add_argument_group("workload (as in simulate)")
     g.add_argument("--trace", help="JSONL trace to replay at each --request-rate")
@@ -94,7 +95,8 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
     base = RunSpec(policy=configurations[0].policy, knobs=parse_knobs(args.knobs),
                    profile=args.profile, trace=args.trace, time_scale=args.time_scale,
                    synthetic=synthetic, seed=args.seed, reject_too_long=args.reject_too_long,
-                   goodput=parse_goodput(args.goodput) if args.goodput else None)
+                   goodput=parse_goodput(args.goodput) if args.goodput else None,
+                   step_jitter=args.jitter)
     return SweepSpec(tuple(configurations), tuple(rates), base)
 
 

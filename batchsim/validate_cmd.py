@@ -7,7 +7,7 @@ import datetime as dt
 import shlex
 from pathlib import Path
 
-from batchsim.args import add_cpu_path_options, add_knob_option, parse_knobs
+from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
 from batchsim.progress import Progress
 from policies.registry import available, make_config
 from sim.profile import load_profile
@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
     add_cpu_path_options(p)
+    add_jitter_option(p, default=True)
+    p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
+                   help="with --jitter, the simulated metrics are the mean over N draws "
+                        "(default %(default)s)")
     g = p.add_argument_group("workload: a trace, or synthetic (vllm bench semantics)")
     g.add_argument("--trace", help="JSONL trace; its arrival pattern is rescaled to each load")
     g.add_argument("--num-requests", type=int, help="requests per load level (default 40)")
@@ -64,7 +68,8 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
                           workload=workload, loads=parse_loads(args.loads), seed=args.seed,
                           cpu_profile=args.cpu_profile, kv_copy_gbps=args.kv_copy_gbps,
-                          kv_copy_latency_us=args.kv_copy_latency_us)
+                          kv_copy_latency_us=args.kv_copy_latency_us, step_jitter=args.jitter,
+                          jitter_replicas=args.jitter_replicas)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print("executor host time per step (ms, not in the simulation): "
               + ", ".join(f"{h:.3f}" for h in host))
         drift = [(p.get("machine_drift") or {}).get("ratio") for p in doc["points"]]
-        print("machine drift (profile points re-measured before each point / profiled): "
-              + ", ".join("n/a" if d is None else f"{d:.3f}" for d in drift))
+        print("machine drift (profile points re-measured before and after each point / "
+              "profiled): " + ", ".join("n/a" if d is None else f"{d:.3f}" for d in drift))
     print(f"validation folder: {out}")
     return 0
 

@@ -6,7 +6,8 @@ Cases (each in its own subprocess so peak RSS is its own):
              arrivals at 90% of that capacity, continuous policy
   azure-hour the shape of the Azure conversation trace's hour: 19,366 requests at 5.5 req/s,
              lengths from traces/chat.jsonl, continuous policy
-Usage: python bench/sim_speed.py [--profile FILE] [--requests 200000]
+Usage: python bench/sim_speed.py [--profile FILE] [--requests 200000] [--jitter]
+  --jitter   simulate with step-time jitter (sim.jitter; needs a measured --profile)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def one_case(args: argparse.Namespace) -> None:
     synthetic = SyntheticSpec(
         num_requests=args.n, request_rate=args.rate, input_len=args.input_len,
         output_len=args.output_len, range_ratio=args.range_ratio, lengths_from=args.lengths_from)
-    spec = RunSpec(policy="continuous", profile=args.profile, seed=0, synthetic=synthetic)
+    spec = RunSpec(policy="continuous", profile=args.profile, seed=0, synthetic=synthetic,
+                   step_jitter=args.jitter)
     prep = prepare(spec)
     start, cpu0 = time.perf_counter(), time.process_time()
     out = simulate(prep)
@@ -43,10 +45,13 @@ def one_case(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_mb}))
 
 
-def run_case(profile: str | None, n: int, rate: float, **kw: object) -> dict:
+def run_case(profile: str | None, n: int, rate: float, jitter: bool = False,
+             **kw: object) -> dict:
     cmd = [sys.executable, __file__, "--case", "--n", str(n), "--rate", str(rate)]
     if profile:
         cmd += ["--profile", profile]
+    if jitter:
+        cmd.append("--jitter")
     for key, value in kw.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
@@ -64,17 +69,18 @@ def main() -> None:
     p.add_argument("--output-len", type=int, default=200)
     p.add_argument("--range-ratio", type=float, default=0.2)
     p.add_argument("--lengths-from")
+    p.add_argument("--jitter", action="store_true")
     args = p.parse_args()
     if args.case:
         one_case(args)
         return
-    cap = run_case(args.profile, 20_000, float("inf"))
+    cap = run_case(args.profile, 20_000, float("inf"), args.jitter)
     capacity = cap["request_throughput"]
     rows = [("capacity (rate inf)", 20_000, cap)]
-    big = run_case(args.profile, args.requests, 0.9 * capacity)
+    big = run_case(args.profile, args.requests, 0.9 * capacity, args.jitter)
     rows.append((f"90% of capacity ({0.9 * capacity:.0f} req/s)", args.requests, big))
     chat = str(ROOT / "traces" / "chat.jsonl")
-    azure = run_case(args.profile, 19_366, 5.5, lengths_from=chat)
+    azure = run_case(args.profile, 19_366, 5.5, args.jitter, lengths_from=chat)
     rows.append(("azure-conv hour (5.5 req/s)", 19_366, azure))
     # Rates use CPU seconds of the simulating process (one core): on a shared machine wall time
     # also counts other processes' turns. Both are printed.

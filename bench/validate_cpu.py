@@ -15,6 +15,7 @@ other work inflates wall-clock steps, and the report should say how busy it was.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -98,6 +99,13 @@ def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
                f"{args.input_len} --output-len {args.output_len} --range-ratio "
                f"{args.range_ratio} --seed {args.seed}")
     doc = result.document(command + f" --out {args.out / policy}")
+    # bench-only diagnostic: the same real runs against the simulation without step jitter
+    from sim.validation import compare, simulate_point
+
+    plain = dataclasses.replace(spec, step_jitter=False)
+    for p, real in zip(doc["points"], result.reals, strict=True):
+        sim = simulate_point(plain, profile, plan.base, real.point.request_rate)
+        p["comparison_no_jitter"] = compare(real.metrics, sim.metrics)
     write_validation(args.out / policy, doc, result.tables(), result.jsons(),
                      report=lambda folder: _report(folder))
     print(format_error_table(doc))
@@ -107,7 +115,8 @@ def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
               f"host between steps {h['per_step_mean_s'] * 1e3:.2f} ms/step "
               f"({h['share_of_step_time']:.2%} of step time); step wall/cpu "
               f"{h['step_wall_over_cpu']:.3f}; machine drift (profile points re-measured "
-              f"now / profiled) {_ratio(p['machine_drift'])}")
+              f"around the point / profiled) {_ratio(p['machine_drift'])}; step cost level "
+              f"(real / predicted) {p['step_cost_level']:.3f}")
         for kind, e in p["step_prediction"].items():
             print(f"    {kind:<16} n={e['num_steps']:<4} cost-model error vs wall "
                   f"{e['mean_signed_error']:+.1%} (MAPE {e['mape']:.1%}), vs cpu "
@@ -117,7 +126,9 @@ def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
 
 
 def _ratio(drift: dict | None) -> str:
-    return "n/a" if not drift or drift["ratio"] is None else f"{drift['ratio']:.3f}"
+    if not drift or drift["ratio"] is None:
+        return "n/a"
+    return f"{drift['ratio']:.3f} (before {drift['before']:.3f}, after {drift['after']:.3f})"
 
 
 def _report(folder: Path) -> None:
@@ -176,9 +187,15 @@ def main() -> int:
     print(f"\nload average at end: {load_average()}")
     print(f"\ntarget: median |error| over loads <= 0.8 at most {TARGET:.0%}")
     print(target_table(docs, 0.8))
-    print("\ndiagnostic: the same, simulated with step costs x the machine drift measured before "
-          "each point")
+    print("\ndiagnostic: the same, simulated without step jitter (every step at the cost model's "
+          "median)")
+    print(target_table(docs, 0.8, "comparison_no_jitter"))
+    print("\ndiagnostic: simulated with step costs x the machine drift measured around each "
+          "point")
     print(target_table(docs, 0.8, "comparison_drift_adjusted"))
+    print("\ndiagnostic, not a prediction: simulated with step costs x the point's own level "
+          "(real step time / predicted, over the steps that ran)")
+    print(target_table(docs, 0.8, "comparison_level_matched"))
     summary = {policy: {"target": doc["target"], "errors": {m: doc["errors"][m]
                                                             for m in TARGET_METRICS}}
                for policy, doc in docs.items()}

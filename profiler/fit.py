@@ -31,7 +31,7 @@ from sim.cost_model import CostModel, Curve, curve_basis
 # A candidate must beat a simpler one by this much CV MAPE (absolute) to be chosen.
 SIMPLER_MARGIN = 0.002
 # A curve has at most this many knots (quantiles of the measured values beyond it).
-MAX_KNOTS = 8
+MAX_KNOTS = 12
 
 
 @dataclass(frozen=True)

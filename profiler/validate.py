@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -184,7 +185,7 @@ class RealPoint:
     metrics: dict[str, Any]
     requests: pd.DataFrame
     steps: pd.DataFrame
-    drift: dict[str, Any] | None = None  # profile points re-measured just before the point
+    drift: dict[str, Any] | None = None  # profile points re-measured before and after the point
 
     def host_summary(self) -> dict[str, Any]:
         """Host time of the executor loop outside the steps, and how late sleeps woke up (device
@@ -206,6 +207,15 @@ class RealPoint:
             "step_wall_over_cpu": (busy / float(steps["cpu_s"].sum())
                                    if float(steps["cpu_s"].sum()) > 0 else None),
         }
+
+    def step_cost_level(self) -> float | None:
+        """Sum of the real device steps' durations over the sum of the profile's predictions for
+        exactly those shapes: how much slower (> 1) the machine ran this point than the profile
+        says, measured on the point itself. Scaling the simulation by it removes the cost
+        model's level error and leaves scheduling, queueing and the cost model's shape."""
+        steps = self.steps[self.steps["device"] == "gpu"]
+        predicted = float(steps["predicted_s"].sum())
+        return float(steps["duration_s"].sum()) / predicted if predicted > 0 else None
 
     def step_prediction_error(self) -> dict[str, Any]:
         """Cost-model error on the steps that really ran (shape for shape), by phase."""
@@ -232,9 +242,10 @@ class RealPoint:
 def run_point(point: SimPoint, plan: SimPlan, engines: Engines,
               progress: Callable[[int], None] | None = None,
               refs: References | None = None) -> RealPoint:
-    """Replay one simulated point on the real engines (after measuring drift, given refs)."""
+    """Replay one simulated point on the real engines (measuring drift before and after it,
+    given refs)."""
     spec = plan.spec
-    drift = measure_drift(refs, engines.paged, engines.static) if refs is not None else None
+    before = measure_drift(refs, engines.paged, engines.static) if refs is not None else None
     prep = prepare_point(spec, plan.profile, plan.base, point.request_rate)
     assert np.array_equal(prep.workload.arrival_s, point.workload.arrival_s), "not the sim's"
     prompts = random_prompts(prep.workload, engines.vocab_size, spec.seed)
@@ -249,7 +260,21 @@ def run_point(point: SimPoint, plan: SimPlan, engines: Engines,
     _add_step_columns(steps, result)
     metrics = summarize(rec, requests, steps, prep.policy.kv_capacity_blocks, REAL_SOURCE)
     _release(engines)
+    drift = None
+    if refs is not None and before is not None:
+        drift = bracket(before, measure_drift(refs, engines.paged, engines.static, seed=1))
+        _release(engines)
     return RealPoint(point, result, metrics, requests, steps, drift)
+
+
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The drift over a point from measurements just before and just after it: `ratio` is the
+    geometric mean of the two (None if either is), `points` both sets, marked by `when`."""
+    rb, ra = before["ratio"], after["ratio"]
+    return {"ratio": math.sqrt(rb * ra) if rb and ra else None, "before": rb, "after": ra,
+            "clock": before["clock"],
+            "points": [{**r, "when": "before"} for r in before["points"]]
+            + [{**r, "when": "after"} for r in after["points"]]}
 
 
 def _add_step_columns(steps: pd.DataFrame, result: RealResult) -> None:
@@ -316,6 +341,8 @@ class ValidationResult:
         for real in self.reals:
             p = real.point
             adjusted = self._drift_adjusted(real)
+            level = real.step_cost_level()
+            matched = self._scaled(real, level) if level else None
             points.append({
                 "load": p.load, "request_rate": p.request_rate,
                 "num_requests": len(p.workload), "predicted_s": p.predicted_s,
@@ -327,6 +354,10 @@ class ValidationResult:
                 # diagnostic: the simulation with every step cost times the measured drift
                 "comparison_drift_adjusted": (compare(real.metrics, adjusted.metrics)
                                               if adjusted is not None else None),
+                # diagnostic, not a prediction: step costs times the real run's own level
+                "step_cost_level": level,
+                "comparison_level_matched": (compare(real.metrics, matched.metrics)
+                                             if matched is not None else None),
                 "folder": self.point_dir(p.load),
             })
         errors = error_summary([p["comparison"] for p in points])
@@ -337,6 +368,7 @@ class ValidationResult:
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "policy": spec.policy, "knobs": plan.points[0].sim.config["knobs"],
             "cpu_path": plan.points[0].sim.config.get("cpu_path"),  # hybrid: sources, assumed?
+            "step_jitter": plan.points[0].sim.config.get("step_jitter"),  # None: off
             "profile": {**profile.summary(), "fingerprint": profile.fingerprint,
                         "cv_mape": {k: v.get("mape") for k, v in profile.cv.items()}},
             "engine": {"model": es.model, "device": es.device, "device_name": device_name(
@@ -352,17 +384,21 @@ class ValidationResult:
             "errors_drift_adjusted": (
                 error_summary([p["comparison_drift_adjusted"] for p in points])
                 if all(p["comparison_drift_adjusted"] for p in points) else None),
+            "errors_level_matched": (
+                error_summary([p["comparison_level_matched"] for p in points])
+                if all(p["comparison_level_matched"] for p in points) else None),
         }
 
     def _drift_adjusted(self, real: RealPoint) -> Any:
-        """The point simulated on the profile scaled by the machine drift measured before it."""
+        """The point simulated on the profile scaled by the machine drift measured around it."""
+        ratio = (real.drift or {}).get("ratio")
+        return self._scaled(real, ratio) if ratio else None
+
+    def _scaled(self, real: RealPoint, factor: float) -> Any:
         from sim.validation import scaled_profile, simulate_point
 
-        ratio = (real.drift or {}).get("ratio")
-        if not ratio:
-            return None
         plan = self.plan
-        return simulate_point(plan.spec, scaled_profile(plan.profile, ratio), plan.base,
+        return simulate_point(plan.spec, scaled_profile(plan.profile, factor), plan.base,
                               real.point.request_rate)
 
     def tables(self) -> dict[str, pd.DataFrame]:

@@ -166,7 +166,7 @@ def _step_table(doc: dict[str, Any]) -> str:
         drift = p.get("machine_drift") or {}
         if drift.get("ratio") is not None:
             rows.append({"load": f"{p['load']:g}",
-                         "steps": "machine drift: profile points now / profiled",
+                         "steps": "machine drift: profile points around the point / profiled",
                          "n": len(drift["points"]), "mean signed error": f"{drift['ratio']:.3f}x",
                          "MAPE": None, "real total s": None, "predicted total s": None})
     return table(rows)

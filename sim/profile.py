@@ -41,6 +41,7 @@ from policies.base import Device
 from policies.kv import MemoryFacts
 from policies.paths import ExecutionPath, KVTransfer
 from sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
+from sim.jitter import repeat_ratios
 
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
@@ -66,6 +67,8 @@ class Profile:
     cv: dict[str, dict[str, Any]]
     kv_copy: dict[str, float] | None
     digest: str  # sha256 of the file bytes, first 12 hex digits
+    # per cost model: sorted repeat ratios sample / median of the raw points (sim.jitter)
+    jitter_ratios: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
     _by_shape: dict[tuple[str, str, str], CostModel] = field(default_factory=dict, repr=False,
                                                                compare=False)
 
@@ -167,6 +170,7 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
         cv=cv,
         kv_copy=dict(kv_copy) if kv_copy else None,
         digest=digest,
+        jitter_ratios=repeat_ratios(data.get("points") or ()),
     )
 
 

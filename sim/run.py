@@ -20,6 +20,7 @@ import pandas as pd
 from policies.base import Policy
 from policies.registry import get_policy, make_config
 from sim.atomic import atomic_dir
+from sim.jitter import StepJitter
 from sim.metrics import summarize
 from sim.profile import CpuPath, Profile, cpu_path, load_profile
 from sim.recorder import Recorder
@@ -44,6 +45,7 @@ class RunSpec:
     cpu_profile: str | None = None  # hybrid: CPU profile whose packed.prefill is the CPU path
     kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
     kv_copy_latency_us: float = 0.0  # hybrid: assumed fixed cost per KV hand-off
+    step_jitter: bool = False  # draw GPU step-time noise from the profile's repeats (sim.jitter)
 
 
 @dataclass
@@ -70,6 +72,7 @@ def prepare(spec: RunSpec) -> Prepared:
     policy_class = get_policy(spec.policy)
     config = make_config(spec.policy, dict(spec.knobs))
     profile = load_profile(spec.profile)
+    check_jitter(spec, profile)
     if spec.trace is not None:
         options = dataclasses.replace(spec.trace_options or TraceOptions(),
                                       time_scale=spec.time_scale)
@@ -94,6 +97,18 @@ def prepare(spec: RunSpec) -> Prepared:
                     resolve_cpu_path(spec, profile, policy))
 
 
+def check_jitter(spec: RunSpec, profile: Profile) -> None:
+    if spec.step_jitter and not profile.jitter_ratios:
+        raise ValueError(f"{profile.path}: --jitter draws step-time noise from a measured "
+                         f"profile's repeat samples, and this {profile.source} profile has none")
+
+
+def make_jitter(prep: Prepared, seed_offset: int = 0) -> StepJitter | None:
+    if not prep.spec.step_jitter:
+        return None
+    return StepJitter(prep.profile.jitter_ratios, prep.spec.seed + seed_offset)
+
+
 def resolve_cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath | None:
     """The CPU path of a policy that has one; CPU options for any other policy are an error."""
     if "cpu" not in policy.paths:
@@ -106,9 +121,11 @@ def resolve_cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath
 
 
 def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
-             fast_forward: bool = True) -> RunOutput:
+             fast_forward: bool = True, jitter_seed_offset: int = 0) -> RunOutput:
+    """jitter_seed_offset: another draw of the step-time jitter (replicas of one point)."""
+    jitter = make_jitter(prep, jitter_seed_offset)
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
-                    fast_forward=fast_forward, progress=progress, cpu=prep.cpu)
+                    fast_forward=fast_forward, progress=progress, cpu=prep.cpu, jitter=jitter)
     result = sim.run()
     requests = result.recorder.requests_table(result.requests)
     steps = result.recorder.steps_table()
@@ -117,6 +134,9 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     config = resolved_config(prep)
     if prep.cpu is not None:
         config["cpu_path"] = prep.cpu.source
+    if jitter is not None:
+        config["step_jitter"] = {"seed": prep.spec.seed + jitter_seed_offset,
+                                 "repeat_ratios": jitter.summary()}
     derived = prep.policy.derived_knobs()
     if derived:
         config["derived_knobs"] = derived

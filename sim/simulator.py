@@ -23,11 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import simpy
 
 from policies.base import Plan, Policy, Wait
 from policies.paths import ExecutionPath
 from policies.request import Request
+from sim.cost_model import CostModel, phase_key
+from sim.jitter import StepJitter
 from sim.profile import CpuPath, Profile, cpu_path, execution_paths
 from sim.recorder import Recorder
 from sim.workload import Workload
@@ -52,9 +55,12 @@ class Simulator:
         fast_forward: bool = True,
         progress: ProgressFn | None = None,
         cpu: CpuPath | None = None,
+        jitter: StepJitter | None = None,
     ) -> None:
         """too_long: indexes of requests to reject on arrival as longer than max_model_len.
-        cpu: the CPU path of a hybrid policy (default: from the profile's own CPU models)."""
+        cpu: the CPU path of a hybrid policy (default: from the profile's own CPU models).
+        jitter: step-time noise for GPU steps (sim.jitter); None prices every step at the
+        cost model's prediction."""
         self.profile = profile
         self.policy = policy
         self.requests = workload.requests()
@@ -62,6 +68,7 @@ class Simulator:
         self.too_long = too_long or set()
         self.fast_forward = fast_forward
         self.progress = progress
+        self.jitter = jitter
         self.env = simpy.Environment()
         self.hybrid = "cpu" in policy.paths
         self.recorder = Recorder(len(self.requests), cpu_path=self.hybrid)
@@ -115,6 +122,8 @@ class Simulator:
                 continue
             start = env.now
             durations = self._durations(decision, start)
+            if self.jitter is not None:
+                self.jitter.advance(len(durations))
             busy_s = sum(durations) if len(durations) > 1 else durations[0]
             if self.hybrid:
                 self.paths["gpu"].busy_until_s = start + busy_s
@@ -196,12 +205,35 @@ class Simulator:
 
     def _durations(self, plan: Plan, start_s: float) -> list[float]:
         model = self.profile.cost_model(plan.layout, plan.phase, plan.device)
+        if self.jitter is not None:
+            return self._jittered(model, plan, start_s)
         if plan.max_repeats == 1 or not self.fast_forward:
             return [model.predict(plan.shape)]
-        # Stop at the first step that ends at or after the next arrival: the policy must see
-        # that request before the following step, as it would stepping one by one.
+        return model.predict_decode_run(plan.shape, plan.max_repeats, self._stop_s(start_s))
+
+    def _stop_s(self, start_s: float) -> float:
+        """How far a run of decode steps may go: it stops at the first step that ends at or
+        after the next arrival, since the policy must see that request before the following
+        step, as it would stepping one by one; likewise the end of a CPU step in flight, whose
+        hand-off changes the GPU's next step too."""
         stop = (self.arrival_s[self._next] - start_s if self._next < len(self.requests)
                 else float("inf"))
-        if self._cpu_end_s - start_s < stop:  # a CPU hand-off changes the GPU's next step too
-            stop = self._cpu_end_s - start_s
-        return model.predict_decode_run(plan.shape, plan.max_repeats, stop)
+        return min(stop, self._cpu_end_s - start_s)
+
+    def _jittered(self, model: CostModel, plan: Plan, start_s: float) -> list[float]:
+        """As _durations, each step times its own jitter factor (the stream is indexed by step
+        number, so a fast-forward draws what stepping one by one would)."""
+        assert self.jitter is not None
+        key = phase_key(plan.layout, plan.phase, plan.device)
+        if plan.max_repeats == 1 or not self.fast_forward:
+            return [model.predict(plan.shape) * float(self.jitter.take(key, 1)[0])]
+        stop = self._stop_s(start_s)
+        n = len(model.predict_decode_run(plan.shape, plan.max_repeats, stop))
+        while True:  # jitter moves the stopping step: widen the window until it is inside
+            m = min(plan.max_repeats, 2 * n + 8)
+            d = np.asarray(model.predict_decode_run(plan.shape, m)) * self.jitter.take(key, m)
+            ends = np.cumsum(d)
+            cut = int(np.searchsorted(ends, stop, side="left")) + 1
+            if cut <= m or m == plan.max_repeats:
+                return d[:min(cut, m)].tolist()
+            n = m

@@ -35,7 +35,7 @@ from policies.registry import get_policy, make_config
 from sim.atomic import atomic_dir
 from sim.cost_model import CostModel
 from sim.profile import Profile
-from sim.run import Prepared, RunOutput, RunSpec, resolve_cpu_path, simulate
+from sim.run import Prepared, RunOutput, RunSpec, check_jitter, resolve_cpu_path, simulate
 from sim.workload import SyntheticSpec, Workload, WorkloadError, load_trace, synthesize
 
 SCHEMA = "batchsim.validation"
@@ -86,8 +86,14 @@ class ValidationSpec:
     cpu_profile: str | None = None  # hybrid: CPU profile whose packed.prefill is the CPU path
     kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
     kv_copy_latency_us: float = 0.0
+    # The simulated side draws step-time jitter from the profile's repeats (sim.jitter) and
+    # averages every metric over this many draws: the model's expected value, not one sample.
+    step_jitter: bool = True
+    jitter_replicas: int = 8
 
     def __post_init__(self) -> None:
+        if self.jitter_replicas < 1:
+            raise ValueError(f"jitter replicas must be at least 1, got {self.jitter_replicas}")
         if not self.loads:
             raise ValueError("--loads needs at least one load level")
         bad = [x for x in self.loads if not 0 < x <= 2]
@@ -157,14 +163,41 @@ def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
     run_spec = RunSpec(policy=spec.policy, knobs=dict(spec.knobs), profile=spec.profile,
                        trace=ws.trace, synthetic=None if ws.trace else ws.synthetic(rate),
                        seed=spec.seed, cpu_profile=spec.cpu_profile,
-                       kv_copy_gbps=spec.kv_copy_gbps, kv_copy_latency_us=spec.kv_copy_latency_us)
+                       kv_copy_gbps=spec.kv_copy_gbps, kv_copy_latency_us=spec.kv_copy_latency_us,
+                       step_jitter=spec.step_jitter)
+    check_jitter(run_spec, profile)
     return Prepared(run_spec, profile, policy, work, set(),
                     resolve_cpu_path(run_spec, profile, policy))
 
 
 def simulate_point(spec: ValidationSpec, profile: Profile, base: Workload,
                    rate: float) -> RunOutput:
-    return simulate(prepare_point(spec, profile, base, rate))
+    """The point simulated; with step jitter, its metrics are the mean over
+    `spec.jitter_replicas` draws (the tables are the first draw's)."""
+    first = simulate(prepare_point(spec, profile, base, rate))
+    if not spec.step_jitter or spec.jitter_replicas == 1:
+        return first
+    others = [simulate(prepare_point(spec, profile, base, rate), jitter_seed_offset=k).metrics
+              for k in range(1, spec.jitter_replicas)]
+    metrics = mean_metrics([first.metrics, *others])
+    first.config["step_jitter"]["replicas"] = spec.jitter_replicas
+    return dataclasses.replace(first, metrics=metrics)
+
+
+def mean_metrics(draws: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Element-wise mean of metrics dicts of one shape; numbers averaged (None if any draw
+    has None), anything else taken from the first."""
+    out: dict[str, Any] = {}
+    for key, value in draws[0].items():
+        values = [d.get(key) for d in draws]
+        if isinstance(value, Mapping):
+            out[key] = mean_metrics([v if isinstance(v, Mapping) else {} for v in values])
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            nums = [v for v in values if isinstance(v, (int, float))]
+            out[key] = float(np.mean(nums)) if len(nums) == len(values) else None
+        else:
+            out[key] = value
+    return out
 
 
 def scaled_profile(profile: Profile, factor: float) -> Profile:

@@ -28,6 +28,7 @@ def fake_profile(
     max_model_len: int = 100_000,
     costs: Mapping[str, list[dict[str, float]]] = HAND_COSTS,
     kv_copy: dict[str, float] | None = None,
+    jitter_ratios: Mapping[str, np.ndarray] | None = None,
 ) -> Profile:
     """A profile with hand-set costs and room for kv_tokens tokens at 90% utilization.
 
@@ -47,6 +48,7 @@ def fake_profile(
         cv={},
         kv_copy=kv_copy,
         digest="fake",
+        jitter_ratios=dict(jitter_ratios or {}),
     )
 
 

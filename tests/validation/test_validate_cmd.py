@@ -34,7 +34,14 @@ def test_validate_writes_the_comparison(tmp_path, capsys):
         assert set(point["comparison"][metric]) == {"real", "sim", "rel_error"}
     assert "mape" in doc["errors"]["e2el_ms.mean"]
     assert point["host_overhead"]["num_steps"] > 0
-    assert point["machine_drift"]["ratio"] > 0 and point["machine_drift"]["points"]
+    drift = point["machine_drift"]
+    assert drift["ratio"] == pytest.approx((drift["before"] * drift["after"]) ** 0.5)
+    assert {r["when"] for r in drift["points"]} == {"before", "after"}
+    assert doc["step_jitter"]["replicas"] == 8  # on by default: the mean of 8 draws
+    steps = pd.read_csv(out / point["folder"] / "real" / "steps.csv")
+    assert point["step_cost_level"] == pytest.approx(
+        steps["duration_s"].sum() / steps["predicted_s"].sum(), rel=1e-4)
+    assert set(point["comparison_level_matched"]["e2el_ms.mean"]) == {"real", "sim", "rel_error"}
     csv = pd.read_csv(out / "validation.csv")
     assert {"load", "metric", "real", "sim", "rel_error", "mape"} <= set(csv.columns)
     real = pd.read_csv(out / point["folder"] / "real" / "requests.csv")

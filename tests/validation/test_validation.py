@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim.run import simulate
 from sim.validation import (
     METRIC_NAMES,
     ValidationSpec,
@@ -20,7 +21,9 @@ from sim.validation import (
     estimate_capacity,
     parse_loads,
     plan_validation,
+    prepare_point,
     relative_error,
+    simulate_point,
     validation_table,
     write_validation,
 )
@@ -29,7 +32,7 @@ from tests.conftest import fake_profile
 
 def _spec(**workload: int) -> ValidationSpec:
     return ValidationSpec(policy="static", profile="<fake>", knobs={"max_batch_size": 4},
-                          workload=WorkloadSpec(**workload))
+                          workload=WorkloadSpec(**workload), step_jitter=False)
 
 
 def test_load_levels_replay_the_same_requests_at_scaled_rates():
@@ -65,7 +68,8 @@ def test_capacity_is_throughput_with_everything_at_t0():
 
 def test_plan_simulates_each_load_at_its_fraction_of_capacity():
     spec = ValidationSpec(policy="continuous", profile="<fake>", loads=(0.5, 0.9),
-                          workload=WorkloadSpec(num_requests=30, input_len=20, output_len=5))
+                          workload=WorkloadSpec(num_requests=30, input_len=20, output_len=5),
+                          step_jitter=False)
     plan = plan_validation(spec, fake_profile())
     assert [p.load for p in plan.points] == [0.5, 0.9]
     for p in plan.points:
@@ -143,3 +147,23 @@ def test_scaled_profile_multiplies_every_step_cost():
         layout, phase = key.split(".")
         assert slow.cost_model(layout, phase).predict(shape) == pytest.approx(
             1.25 * profile.cost_model(layout, phase).predict(shape))
+
+
+def test_with_jitter_the_simulated_side_is_the_mean_of_its_draws():
+    """The simulated metrics are the model's expected value: the mean over jitter_replicas
+    draws, each a different seed of the jitter stream; the tables are the first draw's."""
+    profile = fake_profile(jitter_ratios={"padded.decode": np.array([0.5, 1.0, 2.0])})
+    spec = ValidationSpec(policy="static", profile="<fake>", knobs={"max_batch_size": 4},
+                          workload=WorkloadSpec(num_requests=30, input_len=20, output_len=5),
+                          jitter_replicas=3)
+    base = base_workload(spec.workload, spec.seed)
+    point = simulate_point(spec, profile, base, 20.0)
+    draws = [simulate(prepare_point(spec, profile, base, 20.0), jitter_seed_offset=k)
+             for k in range(3)]
+    e2el = [d.metrics["e2el_ms"]["mean"] for d in draws]
+    assert len(set(e2el)) == 3  # the draws differ
+    assert point.metrics["e2el_ms"]["mean"] == pytest.approx(np.mean(e2el))
+    assert point.steps.equals(draws[0].steps)
+    assert point.config["step_jitter"]["replicas"] == 3
+    with pytest.raises(ValueError, match="has none"):  # no repeats to draw from
+        simulate_point(spec, fake_profile(), base, 20.0)
