@@ -164,6 +164,16 @@ class CostModel:
         n = num_steps if stop_s == float("inf") else min(num_steps, _steps_to_reach(b, s, stop_s))
         return [b + s * j for j in range(n)]
 
+    def decode_run_array(self, shape: StepShape, num_steps: int) -> np.ndarray:
+        """The durations predict_decode_run gives for num_steps steps with no stop, as an array
+        (for the simulator's jittered runs, which need them all to multiply)."""
+        x = shape.features()
+        lift = self.curve(x[self.curve.feature]) if self.curve is not None else 0.0
+        j = np.arange(num_steps, dtype=np.float64)
+        runs = [sum(map(mul, term, x)) + lift + term[_CTX] * shape.num_decode_seqs * j
+                for term in self.terms]
+        return runs[0] if len(runs) == 1 else np.max(runs, axis=0)
+
     @staticmethod
     def _crossing_run(lines: list[tuple[float, float]], num_steps: int,
                       stop_s: float) -> list[float]:

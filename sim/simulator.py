@@ -228,12 +228,14 @@ class Simulator:
         if plan.max_repeats == 1 or not self.fast_forward:
             return [model.predict(plan.shape) * float(self.jitter.take(key, 1)[0])]
         stop = self._stop_s(start_s)
-        n = len(model.predict_decode_run(plan.shape, plan.max_repeats, stop))
-        while True:  # jitter moves the stopping step: widen the window until it is inside
-            m = min(plan.max_repeats, 2 * n + 8)
-            d = np.asarray(model.predict_decode_run(plan.shape, m)) * self.jitter.take(key, m)
-            ends = np.cumsum(d)
-            cut = int(np.searchsorted(ends, stop, side="left")) + 1
+        # steps never get cheaper along a run, so ceil(stop / first) steps reach the stop
+        # unjittered; jitter may need more: the window doubles until the stop is inside it
+        m = plan.max_repeats
+        if stop != float("inf"):
+            m = min(m, int(stop / model.predict(plan.shape)) + 8)
+        while True:
+            d = model.decode_run_array(plan.shape, m) * self.jitter.take(key, m)
+            cut = int(np.searchsorted(np.cumsum(d), stop, side="left")) + 1
             if cut <= m or m == plan.max_repeats:
                 return d[:min(cut, m)].tolist()
-            n = m
+            m = min(plan.max_repeats, 2 * m)

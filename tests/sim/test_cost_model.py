@@ -39,3 +39,12 @@ def test_decode_run_matches_single_steps(name: str, batch: int, stop_s: float) -
     slow = step_by_step(model, shape, 500, stop_s)
     assert len(fast) == len(slow)
     assert fast == pytest.approx(slow, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("batch", [1, 3, 40])
+def test_decode_run_array_is_the_run_without_a_stop(name: str, batch: int) -> None:
+    model = CostModel.from_json(MODELS[name])
+    shape = StepShape(batch, 0, batch, 0, batch * 700)
+    assert model.decode_run_array(shape, 500).tolist() == pytest.approx(
+        step_by_step(model, shape, 500, float("inf")), rel=1e-9)
