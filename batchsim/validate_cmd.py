@@ -105,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         drift = [(p.get("machine_drift") or {}).get("ratio") for p in doc["points"]]
         print("machine drift (profile points re-measured before and after each point / "
               "profiled): " + ", ".join("n/a" if d is None else f"{d:.3f}" for d in drift))
+        levels = [p.get("step_cost_level") for p in doc["points"]]
+        print("step cost level (real steps / the profile's prediction for their shapes): "
+              + ", ".join("n/a" if x is None else f"{x:.3f}" for x in levels))
     print(f"validation folder: {out}")
     return 0
 

@@ -58,6 +58,9 @@ def _summary(doc: dict[str, Any]) -> Section:
         items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
     host = np.mean([p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]) * 1e3
     items["host time per step"] = f"{host:.3f} ms"
+    levels = [p.get("step_cost_level") for p in doc["points"]]
+    if all(levels):
+        items["step cost level (real / predicted)"] = ", ".join(f"{x:.2f}x" for x in levels)
     rows = []
     for name in METRIC_NAMES:
         row: dict[str, Any] = {"metric": name}
@@ -70,11 +73,21 @@ def _summary(doc: dict[str, Any]) -> Section:
         mape = errors[name]["mape"]
         row["MAPE"] = None if mape is None else f"{mape:.1%}"
         rows.append(row)
-    return Section("Summary", html=cards(items) + table(rows),
-                   notes=[f"command: {doc['command']}",
-                          f"engine: torch {doc['engine'].get('torch')}, transformers "
-                          f"{doc['engine'].get('transformers')}, {doc['engine']['dtype']}, "
-                          f"threads {doc['engine'].get('threads')}"])
+    engine = doc["engine"]
+    notes = [f"command: {doc['command']}", _jitter_note(doc),
+             f"engine: torch {engine.get('torch')}, transformers {engine.get('transformers')}, "
+             f"{engine['dtype']}, threads {engine.get('threads')}"]
+    return Section("Summary", html=cards(items) + table(rows), notes=[n for n in notes if n])
+
+
+def _jitter_note(doc: dict[str, Any]) -> str:
+    if "step_jitter" not in doc:  # written before validate recorded it
+        return ""
+    jitter = doc["step_jitter"]
+    if not jitter:
+        return "simulated side: every step at the cost model's prediction (no step jitter)"
+    return (f"simulated side: step jitter drawn from the profile's repeats, every metric the "
+            f"mean of {jitter.get('replicas', 1)} draws (seed {jitter.get('seed')})")
 
 
 def _headline_figure(doc: dict[str, Any]) -> go.Figure:
@@ -163,6 +176,12 @@ def _step_table(doc: dict[str, Any]) -> str:
         rows.append({"load": f"{p['load']:g}", "steps": "host time between steps",
                      "n": h["num_steps"], "mean signed error": None, "MAPE": None,
                      "real total s": h["total_s"], "predicted total s": 0.0})
+        level = p.get("step_cost_level")
+        if level is not None:
+            rows.append({"load": f"{p['load']:g}",
+                         "steps": "step cost level: real / predicted, all device steps",
+                         "n": h["num_steps"], "mean signed error": f"{level:.3f}x",
+                         "MAPE": None, "real total s": None, "predicted total s": None})
         drift = p.get("machine_drift") or {}
         if drift.get("ratio") is not None:
             rows.append({"load": f"{p['load']:g}",
