@@ -108,8 +108,29 @@ def run(args: argparse.Namespace) -> int:
         levels = [p.get("step_cost_level") for p in doc["points"]]
         print("step cost level (real steps / the profile's prediction for their shapes): "
               + ", ".join("n/a" if x is None else f"{x:.3f}" for x in levels))
+        hint = level_hint(doc)
+        if hint:
+            print(hint)
     print(f"validation folder: {out}")
     return 0
+
+
+def level_hint(doc: dict, tolerance: float = 0.05) -> str | None:
+    """When the real steps ran off the profile's level, say so and what the simulation gives at
+    the real level (a diagnostic: that level comes from the real run itself)."""
+    off = [p for p in doc["points"]
+           if p.get("step_cost_level") and abs(p["step_cost_level"] - 1) > tolerance
+           and p.get("comparison_level_matched")]
+    if not off:
+        return None
+    parts = [f"load {p['load']:g}: {p['step_cost_level']:.2f}x, mean E2EL error "
+             f"{p['comparison']['e2el_ms.mean']['rel_error']:+.1%} -> "
+             f"{p['comparison_level_matched']['e2el_ms.mean']['rel_error']:+.1%}"
+             for p in off if p["comparison"]["e2el_ms.mean"]["rel_error"] is not None]
+    return ("note: the real steps ran more than 5% off the profile's prediction for their own "
+            "shapes, so the machine's speed differs from when it was profiled (re-profile, or "
+            "validate on a quieter machine). At the real level (diagnostic, not a prediction): "
+            + "; ".join(parts))
 
 
 def command_line(args: argparse.Namespace, out: Path) -> str:

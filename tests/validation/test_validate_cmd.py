@@ -81,3 +81,17 @@ def test_unusable_profiles_are_refused(tmp_path, capsys, edit, message):
                  "--out", str(tmp_path / "val")])
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "val").exists()
+
+
+def test_level_hint_speaks_only_when_the_machine_ran_off_the_profile():
+    from batchsim.validate_cmd import level_hint
+
+    def point(load, level, raw, matched):
+        return {"load": load, "step_cost_level": level,
+                "comparison": {"e2el_ms.mean": {"rel_error": raw}},
+                "comparison_level_matched": {"e2el_ms.mean": {"rel_error": matched}}}
+
+    assert level_hint({"points": [point(0.5, 1.03, -0.04, -0.01)]}) is None
+    hint = level_hint({"points": [point(0.5, 1.03, -0.04, -0.01), point(0.8, 1.21, -0.3, 0.02)]})
+    assert hint is not None and "load 0.8: 1.21x" in hint and "-30.0% -> +2.0%" in hint
+    assert "load 0.5" not in hint
