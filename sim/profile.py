@@ -22,7 +22,8 @@ were obtained and are shown in reports.
                       (+ optional "cpu.packed.prefill"); forms in sim/cost_model.py
     kv_copy           optional {bytes_per_s, latency_s, mape}: CPU->GPU KV transfer (hybrid policy)
     points            raw measurements [{id, model: key, <StepShape fields>, time_s, spread_s,
-                      repeats, wall_s, thread_s, gpu_s, prep_s, samples_s}]
+                      repeats, wall_s, thread_s, gpu_s, prep_s, samples_s}]; samples_s is read
+                      (optional) for step jitter: sim.jitter.repeat_ratios
     kv_copy_points    raw KV copy measurements; skipped: points that did not fit; measured: ids
     host_overhead     the smallest step measured and its preparation / host / GPU split
     limits            optional {max_batch_size, reference_context, bound, oom: [...]}

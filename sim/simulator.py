@@ -16,6 +16,10 @@ KV copy into the GPU pool). It is woken by arrivals and after every GPU schedule
 GPU when it completes; a GPU decode run also stops at the first step ending at or after the CPU
 step in flight, since the hand-off changes what the GPU runs next. Both paths' `busy_until_s`
 are kept current for the policy. Single-path policies never see any of this.
+
+With step jitter (sim/jitter.py) each GPU step's predicted cost is multiplied by a factor drawn
+from the profile's repeat scatter; the draws are indexed by step number, so a fast-forwarded run
+draws exactly what stepping one by one would.
 """
 
 from __future__ import annotations
