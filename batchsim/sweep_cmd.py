@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from batchsim.args import add_jitter_option, parse_knobs
+from batchsim.args import add_cpu_path_options, add_jitter_option, parse_knobs
 from batchsim.progress import Progress
-from policies.registry import available
+from policies.registry import available, get_policy
 from sim.metrics import parse_goodput
 from sim.profile import load_profile
 from sim.run import RunSpec, check_out_dir
@@ -54,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="folder to write (default: runs/<time>-sweep)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     add_jitter_option(p, default=False)
+    add_cpu_path_options(p)
     p.add_argument("--quiet", action="store_true", help="print only the sweep folder")
     g = p.add_argument_group("workload (as in simulate)")
     g.add_argument("--trace", help="JSONL trace to replay at each --request-rate")
@@ -92,11 +93,16 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
         vary = parse_vary(args.vary)
         configurations = tuple(expand(policies, vary))
         synthetic = None if args.trace is not None else SyntheticSpec(**given)
+    cpu_options = args.cpu_profile is not None or args.kv_copy_gbps is not None
+    if cpu_options and not any("cpu" in get_policy(c.policy).paths for c in configurations):
+        raise ValueError("--cpu-profile and --kv-copy-gbps apply to policies with a CPU path "
+                         "(hybrid), and this sweep has none")
     base = RunSpec(policy=configurations[0].policy, knobs=parse_knobs(args.knobs),
                    profile=args.profile, trace=args.trace, time_scale=args.time_scale,
                    synthetic=synthetic, seed=args.seed, reject_too_long=args.reject_too_long,
                    goodput=parse_goodput(args.goodput) if args.goodput else None,
-                   step_jitter=args.jitter)
+                   step_jitter=args.jitter, cpu_profile=args.cpu_profile,
+                   kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us)
     return SweepSpec(tuple(configurations), tuple(rates), base)
 
 

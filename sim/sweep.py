@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from policies.registry import make_config
+from policies.registry import get_policy, make_config
 from sim.atomic import atomic_dir
 from sim.run import RunSpec, prepare, simulate
 from sim.workload import SyntheticSpec, load_trace
@@ -127,8 +127,12 @@ def trace_rate(trace: str, time_scale: float = 1.0) -> float:
 
 def point_spec(sweep: SweepSpec, config: Configuration, rate: float | None,
                native_rate: float | None = None) -> RunSpec:
-    """The RunSpec of one grid point: base + the configuration's knobs + the load."""
+    """The RunSpec of one grid point: base + the configuration's knobs + the load. The CPU
+    path's options (--cpu-profile, --kv-copy-*) go only to policies that have a CPU path."""
     base = sweep.base
+    if "cpu" not in get_policy(config.policy).paths:
+        base = dataclasses.replace(base, cpu_profile=None, kv_copy_gbps=None,
+                                   kv_copy_latency_us=0.0)
     knobs = {**base.knobs, **dict(config.knobs)}
     if base.trace is not None:
         scale = base.time_scale

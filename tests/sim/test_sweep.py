@@ -122,6 +122,9 @@ def test_sweep_command_end_to_end(tmp_path, capsys):
     (["--policy", "continuous"], "needs --request-rate"),
     (["--preset", "seed-batch-window", "--policy", "static"], "--preset fixes"),
     (["--policy", "continuous", "--request-rate", "1", "--workers", "0"], "--workers"),
+    (["--policy", "continuous", "--request-rate", "1", "--kv-copy-gbps", "25"],
+     "this sweep has none"),
+    (["--policy", "continuous", "--request-rate", "1", "--jitter"], "has none"),
 ])
 def test_bad_sweep_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
     out = tmp_path / "sweep"
@@ -161,3 +164,16 @@ def test_trace_sweep_replays_the_trace_at_each_mean_rate(tmp_path):
     assert table["completed"].tolist() == [41, 41]
     assert main(["sweep", "--policy", "continuous", "--trace", str(trace), "--request-rate",
                  "inf", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_cpu_path_options_go_to_the_hybrid_configurations_only(tmp_path):
+    """--cpu-profile / --kv-copy-gbps in a sweep of continuous and hybrid: the hybrid points get
+    the CPU path, the continuous ones run as without them."""
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--policy", "continuous,hybrid", "--request-rate", "5,20",
+                 "--num-requests", "30", "--input-len", "64", "--output-len", "8",
+                 "--cpu-profile", "profiles/qwen2.5-0.5b-cpu.json", "--kv-copy-gbps", "25",
+                 "--workers", "1", "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out / "sweep.csv")
+    assert sorted(set(table["policy"])) == ["continuous", "hybrid"]
+    assert (table["completed"] == 30).all()
