@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,3 +101,13 @@ def measure_drift(refs: References, paged: Engine | None, static: StaticEngine |
     ratios = [r["ratio"] for r in rows]
     return {"ratio": float(np.median(ratios)) if ratios else None, "clock": reps.clock,
             "points": rows}
+
+
+def bracket(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The drift over a point from measurements just before and just after it: `ratio` is the
+    geometric mean of the two (None if either is), `points` both sets, marked by `when`."""
+    rb, ra = before["ratio"], after["ratio"]
+    return {"ratio": math.sqrt(rb * ra) if rb and ra else None, "before": rb, "after": ra,
+            "clock": before["clock"],
+            "points": [{**r, "when": "before"} for r in before["points"]]
+            + [{**r, "when": "after"} for r in after["points"]]}
