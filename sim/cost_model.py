@@ -152,37 +152,40 @@ class CostModel:
         it is the maximum throughout (their difference is linear), the durations are an
         arithmetic progression and the stopping step has a closed form: no per-token work.
         """
-        x = shape.features()
-        lift = self.curve(x[self.curve.feature]) if self.curve is not None else 0.0  # run-constant
-        lines = [(sum(map(mul, term, x)) + lift, term[_CTX] * shape.num_decode_seqs)
-                 for term in self.terms]
+        lines = self._run_lines(shape)
         last = num_steps - 1
         b, s = max(lines)
         if max(lines, key=lambda line: line[0] + line[1] * last) != (b, s) and (
                 max(line[0] + line[1] * last for line in lines) > b + s * last):
-            return self._crossing_run(lines, num_steps, stop_s)
+            durations = _run_array(lines, num_steps)
+            if stop_s != float("inf"):
+                cut = int(np.searchsorted(np.cumsum(durations), stop_s, side="left")) + 1
+                durations = durations[:cut]
+            return durations.tolist()
         n = num_steps if stop_s == float("inf") else min(num_steps, _steps_to_reach(b, s, stop_s))
         return [b + s * j for j in range(n)]
 
     def decode_run_array(self, shape: StepShape, num_steps: int) -> np.ndarray:
         """The durations predict_decode_run gives for num_steps steps with no stop, as an array
         (for the simulator's jittered runs, which need them all to multiply)."""
+        return _run_array(self._run_lines(shape), num_steps)
+
+    def _run_lines(self, shape: StepShape) -> list[tuple[float, float]]:
+        """Each term along a run of decode steps from `shape`: (duration at step 0, growth per
+        step); the curve's feature does not change along the run, so it only lifts them."""
         x = shape.features()
         lift = self.curve(x[self.curve.feature]) if self.curve is not None else 0.0
-        j = np.arange(num_steps, dtype=np.float64)
-        runs = [sum(map(mul, term, x)) + lift + term[_CTX] * shape.num_decode_seqs * j
+        return [(sum(map(mul, term, x)) + lift, term[_CTX] * shape.num_decode_seqs)
                 for term in self.terms]
-        return runs[0] if len(runs) == 1 else np.max(runs, axis=0)
 
-    @staticmethod
-    def _crossing_run(lines: list[tuple[float, float]], num_steps: int,
-                      stop_s: float) -> list[float]:
-        steps = np.arange(num_steps, dtype=np.float64)
-        durations = np.max([b + s * steps for b, s in lines], axis=0)
-        if stop_s != float("inf"):
-            cut = int(np.searchsorted(np.cumsum(durations), stop_s, side="left")) + 1
-            durations = durations[:cut]
-        return durations.tolist()
+
+def _run_array(lines: list[tuple[float, float]], num_steps: int) -> np.ndarray:
+    """Durations of num_steps steps: at step j the largest of b + s*j over the lines."""
+    steps = np.arange(num_steps, dtype=np.float64)
+    if len(lines) == 1:
+        b, s = lines[0]
+        return b + s * steps
+    return np.max([b + s * steps for b, s in lines], axis=0)
 
 
 def _steps_to_reach(b: float, s: float, stop_s: float) -> int:
