@@ -69,7 +69,7 @@ def _resolve_dtype(dtype: str | None, device: str, model: str) -> str:
         return dtype or "float32"
     if dtype is not None:
         return dtype
-    from profiler.models import parse_dtype, resolve_model
+    from batchsim.profiler.engine.models import parse_dtype, resolve_model
 
     return str(parse_dtype(None, resolve_model(model).config)).removeprefix("torch.")
 
@@ -81,9 +81,14 @@ def run(args: argparse.Namespace) -> int:
         return _merge(args)
     if args.model is None:
         raise ValueError("profile needs --model (or --refit PROFILE)")
-    from profiler.models import resolve_model
-    from profiler.profile import ProfileConfig, ProfileInterrupted, default_out, run_profile
-    from profiler.record import experiment_record
+    from batchsim.profiler.engine.models import resolve_model
+    from batchsim.profiler.profiling.record import experiment_record
+    from batchsim.profiler.profiling.runner import (
+        ProfileConfig,
+        ProfileInterrupted,
+        default_out,
+        run_profile,
+    )
 
     resolve_model(args.model)  # unknown model: one line listing the presets, before anything else
     device = _resolve_device(args.device)
@@ -116,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_report(profile: Path) -> Path:
     """The profile report next to the profile: `<profile>.html` (no torch needed)."""
-    from reports.profile_report import write_profile_report
+    from batchsim.reports.profile_report import write_profile_report
 
     return write_profile_report(profile)
 
 
 def _refit(args: argparse.Namespace) -> int:
-    from profiler.profile_file import refit_profile
-    from profiler.record import experiment_record
+    from batchsim.profiler.profiling.profile_file import refit_profile
+    from batchsim.profiler.profiling.record import experiment_record
 
     doc = refit_profile(args.refit)
     if not args.quiet:
@@ -134,8 +139,8 @@ def _refit(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from profiler.profile_file import merge_profiles
-    from profiler.record import experiment_record
+    from batchsim.profiler.profiling.profile_file import merge_profiles
+    from batchsim.profiler.profiling.record import experiment_record
 
     if args.out is None:
         raise ValueError("--merge needs --out FILE for the merged profile")

@@ -41,28 +41,28 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("several PATHs are compared as runs: give only run folders")
         if args.out is None:
             raise ValueError("comparing runs needs --out FILE.html")
-        from reports.compare import write_comparison
+        from batchsim.reports.compare import write_comparison
 
         written = write_comparison(args.paths, args.out)
     else:
         path, kind = args.paths[0], kinds[0]
         if kind == "profile":
-            from reports.profile_report import write_profile_report
+            from batchsim.reports.profile_report import write_profile_report
 
             written = write_profile_report(path, args.out)
         elif kind == "sweep":
-            from reports.sweep_report import write_sweep_report
+            from batchsim.reports.sweep_report import write_sweep_report
 
             written = write_sweep_report(path, args.out)
         elif kind == "validation":
             try:
-                from reports.validation import write_validation_report
+                from batchsim.reports.validation import write_validation_report
             except ImportError:
                 raise ValueError(f"{path}: validation reports are not available in this "
                                  "build (reports.validation is missing)") from None
             written = write_validation_report(path, args.out or path / "report.html")
         else:
-            from reports.run_report import write_run_report
+            from batchsim.reports.run_report import write_run_report
 
             written = write_run_report(path, args.out)
     print(f"report: {written}")

@@ -9,13 +9,13 @@ import sys
 from pathlib import Path
 
 from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
+from batchsim.policies.registry import available
 from batchsim.progress import Progress
+from batchsim.sim.metrics import parse_goodput
+from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
+from batchsim.sim.workload.workload import SyntheticSpec
 from batchsim.summary import format_summary
 from batchsim.trace_cmd import add_trace_options, given_trace_flags, trace_options
-from policies.registry import available
-from sim.metrics import parse_goodput
-from sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
-from sim.workload import SyntheticSpec
 
 SYNTHETIC_FLAGS = ("request_rate", "burstiness", "num_requests", "input_len", "output_len",
                    "range_ratio", "lengths_from")
@@ -99,6 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _writers() -> tuple:
     """Extra files for the run folder: the HTML report (and the ITL quantiles it draws)."""
-    from reports.run_report import write_into_run
+    from batchsim.reports.run_report import write_into_run
 
     return (write_into_run,)

@@ -15,15 +15,23 @@ from typing import Any
 import pandas as pd
 
 from batchsim.args import add_cpu_path_options, add_jitter_option, parse_knobs
+from batchsim.policies.registry import available, get_policy
 from batchsim.progress import Progress
-from policies.registry import available, get_policy
-from sim.metrics import parse_goodput
-from sim.profile import load_profile
-from sim.run import RunSpec, check_out_dir
-from sim.sweep import SweepSpec, check, expand, parse_rates, parse_vary, run_sweep, write_sweep
-from sim.sweep_analysis import max_rate_under_slo, recommendation
-from sim.sweep_presets import PRESETS, get_preset
-from sim.workload import SyntheticSpec
+from batchsim.sim.metrics import parse_goodput
+from batchsim.sim.profile import load_profile
+from batchsim.sim.run import RunSpec, check_out_dir
+from batchsim.sim.sweep.analysis import max_rate_under_slo, recommendation
+from batchsim.sim.sweep.presets import PRESETS, get_preset
+from batchsim.sim.sweep.sweep import (
+    SweepSpec,
+    check,
+    expand,
+    parse_rates,
+    parse_vary,
+    run_sweep,
+    write_sweep,
+)
+from batchsim.sim.workload.workload import SyntheticSpec
 
 SYNTHETIC_FLAGS = ("burstiness", "num_requests", "input_len", "output_len", "range_ratio",
                    "lengths_from")
@@ -164,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     preset_tables = get_preset(args.preset).tables(table) if args.preset else []
 
     def report(tmp: Path) -> None:
-        from reports.sweep_report import render_sweep_report
+        from batchsim.reports.sweep_report import render_sweep_report
 
         render_sweep_report(pd.read_csv(tmp / "sweep.csv"), meta, tmp / "report.html")
 

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sim.trace_stats import trace_stats
-from sim.trace_transform import TraceOptions, write_native
-from sim.traces import FORMATS, read_trace
+from batchsim.sim.workload.stats import trace_stats
+from batchsim.sim.workload.traces import FORMATS, read_trace
+from batchsim.sim.workload.transform import TraceOptions, write_native
 
 # simulate's own flags that also shape a trace: --time-scale and --seed (of the sampling)
 TRACE_FLAGS = ("trace_format", "strict", "start", "duration", "target_rate", "max_input_len",
@@ -83,7 +83,7 @@ def run_stats(args: argparse.Namespace) -> int:
     workload = read_trace(args.file, TraceOptions(format=args.trace_format, strict=args.strict))
     stats = trace_stats(workload)
     if args.html is not None:
-        from reports.trace_report import write_trace_report  # plotly only when asked for
+        from batchsim.reports.trace_report import write_trace_report  # plotly only when asked for
 
         write_trace_report(args.html, stats, workload.arrival_s, workload.input_tokens,
                            workload.output_tokens)

@@ -8,10 +8,10 @@ import shlex
 from pathlib import Path
 
 from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
+from batchsim.policies.registry import available, make_config
 from batchsim.progress import Progress
-from policies.registry import available, make_config
-from sim.profile import load_profile
-from sim.validation import (
+from batchsim.sim.profile import load_profile
+from batchsim.sim.validation.plan import (
     DEFAULT_LOADS,
     ValidationSpec,
     WorkloadSpec,
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                                       + f"-validate-{spec.policy}")
     if out.exists() and not args.force:
         raise ValueError(f"{out} already exists: choose another --out or pass --force")
-    from profiler.validate import engine_spec, run_validation
+    from batchsim.profiler.real.validate import engine_spec, run_validation
 
     engine = engine_spec(profile, args.model, args.device)
     plan = plan_validation(spec, profile)
@@ -149,7 +149,7 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
 
 
 def _report(folder: Path) -> None:
-    from reports.validation import write_validation_report
+    from batchsim.reports.validation import write_validation_report
 
     write_validation_report(folder, folder / "report.html")
 

@@ -27,9 +27,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.profile import cpu_path, execution_paths, load_profile  # noqa: E402
-from sim.run import RunSpec, prepare, simulate  # noqa: E402
-from sim.workload import SyntheticSpec  # noqa: E402
+from batchsim.sim.profile import cpu_path, execution_paths, load_profile  # noqa: E402
+from batchsim.sim.run import RunSpec, prepare, simulate  # noqa: E402
+from batchsim.sim.workload.workload import SyntheticSpec  # noqa: E402
 
 GPU_ANALYTIC = str(ROOT / "profiles" / "qwen2.5-0.5b-h100-analytic.json")
 VM_CPU = str(ROOT / "profiles" / "qwen2.5-0.5b-cpu.json")

@@ -31,16 +31,16 @@ def main() -> int:
     p.add_argument("--device", help="cuda or cpu (default: the profile's)")
     args = p.parse_args()
 
-    from profiler.drift import blocks_needed, measure_drift, reference_points
-    from profiler.validate import Engines, engine_spec, with_threads
-    from sim.profile import load_profile
+    from batchsim.profiler.real.drift import blocks_needed, measure_drift, reference_points
+    from batchsim.profiler.real.validate import ValidationEngines, engine_spec, with_threads
+    from batchsim.sim.profile import load_profile
 
     profile = load_profile(args.profile)
     spec = engine_spec(profile, None, args.device)
 
     def go() -> list[float]:
         refs = reference_points(args.profile, packed=True, padded=True)
-        engines = Engines.build(spec, blocks_needed(refs, 16) + 1, 16, padded=True)
+        engines = ValidationEngines.build(spec, blocks_needed(refs, 16) + 1, 16, padded=True)
         print(f"{len(refs.points)} reference points of {args.profile}; {spec.model} on "
               f"{spec.device}, {spec.threads} thread(s)", flush=True)
         ratios: list[float] = []

@@ -26,7 +26,7 @@ DEFAULT_CASES = ("tiny-qwen2:cpu:quick", "tiny-qwen2:cpu:standard", "qwen2.5-0.5
 
 
 def run_case(case: str, threads: int | None) -> dict[str, object]:
-    from profiler.profile import ProfileConfig, run_profile
+    from batchsim.profiler.profiling.runner import ProfileConfig, run_profile
 
     model, device, grid = case.split(":")
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,8 +49,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: all cores)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    for module in ("profiler.engine", "profiler.static_engine"):  # import torch and
-        importlib.import_module(module)  # transformers before timing anything
+    # import torch and transformers before timing anything
+    for module in ("batchsim.profiler.engine.paged_engine",
+                   "batchsim.profiler.engine.static_engine"):
+        importlib.import_module(module)
 
     rows = [run_case(c, args.threads) for c in (args.case or DEFAULT_CASES)]
     print(f"{'model':<16} {'device':<6} {'grid':<9} {'points':>6} {'wall s':>8} {'load s':>7} "

@@ -21,9 +21,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200_000)
     args = parser.parse_args()
-    from reports.run_report import write_into_run
-    from sim.run import RunSpec, prepare, simulate
-    from sim.workload import SyntheticSpec
+    from batchsim.reports.run_report import write_into_run
+    from batchsim.sim.run import RunSpec, prepare, simulate
+    from batchsim.sim.workload.workload import SyntheticSpec
 
     cases = {
         "demo (traces/chat.jsonl)": RunSpec("continuous", trace=str(ROOT / "traces/chat.jsonl")),

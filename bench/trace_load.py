@@ -2,7 +2,8 @@
 
 Writes one file per format (default 1,000,000 requests; Poisson arrivals at 5.5 req/s,
 Azure-conversation-like lengths, Mooncake lines with one 512-token block hash per started block)
-into a temporary folder, then loads each in its own subprocess with `sim.traces.read_trace`, so
+into a temporary folder, then loads each in its own subprocess with
+`batchsim.sim.workload.traces.read_trace`, so
 each peak RSS is its own. "added MB" is the peak RSS minus the peak before loading (imports).
 Usage: python bench/trace_load.py [--lines 1000000] [--formats azure,mooncake]
 """
@@ -72,7 +73,7 @@ def _json_lines(fmt: str, arrival: np.ndarray, inputs: np.ndarray, outputs: np.n
 
 def load_one(path: str) -> None:
     """Runs in a subprocess: load the file, print seconds and memory as JSON."""
-    from sim.traces import read_trace
+    from batchsim.sim.workload.traces import read_trace
 
     base = _peak_rss_mb()
     start = time.perf_counter()

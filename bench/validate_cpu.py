@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sim.profile import load_profile  # noqa: E402
-from sim.validation import (  # noqa: E402
+from batchsim.sim.profile import load_profile  # noqa: E402
+from batchsim.sim.validation.plan import (  # noqa: E402
     TARGET_METRICS,
     ValidationSpec,
     WorkloadSpec,
@@ -70,8 +70,9 @@ def measure_profile(args: argparse.Namespace, path: Path) -> None:
 
 def merge_passes(parts: list[Path], out: Path) -> None:
     """`batchsim profile --merge`: each point's time the median of every pass's samples (see
-    profiler.profile_file.merge_profiles for why), then the pass files are removed."""
-    from profiler.profile_file import merge_profiles
+    batchsim.profiler.profiling.profile_file.merge_profiles for why), then the pass files are
+    removed."""
+    from batchsim.profiler.profiling.profile_file import merge_profiles
 
     merge_profiles(parts, out)
     for part in parts:
@@ -81,7 +82,7 @@ def merge_passes(parts: list[Path], out: Path) -> None:
 
 
 def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
-    from profiler.validate import engine_spec, run_validation
+    from batchsim.profiler.real.validate import engine_spec, run_validation
 
     profile = load_profile(profile_path)
     spec = ValidationSpec(
@@ -100,7 +101,7 @@ def validate(policy: str, args: argparse.Namespace, profile_path: Path) -> dict:
                f"{args.range_ratio} --seed {args.seed}")
     doc = result.document(command + f" --out {args.out / policy}")
     # bench-only diagnostic: the same real runs against the simulation without step jitter
-    from sim.validation import compare, simulate_point
+    from batchsim.sim.validation.plan import compare, simulate_point
 
     plain = dataclasses.replace(spec, step_jitter=False)
     for p, real in zip(doc["points"], result.reals, strict=True):
@@ -132,7 +133,7 @@ def _ratio(drift: dict | None) -> str:
 
 
 def _report(folder: Path) -> None:
-    from reports.validation import write_validation_report
+    from batchsim.reports.validation import write_validation_report
 
     write_validation_report(folder, folder / "report.html")
 

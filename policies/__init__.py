@@ -1,7 +1,7 @@
 """Batching policies: pure decision objects shared by the simulator and the real engine."""
 
-from policies.base import Plan, Policy, StepEvents, StepShape, Wait
-from policies.registry import available, get_policy, make_config, register
+from batchsim.policies.base import Plan, Policy, StepEvents, StepShape, Wait
+from batchsim.policies.registry import available, get_policy, make_config, register
 
 __all__ = [
     "Plan",

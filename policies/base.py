@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, ClassVar, Literal, NamedTuple
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from policies.kv import MemoryFacts
-    from policies.paths import ExecutionPath
-    from policies.request import Request
+    from batchsim.policies.kv import MemoryFacts
+    from batchsim.policies.paths import ExecutionPath
+    from batchsim.policies.request import Request
 
 Phase = Literal["prefill", "decode", "mixed"]
 Layout = Literal["packed", "padded"]

@@ -21,11 +21,19 @@ from typing import Literal
 
 import numpy as np
 
-from policies.base import Plan, Policy, PrefillChunk, StepEvents, StepShape, Wait, chunk_attn_pairs
-from policies.kv import MemoryFacts, blocks_for
-from policies.queues import WaitingQueue
-from policies.registry import register
-from policies.request import Request
+from batchsim.policies.base import (
+    Plan,
+    Policy,
+    PrefillChunk,
+    StepEvents,
+    StepShape,
+    Wait,
+    chunk_attn_pairs,
+)
+from batchsim.policies.kv import MemoryFacts, blocks_for
+from batchsim.policies.queues import WaitingQueue
+from batchsim.policies.registry import register
+from batchsim.policies.request import Request
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from policies.base import Plan, Wait
-from policies.kv import MemoryFacts
-from policies.registry import register
-from policies.request import Request
-from policies.static import PaddedBatchPolicy
+from batchsim.policies.base import Plan, Wait
+from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.registry import register
+from batchsim.policies.request import Request
+from batchsim.policies.static import PaddedBatchPolicy
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from policies.base import (
+from batchsim.policies.base import (
     Device,
     Plan,
     PrefillChunk,
@@ -37,11 +37,11 @@ from policies.base import (
     Wait,
     chunk_attn_pairs,
 )
-from policies.continuous import Continuous, ContinuousConfig, _Seq
-from policies.kv import MemoryFacts, blocks_for
-from policies.paths import ExecutionPath, prefill_shape
-from policies.registry import register
-from policies.request import Request
+from batchsim.policies.continuous import Continuous, ContinuousConfig, _Seq
+from batchsim.policies.kv import MemoryFacts, blocks_for
+from batchsim.policies.paths import ExecutionPath, prefill_shape
+from batchsim.policies.registry import register
+from batchsim.policies.request import Request
 
 AUTO = -1
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from policies.base import Plan, PrefillChunk, StepEvents, StepShape
-from policies.kv import blocks_for
-from policies.request import Request
+from batchsim.policies.base import Plan, PrefillChunk, StepEvents, StepShape
+from batchsim.policies.kv import blocks_for
+from batchsim.policies.request import Request
 
 # Fraction of device memory a static server budgets for weights + activations + KV.
 STATIC_MEMORY_UTILIZATION = 0.9

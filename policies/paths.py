@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from policies.base import Device, Phase, StepShape, chunk_attn_pairs
+from batchsim.policies.base import Device, Phase, StepShape, chunk_attn_pairs
 
 StepCost = Callable[[StepShape], float]  # seconds for one step of this shape
 

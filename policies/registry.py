@@ -8,7 +8,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from policies.base import Policy
+from batchsim.policies.base import Policy
 
 P = TypeVar("P", bound=type[Policy])
 
@@ -85,7 +85,7 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
 
 def _load_builtin() -> None:
     # Importing the modules runs their @register decorators.
-    import policies.continuous
-    import policies.dynamic
-    import policies.hybrid
-    import policies.static  # noqa: F401
+    import batchsim.policies.continuous
+    import batchsim.policies.dynamic
+    import batchsim.policies.hybrid
+    import batchsim.policies.static  # noqa: F401

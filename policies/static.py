@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from policies.base import Plan, Policy, StepEvents, Wait
-from policies.kv import MemoryFacts
-from policies.padded_batch import STATIC_MEMORY_UTILIZATION, PaddedBatch, take_fitting
-from policies.registry import register
-from policies.request import Request
+from batchsim.policies.base import Plan, Policy, StepEvents, Wait
+from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.padded_batch import STATIC_MEMORY_UTILIZATION, PaddedBatch, take_fitting
+from batchsim.policies.registry import register
+from batchsim.policies.request import Request
 
 BLOCK_SIZE = 16  # granularity for reporting contiguous reservations in blocks
 

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reports import figures
-from reports.html import Section, table, write_report
-from reports.run_report import (
+from batchsim.reports import figures
+from batchsim.reports.html import Section, table, write_report
+from batchsim.reports.run_report import (
     ANALYTIC_WARNING,
     LATENCIES,
     RunData,
@@ -60,7 +60,7 @@ def side_by_side(runs: Sequence[RunData]) -> list[dict[str, Any]]:
 
 def differing_config(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     """The settings whose values differ between runs (the rest is noise for a comparison)."""
-    from reports.run_report import config_rows
+    from batchsim.reports.run_report import config_rows
 
     per_run = [{row["setting"]: row["value"] for row in config_rows(r.config)
                 if row["setting"] != "command"} for r in runs]

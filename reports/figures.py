@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from reports.series import decimate
+from batchsim.reports.series import decimate
 
 # One colour per step phase, the same on every page.
 PHASE_COLORS = {"prefill": "#d62728", "decode": "#1f77b4", "mixed": "#9467bd", "idle": "#c7c7c7"}

@@ -19,11 +19,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from policies.base import StepShape
-from reports import figures
-from reports.html import Section, table, write_report
-from reports.run_report import ANALYTIC_WARNING, config_rows
-from sim.profile import Profile, load_profile
+from batchsim.policies.base import StepShape
+from batchsim.reports import figures
+from batchsim.reports.html import Section, table, write_report
+from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
+from batchsim.sim.profile import Profile, load_profile
 
 # For each step kind: the feature on the x axis and the one whose values make separate lines.
 AXES = {

@@ -1,6 +1,7 @@
 """The run report: `report.html` in every run folder, built from the folder's tables alone.
 
-`simulate` writes it through `write_into_run` (one of `sim.run.write_run`'s writers, so it is part
+`simulate` writes it through `write_into_run` (one of `batchsim.sim.run.write_run`'s writers, so it
+is part
 of the atomic folder write); `batchsim report RUN_DIR` rebuilds it from disk with the same code.
 The per-token ITL samples are not kept in the run folder, so their distribution is stored as
 quantiles in `itl_cdf.csv` (a few KB) when the run is written.
@@ -16,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from reports import figures
-from reports.html import Section, cards, table, write_report
-from reports.series import (
+from batchsim.reports import figures
+from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.reports.series import (
     MAX_POINTS,
     bin_edges,
     decimate,
@@ -28,7 +29,7 @@ from reports.series import (
 )
 
 if TYPE_CHECKING:
-    from sim.run import RunOutput
+    from batchsim.sim.run import RunOutput
 
 ITL_FILE = "itl_cdf.csv"
 REPORT_FILE = "report.html"

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports import figures
-from reports.html import Section, table, write_report
-from reports.run_report import ANALYTIC_WARNING, config_rows
-from sim.sweep_analysis import SLO_TARGET, max_rate_under_slo, pareto_mask, recommendation
+from batchsim.reports import figures
+from batchsim.reports.html import Section, table, write_report
+from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
+from batchsim.sim.sweep.analysis import SLO_TARGET, max_rate_under_slo, pareto_mask, recommendation
 
 # y-axis choices of the trade-off figure (first = shown on opening)
 LATENCY_CHOICES = (("e2el_p99_ms", "p99 E2EL (ms)"), ("e2el_mean_ms", "mean E2EL (ms)"),
@@ -150,7 +150,7 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
 def render_sweep_report(table_df: pd.DataFrame, meta: Mapping[str, Any], out: Path) -> Path:
     preset_tables: list[tuple[str, list[dict[str, Any]]]] = []
     if meta.get("preset"):
-        from sim.sweep_presets import get_preset
+        from batchsim.sim.sweep.presets import get_preset
 
         preset_tables = get_preset(meta["preset"]).tables(table_df)
     profile = meta.get("profile") or {}

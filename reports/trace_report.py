@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from reports.html import Section, cards, table, write_report
-from sim.trace_stats import arrivals_per_bin
+from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.sim.workload.stats import arrivals_per_bin
 
 _NUM_BINS = 60
 _MAX_RATE_POINTS = 400

@@ -17,8 +17,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from reports.html import Section, cards, table, write_report
-from sim.validation import METRIC_NAMES, TARGET_METRICS
+from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS
 
 _REAL, _SIM = "#1f77b4", "#ff7f0e"
 # Metrics drawn real vs sim across loads (one small chart each).

@@ -23,7 +23,7 @@ from operator import mul
 
 import numpy as np
 
-from policies.base import FEATURES, StepShape
+from batchsim.policies.base import FEATURES, StepShape
 
 
 @dataclass(frozen=True, slots=True)

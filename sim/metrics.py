@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.recorder import Recorder
+from batchsim.sim.recorder import Recorder
 
 STATS = ("mean", "median", "p90", "p95", "p99")
 PERCENTS = (50.0, 90.0, 95.0, 99.0)

@@ -38,11 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.base import Device
-from policies.kv import MemoryFacts
-from policies.paths import ExecutionPath, KVTransfer
-from sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
-from sim.jitter import repeat_ratios
+from batchsim.policies.base import Device
+from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.paths import ExecutionPath, KVTransfer
+from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
+from batchsim.sim.jitter import repeat_ratios
 
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1

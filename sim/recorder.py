@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from policies.base import Plan, StepEvents
-    from policies.request import Request
+    from batchsim.policies.base import Plan, StepEvents
+    from batchsim.policies.request import Request
 
 PHASES = ("prefill", "decode", "mixed")
 _PHASE_CODE = {name: code for code, name in enumerate(PHASES)}

@@ -17,16 +17,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from policies.base import Policy
-from policies.registry import get_policy, make_config
-from sim.atomic import atomic_dir
-from sim.jitter import StepJitter
-from sim.metrics import summarize
-from sim.profile import CpuPath, Profile, cpu_path, load_profile
-from sim.recorder import Recorder
-from sim.simulator import Simulator
-from sim.trace_transform import TraceOptions
-from sim.workload import SyntheticSpec, Workload, WorkloadError, load_trace, synthesize
+from batchsim.policies.base import Policy
+from batchsim.policies.registry import get_policy, make_config
+from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.jitter import StepJitter
+from batchsim.sim.metrics import summarize
+from batchsim.sim.profile import CpuPath, Profile, cpu_path, load_profile
+from batchsim.sim.recorder import Recorder
+from batchsim.sim.simulator import Simulator
+from batchsim.sim.workload.transform import TraceOptions
+from batchsim.sim.workload.workload import (
+    SyntheticSpec,
+    Workload,
+    WorkloadError,
+    load_trace,
+    synthesize,
+)
 
 
 @dataclass(frozen=True)

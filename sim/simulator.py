@@ -30,14 +30,14 @@ from dataclasses import dataclass
 import numpy as np
 import simpy
 
-from policies.base import Plan, Policy, Wait
-from policies.paths import ExecutionPath
-from policies.request import Request
-from sim.cost_model import CostModel, phase_key
-from sim.jitter import StepJitter
-from sim.profile import CpuPath, Profile, cpu_path, execution_paths
-from sim.recorder import Recorder
-from sim.workload import Workload
+from batchsim.policies.base import Plan, Policy, Wait
+from batchsim.policies.paths import ExecutionPath
+from batchsim.policies.request import Request
+from batchsim.sim.cost_model import CostModel, phase_key
+from batchsim.sim.jitter import StepJitter
+from batchsim.sim.profile import CpuPath, Profile, cpu_path, execution_paths
+from batchsim.sim.recorder import Recorder
+from batchsim.sim.workload.workload import Workload
 
 ProgressFn = Callable[[int], None]  # called with the number of requests done so far
 

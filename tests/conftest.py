@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from policies.kv import MemoryFacts
-from policies.request import Request
-from sim.cost_model import REQUIRED_MODELS, CostModel
-from sim.profile import Profile
-from sim.workload import Workload
+from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.request import Request
+from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel
+from batchsim.sim.profile import Profile
+from batchsim.sim.workload.workload import Workload
 
 # 1 ms per prefill token, 5 ms per decode step; a mixed step costs both.
 HAND_COSTS: dict[str, list[dict[str, float]]] = {

@@ -181,7 +181,7 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_refit_rewrites_cost_models_from_raw_points(tmp_path, capsys):
     """`profile --refit` refits a measured profile in place without torch; the simulator loads
     the result; an analytic profile (no raw points) is refused and left as it was."""
-    from sim.profile import load_profile
+    from batchsim.sim.profile import load_profile
 
     measured = tmp_path / "tiny.json"
     doc = json.loads((ROOT / "profiles" / "tiny-qwen2-cpu.json").read_text())
@@ -204,7 +204,7 @@ def test_refit_rewrites_cost_models_from_raw_points(tmp_path, capsys):
 def test_merge_takes_the_median_of_all_passes_samples(tmp_path, capsys):
     """`profile --merge` pools every pass's samples per grid point, takes their median, refits,
     and refuses passes of another setup without writing anything."""
-    from sim.profile import load_profile
+    from batchsim.sim.profile import load_profile
 
     doc = json.loads((ROOT / "profiles" / "tiny-qwen2-cpu.json").read_text())
     slow = json.loads(json.dumps(doc))

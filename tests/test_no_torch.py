@@ -10,9 +10,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHECK = """
 import sys
-import sim, sim.run, sim.simulator, sim.workload, sim.metrics, policies, reports
-import batchsim.cli, profiler.analytic
-from policies.registry import available
+import batchsim.sim.run, batchsim.sim.simulator, batchsim.sim.metrics
+import batchsim.sim.workload.workload
+import batchsim.policies, batchsim.reports
+import batchsim.cli, batchsim.profiler.analytic.roofline
+from batchsim.policies.registry import available
 available()
 batchsim.cli.build_parser()
 heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)

@@ -25,7 +25,7 @@ def random_prompts(lengths: list[int], seed: int = 0, vocab: int = 512) -> list[
 
 @functools.cache
 def _reference_model(name: str):
-    from profiler.models import build_model
+    from batchsim.profiler.engine.models import build_model
 
     return build_model(name, "cpu", "float32", seed=0)[0]  # default (sdpa) attention
 

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.attention import (  # noqa: E402
+from batchsim.profiler.engine.attention import (  # noqa: E402
     PagedAttentionMetadata,
     build_metadata,
     causal_mask,
@@ -17,14 +17,14 @@ from profiler.attention import (  # noqa: E402
     reference_attention,
     select_backend,
 )
-from profiler.engine_varlen import (  # noqa: E402
+from batchsim.profiler.engine.kv_cache import PagedKVCache  # noqa: E402
+from batchsim.profiler.engine.varlen import (  # noqa: E402
     VarlenInputs,
     prepare_varlen_inputs,
     run_varlen,
     varlen_features,
     varlen_native_gqa,
 )
-from profiler.kv_cache import PagedKVCache  # noqa: E402
 
 HQ, HKV, D, BS = 4, 2, 8, 4
 # (q_len, k_len): a fresh prefill, a chunk on top of a cached prefix, decodes, a 1-token chunk

@@ -13,13 +13,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from policies.registry import get_policy, make_config  # noqa: E402
-from profiler.engine import Engine  # noqa: E402
-from profiler.engine_types import EnginePlan, PrefillChunk  # noqa: E402
-from profiler.executor import RealExecutor, random_prompts  # noqa: E402
-from sim.metrics import summarize  # noqa: E402
-from sim.profile import cpu_path, load_profile  # noqa: E402
-from sim.validation import WorkloadSpec, at_rate, base_workload  # noqa: E402
+from batchsim.policies.registry import get_policy, make_config  # noqa: E402
+from batchsim.profiler.engine.paged_engine import Engine  # noqa: E402
+from batchsim.profiler.engine.records import EngineChunk, EnginePlan  # noqa: E402
+from batchsim.profiler.real.executor import RealExecutor, random_prompts  # noqa: E402
+from batchsim.sim.metrics import summarize  # noqa: E402
+from batchsim.sim.profile import cpu_path, load_profile  # noqa: E402
+from batchsim.sim.validation.plan import WorkloadSpec, at_rate, base_workload  # noqa: E402
 
 PROFILE = "profiles/tiny-qwen2-cpu.json"
 # Two seats and a small step budget: with every request queued at t=0, the GPU is full for the
@@ -36,7 +36,7 @@ def _engine() -> Engine:
 def _greedy(engine: Engine, prompt: list[int], num_tokens: int) -> list[int]:
     """prompt + num_tokens greedy tokens on the engine alone."""
     engine.add("ref", prompt)
-    engine.step(EnginePlan(prefills=[PrefillChunk("ref", 0, len(prompt))]))
+    engine.step(EnginePlan(prefills=[EngineChunk("ref", 0, len(prompt))]))
     for _ in range(num_tokens - 1):
         engine.step(EnginePlan(decodes=["ref"]))
     return engine.free("ref")

@@ -11,10 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.engine import Engine  # noqa: E402
-from profiler.engine_types import EnginePlan, PrefillChunk  # noqa: E402
-from profiler.kv_cache import OutOfBlocksError  # noqa: E402
-from profiler.models import PRESETS, resolve_model  # noqa: E402
+from batchsim.profiler.engine.kv_cache import OutOfBlocksError  # noqa: E402
+from batchsim.profiler.engine.models import PRESETS, resolve_model  # noqa: E402
+from batchsim.profiler.engine.paged_engine import Engine  # noqa: E402
+from batchsim.profiler.engine.records import EngineChunk, EnginePlan  # noqa: E402
 
 TINY_MODELS = [p for p in PRESETS if p.startswith("tiny-")]
 Greedy = Callable[[str, list[int], int], list[int]]
@@ -49,7 +49,7 @@ def run_chunked(engine: Engine, reqs: list[Req], token_budget: int) -> list[Engi
             todo = len(r.prompt) - engine.num_computed(r.seq_id)
             if not r.out and todo > 0 and budget > 0:
                 n = min(todo, budget)
-                chunks.append(PrefillChunk(r.seq_id, engine.num_computed(r.seq_id), n))
+                chunks.append(EngineChunk(r.seq_id, engine.num_computed(r.seq_id), n))
                 budget -= n
         step += 1
         if not decodes and not chunks:
@@ -75,7 +75,7 @@ def test_batched_prefill_then_decodes(
     for i, p in enumerate(prompts):
         engine.add(i, p)
     first = engine.step(
-        EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
+        EnginePlan(prefills=[EngineChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
     )
     assert sorted(first.tokens) == [0, 1, 2]
     for _ in range(7):
@@ -107,17 +107,17 @@ def test_recompute_preemption(name: str, hf_greedy: Greedy, random_prompts: Prom
     engine = Engine(name, dtype="float32", num_blocks=64, block_size=4)
     engine.add("a", a)
     engine.add("b", b)
-    engine.step(EnginePlan(prefills=[PrefillChunk("a", 0, 20), PrefillChunk("b", 0, 10)]))
+    engine.step(EnginePlan(prefills=[EngineChunk("a", 0, 20), EngineChunk("b", 0, 10)]))
     for _ in range(4):
         engine.step(EnginePlan(decodes=["a"]))
     tokens_a = engine.free("a")  # preempt a after 5 generated tokens
     tokens_b = engine.free("b")  # preempt b with 10 of 30 prompt tokens cached
     assert len(tokens_a) == 25 and tokens_b == b
     engine.add("b", tokens_b)
-    engine.step(EnginePlan(prefills=[PrefillChunk("b", 0, 30)]))
+    engine.step(EnginePlan(prefills=[EngineChunk("b", 0, 30)]))
     engine.add("a", tokens_a)  # recompute: prompt + generated, in two chunks
-    engine.step(EnginePlan(prefills=[PrefillChunk("a", 0, 16)], decodes=["b"]))
-    engine.step(EnginePlan(prefills=[PrefillChunk("a", 16, 9)], decodes=["b"]))
+    engine.step(EnginePlan(prefills=[EngineChunk("a", 0, 16)], decodes=["b"]))
+    engine.step(EnginePlan(prefills=[EngineChunk("a", 16, 9)], decodes=["b"]))
     for _ in range(4):
         engine.step(EnginePlan(decodes=["a", "b"]))
     assert engine.tokens("a") == a + hf_greedy(name, a, 10)
@@ -136,7 +136,7 @@ def test_sliding_window_changes_long_contexts(
     outs = []
     for eng in (engine, full):
         eng.add(0, prompt)
-        eng.step(EnginePlan(prefills=[PrefillChunk(0, 0, 100)]))
+        eng.step(EnginePlan(prefills=[EngineChunk(0, 0, 100)]))
         for _ in range(5):
             eng.step(EnginePlan(decodes=[0]))
         outs.append(eng.tokens(0)[100:])
@@ -149,8 +149,8 @@ def test_step_timing_counts() -> None:
     engine = Engine("tiny-qwen2", dtype="float32", num_blocks=32, block_size=4)
     engine.add(0, [5] * 10)
     engine.add(1, [7] * 6)
-    engine.step(EnginePlan(prefills=[PrefillChunk(0, 0, 10)]))
-    result = engine.step(EnginePlan(prefills=[PrefillChunk(1, 0, 4)], decodes=[0]))
+    engine.step(EnginePlan(prefills=[EngineChunk(0, 0, 10)]))
+    result = engine.step(EnginePlan(prefills=[EngineChunk(1, 0, 4)], decodes=[0]))
     t = result.timing
     assert list(result.tokens) == [0]  # seq 1's chunk does not reach the end of its prompt
     assert (t.num_seqs, t.num_prefill_tokens, t.num_decode_tokens) == (2, 4, 1)
@@ -166,15 +166,15 @@ def test_bad_plans_are_rejected() -> None:
     with pytest.raises(ValueError, match="a decode needs all but the last"):
         engine.step(EnginePlan(decodes=[0]))
     with pytest.raises(ValueError, match="start must equal the cached count"):
-        engine.step(EnginePlan(prefills=[PrefillChunk(0, 1, 2)]))
+        engine.step(EnginePlan(prefills=[EngineChunk(0, 1, 2)]))
     with pytest.raises(ValueError, match="end within the known tokens"):
-        engine.step(EnginePlan(prefills=[PrefillChunk(0, 0, 4)]))
+        engine.step(EnginePlan(prefills=[EngineChunk(0, 0, 4)]))
     with pytest.raises(KeyError, match="unknown sequence"):
         engine.step(EnginePlan(decodes=[9]))
     with pytest.raises(ValueError, match="already in the engine"):
         engine.add(0, [1])
     with pytest.raises(ValueError, match="appears twice"):
-        EnginePlan(prefills=[PrefillChunk(0, 0, 1)], decodes=[0])
+        EnginePlan(prefills=[EngineChunk(0, 0, 1)], decodes=[0])
     with pytest.raises(ValueError, match="at least one"):
         EnginePlan()
     with pytest.raises(ValueError, match="max_model_len"):
@@ -188,8 +188,8 @@ def test_out_of_blocks_changes_nothing() -> None:
     engine = Engine("tiny-qwen2", dtype="float32", num_blocks=4, block_size=4)
     engine.add(0, list(range(12)))
     engine.add(1, list(range(8)))
-    engine.step(EnginePlan(prefills=[PrefillChunk(0, 0, 12)]))
-    plan = EnginePlan(prefills=[PrefillChunk(1, 0, 8)], decodes=[0])
+    engine.step(EnginePlan(prefills=[EngineChunk(0, 0, 12)]))
+    plan = EnginePlan(prefills=[EngineChunk(1, 0, 8)], decodes=[0])
     assert engine.blocks_needed(plan) == 3
     with pytest.raises(OutOfBlocksError, match="needs 3 KV blocks, 1 of 4 are free"):
         engine.step(plan)
@@ -234,7 +234,7 @@ def test_bfloat16_runs() -> None:
     engine = Engine("tiny-llama", dtype="bfloat16", num_blocks=16, block_size=4)
     assert engine.kv_cache.k_pool.dtype == torch.bfloat16
     engine.add(0, [3, 4, 5])
-    first = engine.step(EnginePlan(prefills=[PrefillChunk(0, 0, 3)])).tokens[0]
+    first = engine.step(EnginePlan(prefills=[EngineChunk(0, 0, 3)])).tokens[0]
     second = engine.step(EnginePlan(decodes=[0])).tokens[0]
     assert 0 <= first < 512 and 0 <= second < 512
 
@@ -260,7 +260,7 @@ def test_engine_on_gpu_times_steps_and_agrees_with_reference(random_prompts: Pro
         for i, p in enumerate(prompts):
             engine.add(i, p)
         result = engine.step_with_peak_memory(
-            EnginePlan(prefills=[PrefillChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
+            EnginePlan(prefills=[EngineChunk(i, 0, len(p)) for i, p in enumerate(prompts)])
         )
         assert result.timing.gpu_ms is not None and result.timing.gpu_ms > 0
         assert (

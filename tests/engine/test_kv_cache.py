@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.kv_cache import BlockAllocator, OutOfBlocksError, PagedKVCache  # noqa: E402
+from batchsim.profiler.engine.kv_cache import BlockAllocator, OutOfBlocksError, PagedKVCache  # noqa: E402
 
 
 def make_cache(num_blocks: int = 8, block_size: int = 4) -> PagedKVCache:

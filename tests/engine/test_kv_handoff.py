@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.engine import Engine  # noqa: E402
-from profiler.engine_types import EnginePlan, PrefillChunk  # noqa: E402
-from profiler.kv_cache import OutOfBlocksError  # noqa: E402
+from batchsim.profiler.engine.kv_cache import OutOfBlocksError  # noqa: E402
+from batchsim.profiler.engine.paged_engine import Engine  # noqa: E402
+from batchsim.profiler.engine.records import EngineChunk, EnginePlan  # noqa: E402
 
 Prompts = Callable[..., list[list[int]]]
 MODEL = "tiny-qwen2"
@@ -18,7 +18,7 @@ MODEL = "tiny-qwen2"
 
 def _prefill(engine: Engine, seq_id: int, prompt: list[int]) -> int:
     engine.add(seq_id, prompt)
-    return engine.step(EnginePlan(prefills=[PrefillChunk(seq_id, 0, len(prompt))])).tokens[seq_id]
+    return engine.step(EnginePlan(prefills=[EngineChunk(seq_id, 0, len(prompt))])).tokens[seq_id]
 
 
 def _decode(engine: Engine, seq_ids: list[int], steps: int) -> dict[int, list[int]]:

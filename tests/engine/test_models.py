@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.models import PRESETS, build_model, config_hash, resolve_model  # noqa: E402
+from batchsim.profiler.engine.models import PRESETS, build_model, config_hash, resolve_model  # noqa: E402
 
 # (preset, layers, hidden, heads, kv heads, head_dim, vocab, max_len, kv bytes/token in bf16)
 PUBLISHED = [

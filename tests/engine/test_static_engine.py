@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.models import PRESETS  # noqa: E402
-from profiler.static_engine import StaticEngine  # noqa: E402
+from batchsim.profiler.engine.models import PRESETS  # noqa: E402
+from batchsim.profiler.engine.static_engine import StaticEngine  # noqa: E402
 
 TINY_MODELS = [p for p in PRESETS if p.startswith("tiny-")]
 Greedy = Callable[[str, list[int], int], list[int]]

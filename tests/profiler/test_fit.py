@@ -8,8 +8,8 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from policies.base import FEATURES, StepShape, chunk_attn_pairs
-from profiler.fit import (
+from batchsim.policies.base import FEATURES, StepShape, chunk_attn_pairs
+from batchsim.profiler.profiling.fit import (
     Candidate,
     cross_validate,
     feature_matrix,
@@ -157,10 +157,11 @@ def test_fit_copy_recovers_bandwidth_and_latency() -> None:
 
 
 def test_fit_module_does_not_import_torch() -> None:
-    """profiler.fit is usable on the simulator side: importing it pulls in no torch."""
+    """The fitting module is usable on the simulator side: importing it pulls in no torch."""
     import subprocess
 
-    code = "import sys, profiler.fit; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, batchsim.profiler.profiling.fit\n"
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -191,7 +192,7 @@ def test_curve_captures_a_concave_batch_cost() -> None:
 
 
 def test_curve_round_trips_and_bad_curves_are_refused() -> None:
-    from sim.cost_model import CostModel
+    from batchsim.sim.cost_model import CostModel
 
     data = {"terms": [{"const": 0.1, "decode_ctx_tokens": 1e-6}],
             "curve": {"feature": "num_decode_seqs", "knots": [1, 2, 8], "slopes": [0.2, 0.01]}}

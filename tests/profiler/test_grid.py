@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from policies.base import chunk_attn_pairs
-from profiler.grid import GRID_NAMES, GridPoint, build_grid, grid_spec
-from profiler.measure import Repeats
-from sim.cost_model import REQUIRED_MODELS
+from batchsim.policies.base import chunk_attn_pairs
+from batchsim.profiler.profiling.grid import GRID_NAMES, GridPoint, build_grid, grid_spec
+from batchsim.profiler.profiling.measure import Repeats
+from batchsim.sim.cost_model import REQUIRED_MODELS
 
 
 @pytest.mark.parametrize("device", ["cpu", "cuda"])

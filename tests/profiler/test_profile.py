@@ -10,11 +10,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from profiler.grid import build_grid  # noqa: E402
-from profiler.profile import ProfileConfig, ProfileInterrupted, run_profile  # noqa: E402
-from profiler.record import experiment_record  # noqa: E402
-from sim.cost_model import REQUIRED_MODELS  # noqa: E402
-from sim.profile import ProfileError, load_profile  # noqa: E402
+from batchsim.profiler.profiling.grid import build_grid  # noqa: E402
+from batchsim.profiler.profiling.record import experiment_record  # noqa: E402
+from batchsim.profiler.profiling.runner import ProfileConfig, ProfileInterrupted, run_profile  # noqa: E402
+from batchsim.sim.cost_model import REQUIRED_MODELS  # noqa: E402
+from batchsim.sim.profile import ProfileError, load_profile  # noqa: E402
 
 MODEL = "tiny-qwen2"
 
@@ -158,9 +158,9 @@ def one_thread() -> Any:
 @pytest.mark.usefixtures("one_thread")
 def test_search_max_decode_batch_finds_the_pool_bound() -> None:
     """With 100 blocks of 16 tokens and 2 blocks per sequence, about 50 decodes fit."""
-    from profiler.capacity import search_max_decode_batch
-    from profiler.engine import Engine
-    from profiler.engines import is_oom
+    from batchsim.profiler.engine.paged_engine import Engine
+    from batchsim.profiler.profiling.capacity import search_max_decode_batch
+    from batchsim.profiler.profiling.engines import is_oom
 
     engine = Engine(MODEL, num_blocks=100)
     limits = search_max_decode_batch(engine, context=30, start=8, max_batch=1024, is_oom=is_oom)
@@ -175,13 +175,13 @@ def test_cpu_copy_prefill_points_run_on_the_cpu_engine() -> None:
     """cpu.packed.prefill points (CUDA runs) are measured on a CPU copy and fit like prefill."""
     import numpy as np
 
-    from profiler.engines import Engines
-    from profiler.fit import fit_points
-    from profiler.measure import Repeats
+    from batchsim.profiler.profiling.engines import ProfilingEngines
+    from batchsim.profiler.profiling.fit import fit_points
+    from batchsim.profiler.profiling.measure import Repeats
 
     grid = build_grid("quick", "cuda", 512, seed=0, cuda_extras=True)
     points = [p for p in grid.points if p.key == "cpu.packed.prefill"]
-    engines = Engines(MODEL, "cpu", "float32", seed=0, memory_cap_bytes=16 << 20)
+    engines = ProfilingEngines(MODEL, "cpu", "float32", seed=0, memory_cap_bytes=16 << 20)
     engines.size_paged_pool(grid.points)
     rng = np.random.default_rng(0)
     try:

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 
 from batchsim.cli import main
 from batchsim.profile_cmd import add_arguments
-from profiler.profile import default_out
+from batchsim.profiler.profiling.runner import default_out
 
 
 def errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -64,7 +64,7 @@ def test_default_output_name() -> None:
 def test_interrupt_prints_how_to_resume(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C during a run: exit 130 and the exact command that resumes it."""
-    import profiler.profile as prof
+    import batchsim.profiler.profiling.runner as prof
 
     out = tmp_path / "p.json"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.html import Section, write_report
+from batchsim.reports.html import Section, write_report
 
 pytestmark = pytest.mark.browser
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports import figures
-from reports.sweep_report import LATENCY_CHOICES, attainment_figure, tradeoff_figure
+from batchsim.reports import figures
+from batchsim.reports.sweep_report import LATENCY_CHOICES, attainment_figure, tradeoff_figure
 
 
 def test_cdf_panels_one_per_metric_one_line_per_run_with_shared_legend():

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from batchsim.cli import main
-from reports.run_report import RunData, load_run, render_run_report
+from batchsim.reports.run_report import RunData, load_run, render_run_report
 from tests.reports.conftest import BUILDERS, TINY_PROFILE, simulate_run
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reports.series import decimate, quantile_cdf, token_rate, waiting_count
+from batchsim.reports.series import decimate, quantile_cdf, token_rate, waiting_count
 
 
 def test_cdf_quantiles_match_numpy_and_pass_through_the_metrics_percentiles():

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.registry import available, get_policy, make_config
-from sim.run import Prepared, RunSpec, simulate
+from batchsim.policies.registry import available, get_policy, make_config
+from batchsim.sim.run import Prepared, RunSpec, simulate
 from tests.conftest import fake_profile, make_workload
 
 # Small KV so that continuous batching preempts and static batches must shrink.

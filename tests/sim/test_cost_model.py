@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.base import StepShape
-from sim.cost_model import CostModel
+from batchsim.policies.base import StepShape
+from batchsim.sim.cost_model import CostModel
 
 MODELS = {
     "linear": {"terms": [{"const": 2e-3, "num_decode_seqs": 1e-5, "decode_ctx_tokens": 3e-8}]},

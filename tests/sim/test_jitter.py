@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.registry import get_policy, make_config
-from sim.jitter import StepJitter, repeat_ratios
-from sim.profile import load_profile
-from sim.run import Prepared, RunSpec, simulate
-from sim.validation import mean_metrics
+from batchsim.policies.registry import get_policy, make_config
+from batchsim.sim.jitter import StepJitter, repeat_ratios
+from batchsim.sim.profile import load_profile
+from batchsim.sim.run import Prepared, RunSpec, simulate
+from batchsim.sim.validation.plan import mean_metrics
 from tests.conftest import make_workload
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.metrics import parse_goodput, weighted_percentiles
+from batchsim.sim.metrics import parse_goodput, weighted_percentiles
 from tests.sim.test_timelines import run
 
 
@@ -41,8 +41,8 @@ def test_throughput_and_goodput():
 
 
 def test_goodput_counts_requests_within_every_slo():
-    from policies.registry import get_policy, make_config
-    from sim.run import Prepared, RunSpec, simulate
+    from batchsim.policies.registry import get_policy, make_config
+    from batchsim.sim.run import Prepared, RunSpec, simulate
     from tests.conftest import fake_profile, make_workload
 
     profile = fake_profile()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.registry import get_policy, make_config
-from sim.run import Prepared, RunSpec, simulate
+from batchsim.policies.registry import get_policy, make_config
+from batchsim.sim.run import Prepared, RunSpec, simulate
 from tests.conftest import fake_profile, make_workload
 
 A = (0.0, 10, 3)  # arrives at 0, 10 prompt tokens, 3 output tokens

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from batchsim.cli import main
-from sim.trace_stats import trace_stats
-from sim.trace_transform import TraceOptions, mean_rate
-from sim.traces import FORMATS, _fast_jsonl_rows, _json_rows, read_trace
-from sim.workload import PrefixBlocks, WorkloadError, load_trace
+from batchsim.sim.workload.stats import trace_stats
+from batchsim.sim.workload.traces import FORMATS, _fast_jsonl_rows, _json_rows, read_trace
+from batchsim.sim.workload.transform import TraceOptions, mean_rate
+from batchsim.sim.workload.workload import PrefixBlocks, WorkloadError, load_trace
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "traces"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sim.workload import SyntheticSpec, WorkloadError, load_trace, synthesize
+from batchsim.sim.workload.workload import SyntheticSpec, WorkloadError, load_trace, synthesize
 
 
 def write(tmp_path, text):

@@ -6,20 +6,20 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from policies.registry import get_policy, make_config  # noqa: E402
-from profiler.executor import RealExecutor, random_prompts  # noqa: E402
-from profiler.validate import Engines, EngineSpec  # noqa: E402
-from sim.metrics import summarize  # noqa: E402
-from sim.profile import load_profile  # noqa: E402
-from sim.validation import WorkloadSpec, at_rate, base_workload  # noqa: E402
+from batchsim.policies.registry import get_policy, make_config  # noqa: E402
+from batchsim.profiler.real.executor import RealExecutor, random_prompts  # noqa: E402
+from batchsim.profiler.real.validate import EngineSpec, ValidationEngines  # noqa: E402
+from batchsim.sim.metrics import summarize  # noqa: E402
+from batchsim.sim.profile import load_profile  # noqa: E402
+from batchsim.sim.validation.plan import WorkloadSpec, at_rate, base_workload  # noqa: E402
 
 PROFILE = "profiles/tiny-qwen2-cpu.json"
 
 
 @pytest.fixture(scope="module")
-def engines() -> Engines:
+def engines() -> ValidationEngines:
     spec = EngineSpec("tiny-qwen2", "cpu", "float32", threads=1, seed=0)
-    return Engines.build(spec, packed_blocks=256, block_size=16, padded=True)
+    return ValidationEngines.build(spec, packed_blocks=256, block_size=16, padded=True)
 
 
 def _run(engines, policy_name, knobs, rate=400.0, n=12):

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sim.run import simulate
-from sim.validation import (
+from batchsim.sim.run import simulate
+from batchsim.sim.validation.plan import (
     METRIC_NAMES,
     ValidationSpec,
     WorkloadSpec,
@@ -135,9 +135,9 @@ def test_write_validation_leaves_nothing_when_interrupted(tmp_path):
 
 def test_scaled_profile_multiplies_every_step_cost():
     """The drift diagnostic's profile predicts exactly k times every step of the original."""
-    from policies.base import StepShape
-    from sim.profile import load_profile
-    from sim.validation import scaled_profile
+    from batchsim.policies.base import StepShape
+    from batchsim.sim.profile import load_profile
+    from batchsim.sim.validation.plan import scaled_profile
 
     profile = load_profile(Path(__file__).resolve().parents[2] / "profiles"
                            / "tiny-qwen2-cpu.json")

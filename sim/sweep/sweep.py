@@ -1,0 +1,240 @@
+"""Sweeps: the cartesian grid of configurations × loads, each point one simulation, in parallel.
+
+A configuration is a policy plus knob values; a load is a request rate (synthetic arrivals), or
+for a trace the mean rate it is replayed at (its arrival times rescaled). Every point is a
+`batchsim.sim.run.prepare` + `simulate` of a `RunSpec`; only its summary metrics are kept, as one
+row of
+the sweep table, so a 100-point sweep holds 100 rows, not 100 run folders. Points run in worker
+processes (the simulator is single-threaded Python); each point's randomness comes from the
+sweep's one seed, so a point's result does not depend on which worker ran it or in which order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from batchsim.policies.registry import get_policy, make_config
+from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.run import RunSpec, prepare, simulate
+from batchsim.sim.workload.workload import SyntheticSpec, load_trace
+
+LATENCY_KEYS = ("ttft", "tpot", "itl", "e2el", "queue")
+STATS = ("mean", "median", "p90", "p95", "p99")
+SCALAR_KEYS = ("num_requests", "completed", "rejected", "duration_s", "request_throughput",
+               "output_token_throughput", "total_token_throughput", "gpu_busy_fraction",
+               "prefill_time_share", "mean_batch_size", "max_kv_utilization", "preemptions")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One policy with its varied knob values (strings, parsed by the policy's config)."""
+
+    policy: str
+    knobs: tuple[tuple[str, str], ...] = ()
+    name: str = ""  # display name; default: policy and knobs
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        return " ".join([self.policy, *(f"{k}={v}" for k, v in self.knobs)])
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What to sweep. `base` carries everything shared: profile, workload, seed, SLO, fixed knobs.
+
+    rates are request rates in req/s (inf = all at t=0); with a trace, the mean rate to replay it
+    at (empty: the trace as recorded, one load).
+    """
+
+    configurations: tuple[Configuration, ...]
+    rates: tuple[float, ...]
+    base: RunSpec
+
+    def __post_init__(self) -> None:
+        if not self.configurations:
+            raise ValueError("a sweep needs at least one configuration")
+        if self.base.trace is None and not self.rates:
+            raise ValueError("a synthetic sweep needs --request-rate")
+
+
+def parse_rates(text: str) -> tuple[float, ...]:
+    """`1:40:10` = 10 rates from 1 to 40 inclusive (numpy.linspace); `1,5,inf` = a list."""
+    text = text.strip()
+    if ":" in text:
+        parts = text.split(":")
+        try:
+            lo, hi, n = float(parts[0]), float(parts[1]), int(parts[2])
+        except (ValueError, IndexError):
+            raise ValueError(f"--request-rate {text!r}: use START:STOP:COUNT (e.g. 1:40:10) or "
+                             "a comma-separated list (e.g. 1,5,10,inf)") from None
+        if len(parts) != 3 or not 0 < lo <= hi < math.inf or n < 1 or (n == 1 and lo != hi):
+            raise ValueError(f"--request-rate {text!r}: need 0 < START <= STOP (finite) and "
+                             "COUNT >= 2 (or COUNT 1 with START = STOP)")
+        return tuple(float(x) for x in np.linspace(lo, hi, n))
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"--request-rate {text!r}: not a number list (e.g. 1,5,10,inf)") from None
+    if not rates or any(not r > 0 for r in rates):
+        raise ValueError(f"--request-rate {text!r}: rates must be positive (or inf)")
+    return rates
+
+
+def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
+    """`max_num_seqs=8,16,32` (repeatable) -> {"max_num_seqs": ["8", "16", "32"]}."""
+    vary: dict[str, list[str]] = {}
+    for item in items:
+        knob, sep, values = item.partition("=")
+        knob = knob.strip()
+        parsed = [v.strip() for v in values.split(",") if v.strip()] if sep else []
+        if not knob or not parsed:
+            raise ValueError(f"--vary takes KNOB=V1,V2,..., got {item!r}")
+        if knob in vary:
+            raise ValueError(f"--vary {knob} given twice")
+        vary[knob] = parsed
+    return vary
+
+
+def expand(policies: Sequence[str], vary: Mapping[str, Sequence[str]]) -> list[Configuration]:
+    """Every policy × every combination of the varied knob values (first knob slowest)."""
+    combos = list(itertools.product(*vary.values())) if vary else [()]
+    return [Configuration(p, tuple(zip(vary, combo, strict=True)))
+            for p in policies for combo in combos]
+
+
+def trace_rate(trace: str, time_scale: float = 1.0) -> float:
+    """Mean request rate of a trace as recorded (requests per second of its span)."""
+    workload = load_trace(trace, time_scale)
+    span = float(workload.arrival_s[-1] - workload.arrival_s[0]) if len(workload) else 0.0
+    if len(workload) < 2 or span <= 0:
+        raise ValueError(f"{trace}: a trace needs two or more arrival times to be rescaled to a "
+                         "--request-rate")
+    return (len(workload) - 1) / span
+
+
+def point_spec(sweep: SweepSpec, config: Configuration, rate: float | None,
+               native_rate: float | None = None) -> RunSpec:
+    """The RunSpec of one grid point: base + the configuration's knobs + the load. The CPU
+    path's options (--cpu-profile, --kv-copy-*) go only to policies that have a CPU path."""
+    base = sweep.base
+    if "cpu" not in get_policy(config.policy).paths:
+        base = dataclasses.replace(base, cpu_profile=None, kv_copy_gbps=None,
+                                   kv_copy_latency_us=0.0)
+    knobs = {**base.knobs, **dict(config.knobs)}
+    if base.trace is not None:
+        scale = base.time_scale
+        if rate is not None:
+            if math.isinf(rate):
+                raise ValueError("--request-rate inf cannot rescale a trace: give finite rates")
+            assert native_rate is not None, "rescaling a trace needs its recorded rate"
+            scale = base.time_scale * native_rate / rate
+        return dataclasses.replace(base, policy=config.policy, knobs=knobs, time_scale=scale)
+    assert rate is not None, "a synthetic point has a request rate"
+    synthetic = dataclasses.replace(base.synthetic or SyntheticSpec(), request_rate=rate)
+    return dataclasses.replace(base, policy=config.policy, knobs=knobs, synthetic=synthetic)
+
+
+def grid(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:
+    """All points (configuration, request rate, spec), configuration-major.
+
+    A trace sweep without rates has one load, the trace as recorded (its rate is the trace's).
+    """
+    base = sweep.base
+    native = trace_rate(base.trace, base.time_scale) if base.trace is not None else None
+    if not sweep.rates:
+        assert native is not None, "a synthetic sweep has rates (checked by SweepSpec)"
+        return [(c, native, point_spec(sweep, c, None)) for c in sweep.configurations]
+    return [(c, r, point_spec(sweep, c, r, native))
+            for c in sweep.configurations for r in sweep.rates]
+
+
+def check(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:
+    """Validate every configuration (knob names and values, workload limits) before any work."""
+    points = grid(sweep)
+    seen: set[Configuration] = set()
+    for config, _, spec in points:
+        if config not in seen:
+            seen.add(config)
+            make_config(spec.policy, dict(spec.knobs))
+            prepare(spec)
+    return points
+
+
+def flatten(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """metrics.json of a run -> one flat row (latencies as <metric>_<stat>_ms)."""
+    row = {k: metrics[k] for k in SCALAR_KEYS}
+    for key in LATENCY_KEYS:
+        for stat in STATS:
+            row[f"{key}_{stat}_ms"] = metrics[f"{key}_ms"][stat]
+    if "goodput" in metrics:
+        good = metrics["goodput"]["good_requests"]
+        row["good_requests"] = good
+        row["request_goodput"] = metrics["goodput"]["request_goodput"]
+        row["slo_attainment"] = good / metrics["num_requests"] if metrics["num_requests"] else 0.0
+    return row
+
+
+def run_point(spec: RunSpec) -> dict[str, Any]:
+    """Simulate one point and return its metrics row (runs in a worker process)."""
+    return flatten(simulate(prepare(spec)).metrics)
+
+
+def run_sweep(sweep: SweepSpec, workers: int | None = None,
+              progress: Callable[[int], None] | None = None,
+              points: Sequence[tuple[Configuration, float, RunSpec]] | None = None
+              ) -> pd.DataFrame:
+    """Run every point (in `workers` processes; 1 = in this process) -> the sweep table.
+
+    points: the result of check(sweep), if the caller already has it. Rows are in grid order
+    whatever order the points finish in.
+    """
+    points = check(sweep) if points is None else points
+    workers = max(1, min(workers or os.cpu_count() or 1, len(points)))
+    rows: list[dict[str, Any] | None] = [None] * len(points)
+    if workers == 1:
+        for i, (_, _, spec) in enumerate(points):
+            rows[i] = run_point(spec)
+            if progress:
+                progress(i + 1)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(run_point, spec): i for i, (_, _, spec) in enumerate(points)}
+            for done, future in enumerate(as_completed(futures), start=1):
+                rows[futures[future]] = future.result()
+                if progress:
+                    progress(done)
+    varied = list(dict.fromkeys(k for c in sweep.configurations for k, _ in c.knobs))
+    table = []
+    for i, ((config, rate, spec), row) in enumerate(zip(points, rows, strict=True)):
+        assert row is not None, f"point {i} has no result"
+        knobs = dict(config.knobs)
+        table.append({"point": i, "config": config.label, "policy": config.policy,
+                      **{k: knobs.get(k) for k in varied},
+                      "request_rate": rate,
+                      "time_scale": spec.time_scale if spec.trace is not None else np.nan,
+                      **row})
+    return pd.DataFrame(table)
+
+
+def write_sweep(out: Path, table: pd.DataFrame, meta: Mapping[str, Any],
+                writers: Sequence[Callable[[Path], None]] = ()) -> None:
+    """sweep.csv + sweep.json (+ writers' files, e.g. report.html) into out, atomically."""
+    with atomic_dir(out) as tmp:
+        table.to_csv(tmp / "sweep.csv", index=False, float_format="%.6g")
+        (tmp / "sweep.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        for writer in writers:
+            writer(tmp)

@@ -1,0 +1,487 @@
+"""Trace files in the formats users bring: detect the format, parse in bulk, return a Workload.
+
+  format    file   arrival, input, output (+ optional)                      time unit
+  native    JSONL  arrival_s, input_tokens, output_tokens (+ id, priority,   seconds
+                   hash_ids)
+  mooncake  JSONL  timestamp, input_length, output_length (+ hash_ids)       ms
+  azure     CSV    TIMESTAMP, ContextTokens, GeneratedTokens                 wall clock
+  burstgpt  CSV    Timestamp, Request tokens, Response tokens (+ Model, ...) seconds
+  vidur     CSV    arrived_at, num_prefill_tokens, num_decode_tokens         seconds
+
+A million-line file must load in seconds, so no Python object is made per row where it can be
+avoided: CSVs go through pandas' C parser in chunks; Mooncake lines are cut by regular
+expressions over 16 MB chunks, and only when that fast path meets something it cannot vouch for
+is the file read again with one json.loads per line, which also finds the line of the problem.
+Line numbers are the file's own (1-based, header counted). Decisions (docs/TRACES.md): imported
+traces start at their first request; zero lengths (BurstGPT logs failed requests with 0 response
+tokens) are dropped with one warning; out-of-order timestamps are sorted with a warning, or
+rejected with `strict`. Native traces keep their arrival_s and their stricter checks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from batchsim.sim.workload.transform import TraceOptions, transform
+from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
+
+log = logging.getLogger(__name__)
+
+_MAX_TOKENS = 2.0**53  # float64 holds every integer up to here exactly
+_CSV_CHUNK_ROWS = 1 << 18
+_JSONL_CHUNK_BYTES = 1 << 24
+
+
+@dataclass(frozen=True)
+class TraceFormat:
+    name: str
+    kind: Literal["csv", "jsonl"]
+    time: str  # column (CSV) or key (JSONL) of the arrival time
+    input: str
+    output: str
+    time_unit: Literal["s", "ms", "datetime"]
+
+
+FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
+    TraceFormat("native", "jsonl", "arrival_s", "input_tokens", "output_tokens", "s"),
+    TraceFormat("mooncake", "jsonl", "timestamp", "input_length", "output_length", "ms"),
+    TraceFormat("azure", "csv", "TIMESTAMP", "ContextTokens", "GeneratedTokens", "datetime"),
+    TraceFormat("burstgpt", "csv", "Timestamp", "Request tokens", "Response tokens", "s"),
+    TraceFormat("vidur", "csv", "arrived_at", "num_prefill_tokens", "num_decode_tokens", "s"),
+)}
+
+
+@dataclass
+class _Rows:
+    """Parsed columns in file order, before the checks shared by every format."""
+
+    time: np.ndarray  # float64 in the format's unit; datetime: seconds since the epoch
+    inputs: np.ndarray  # float64, NaN = missing
+    outputs: np.ndarray  # float64, NaN = missing
+    lines: np.ndarray  # int64 file line of each row
+    hash_ids: PrefixBlocks | None = None
+    ids: list[str] | None = None  # native only
+    priority: np.ndarray | None = None  # native only
+
+
+def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
+    """Read a trace in any known format and apply options' window, speed, filters, sampling."""
+    options = options or TraceOptions()
+    file = Path(path)
+    fmt, header_line, names = detect_format(file, options.format)
+    rows: _Rows | None
+    if fmt.kind == "csv":
+        rows = _csv_rows(file, fmt, header_line, names)
+    else:
+        rows = _fast_jsonl_rows(file, fmt)
+        if rows is None or (fmt.name == "native" and not _native_valid(rows)):
+            rows = _json_rows(file, fmt)  # also words any error as the native format does
+    return transform(_to_workload(file, fmt, rows, options.strict), options)
+
+
+def detect_format(file: Path, forced: str | None = None) -> tuple[TraceFormat, int, list[str]]:
+    """The format, the line number of the first non-blank line and its field names.
+
+    JSON lines are told apart by their time key, CSVs by a header naming all three columns
+    (extra columns are fine). `forced` skips the guess but still needs the columns.
+    """
+    if forced is not None and forced not in FORMATS:
+        raise WorkloadError(f"unknown trace format {forced!r}; known: {', '.join(FORMATS)}")
+    number, text = _first_line(file)
+    where = f"{file}:{number}"
+    if text.startswith("{"):
+        names, kind = list(_json_object(text, where)), "jsonl"
+    else:
+        names, kind = [c.strip().strip('"').strip() for c in text.split(",")], "csv"
+    candidates = [FORMATS[forced]] if forced else list(FORMATS.values())
+    for fmt in candidates:
+        needed = {fmt.time} if fmt.kind == "jsonl" else {fmt.time, fmt.input, fmt.output}
+        if fmt.kind == kind and needed <= set(names):
+            return fmt, number, names
+    if forced:
+        fmt = FORMATS[forced]
+        raise WorkloadError(f"{where}: not a {forced} trace: expected a {fmt.kind.upper()} with "
+                            f"{fmt.time}, {fmt.input}, {fmt.output}; found {', '.join(names)}")
+    known = "; ".join(f"{f.name}: {f.time},{f.input},{f.output}" for f in FORMATS.values())
+    raise WorkloadError(f"{where}: {', '.join(names)[:120]!r} matches no known trace format "
+                        f"({known}); see docs/TRACES.md")
+
+
+def _first_line(file: Path) -> tuple[int, str]:
+    try:
+        handle = file.open(encoding="utf-8-sig", errors="replace")
+    except OSError as e:
+        raise WorkloadError(f"{file}: cannot read trace: {e.strerror}") from None
+    with handle:
+        for number, text in enumerate(handle, start=1):
+            if text.strip():
+                return number, text.strip()
+    raise WorkloadError(f"{file}: trace holds no requests")
+
+
+# ---- CSV -----------------------------------------------------------------------------------
+
+def _csv_rows(file: Path, fmt: TraceFormat, header_line: int, names: list[str]) -> _Rows:
+    """Numbers parsed in C; if a cell is not a number, read again as text to say where."""
+    columns = [names.index(c) for c in (fmt.time, fmt.input, fmt.output)]
+    try:
+        return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=True))
+    except WorkloadError:
+        raise
+    except ValueError:  # a non-numeric cell or a line of spaces; the text pass finds the line
+        try:
+            return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=False))
+        except pd.errors.ParserError as e:
+            raise WorkloadError(f"{file}: cannot parse CSV: {e}") from None
+
+
+def _csv_chunks(file: Path, fmt: TraceFormat, header_line: int, columns: list[int],
+                numeric: bool) -> Iterator[_Rows]:
+    number: type = np.float64 if numeric else str
+    dtypes = {columns[0]: str if fmt.time_unit == "datetime" else number,
+              columns[1]: number, columns[2]: number}
+    # skip_blank_lines=False keeps one row per line, so row k is line header_line + 1 + k
+    reader = pd.read_csv(file, header=None, skiprows=header_line, usecols=columns,
+                         dtype=dtypes, skip_blank_lines=False, chunksize=_CSV_CHUNK_ROWS,
+                         encoding="utf-8", encoding_errors="replace")
+    first = header_line + 1
+    with reader:
+        for chunk in reader:
+            lines = np.arange(first, first + len(chunk), dtype=np.int64)
+            first += len(chunk)
+            text = [chunk[c] if numeric else _stripped(chunk[c]) for c in columns]
+            if fmt.time_unit == "datetime":
+                text[0] = _stripped(text[0])
+            blank = (text[0].isna() & text[1].isna() & text[2].isna()).to_numpy()
+            lines = lines[~blank]
+            text = [t[~blank] for t in text]
+            if fmt.time_unit == "datetime":
+                time = _datetimes(file, text[0], lines)
+            else:
+                time = _numbers(file, text[0], fmt.time, lines, numeric)
+            yield _Rows(time, _numbers(file, text[1], fmt.input, lines, numeric),
+                        _numbers(file, text[2], fmt.output, lines, numeric), lines)
+
+
+def _stripped(text: pd.Series) -> pd.Series:
+    """Surrounding spaces removed; an empty cell becomes missing."""
+    return text.str.strip().replace("", None)
+
+
+def _numbers(file: Path, column: pd.Series, name: str, lines: np.ndarray,
+             numeric: bool) -> np.ndarray:
+    if numeric:  # already parsed by the C reader
+        return column.to_numpy(dtype=np.float64)
+    return _text_numbers(file, column, name, lines)
+
+
+def _text_numbers(file: Path, text: pd.Series, name: str, lines: np.ndarray) -> np.ndarray:
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(np.isnan(values) & text.notna().to_numpy())
+    if len(bad):
+        k = int(bad[0])
+        raise WorkloadError(f"{file}:{lines[k]}: {name} is not a number: {text.iloc[k]!r}")
+    return values
+
+
+def _datetimes(file: Path, text: pd.Series, lines: np.ndarray) -> np.ndarray:
+    """Seconds since the epoch of ISO-8601 wall-clock strings (an offset, if any, honoured)."""
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+    bad = np.flatnonzero(parsed.isna().to_numpy() & text.notna().to_numpy())
+    if len(bad):
+        k = int(bad[0])
+        raise WorkloadError(f"{file}:{lines[k]}: unparsable timestamp {text.iloc[k]!r} "
+                            "(expected e.g. 2023-11-16 18:15:46.6805900)")
+    epoch = pd.Timestamp(0, tz="UTC")
+    return (parsed - epoch).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _concat(chunks: Iterator[_Rows]) -> _Rows:
+    parts = list(chunks)
+    if not parts:
+        empty = np.empty(0)
+        return _Rows(empty, empty, empty, np.empty(0, dtype=np.int64))
+    hashes = [p.hash_ids for p in parts]
+    priorities = [p.priority for p in parts if p.priority is not None]
+    return _Rows(np.concatenate([p.time for p in parts]),
+                 np.concatenate([p.inputs for p in parts]),
+                 np.concatenate([p.outputs for p in parts]),
+                 np.concatenate([p.lines for p in parts]),
+                 _concat_blocks(hashes) if all(h is not None for h in hashes) else None,
+                 [i for p in parts for i in p.ids or ()] if parts[0].ids is not None else None,
+                 np.concatenate(priorities) if len(priorities) == len(parts) else None)
+
+
+def _concat_blocks(parts: list[PrefixBlocks | None]) -> PrefixBlocks:
+    blocks = [p for p in parts if p is not None]
+    values = np.concatenate([b.values for b in blocks])
+    shifts = np.cumsum([0] + [len(b.values) for b in blocks[:-1]])
+    offsets = np.concatenate([[0]] + [b.offsets[1:] + s for b, s in zip(blocks, shifts,
+                                                                         strict=True)])
+    return PrefixBlocks(values.astype(np.int64), offsets.astype(np.int64))
+
+
+# ---- JSON lines ----------------------------------------------------------------------------
+
+def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
+    """JSON lines cut by regular expressions, or None where that cannot be trusted.
+
+    Per chunk, every non-blank line must hold exactly one object and each key once (optional
+    keys on every line or on none), and every captured value must parse; otherwise the caller
+    re-reads with json.loads per line, which also names the line of any problem.
+    """
+    def key(name: str, value: bytes) -> re.Pattern[bytes]:
+        return re.compile(rb'"%s"\s*:\s*%s' % (re.escape(name.encode()), value))
+
+    scalars = [key(k, rb"([^,}\s]+)") for k in (fmt.time, fmt.input, fmt.output)]
+    hash_list = key("hash_ids", rb"\[([^\]]*)\]")
+    native = fmt.name == "native"
+    ids, priority = key("id", rb'"([^"\\]*)"'), key("priority", rb"([^,}\s]+)")
+    parts: list[_Rows] = []
+    line0 = 0
+    with file.open("rb") as f:
+        while chunk := f.read(_JSONL_CHUNK_BYTES):
+            chunk += f.readline()
+            lines, line0 = _nonblank_lines(chunk, line0)
+            n = len(lines)
+            if chunk.count(b"{") != n or chunk.count(b"}") != n:
+                return None
+            found = [p.findall(chunk) for p in scalars]
+            if native:
+                found.append(priority.findall(chunk) if b'"priority"' in chunk else [b"0"] * n)
+            if any(len(values) != n for values in found):
+                return None
+            try:
+                columns = [np.array(v).astype(np.float64) if n else np.empty(0) for v in found]
+            except ValueError:
+                return None
+            found_hashes = hash_list.findall(chunk)
+            if b'"hash_ids"' in chunk and len(found_hashes) != n:
+                return None
+            trusted, hashes = _fast_blocks(found_hashes)
+            if not trusted:
+                return None
+            rows = _Rows(columns[0], columns[1], columns[2], lines, hashes)
+            if native:
+                rows.priority = columns[3].astype(np.int64)
+                if b'"id"' in chunk:
+                    rows.ids = [i.decode("utf-8", "replace") for i in ids.findall(chunk)]
+                    if len(rows.ids) != n:
+                        return None
+            parts.append(rows)
+    filled = [p for p in parts if len(p.lines)]
+    if any({(p.hash_ids is None, p.ids is None) != (filled[0].hash_ids is None,
+                                                    filled[0].ids is None) for p in filled}):
+        return None  # optional keys in some chunks only: the slow path fills them in
+    return _concat(iter(filled))
+
+
+def _nonblank_lines(chunk: bytes, line0: int) -> tuple[np.ndarray, int]:
+    """File line numbers of the chunk's non-blank lines, and the last line number it holds."""
+    buf = np.frombuffer(chunk, dtype=np.uint8)
+    ends = np.flatnonzero(buf == ord("\n"))
+    if not chunk.endswith(b"\n"):
+        ends = np.append(ends, len(buf))  # the file's last line, without a newline
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    length = ends - starts
+    carriage = buf[np.minimum(starts, len(buf) - 1)] == ord("\r")
+    blank = (length == 0) | ((length == 1) & carriage)
+    return line0 + 1 + np.flatnonzero(~blank), line0 + len(ends)
+
+
+def _fast_blocks(found: list[bytes]) -> tuple[bool, PrefixBlocks | None]:
+    """(trusted, the chunk's hash_ids, one list per line); None when no line has them."""
+    if not found:
+        return True, None
+    counts = np.array([h.count(b",") + 1 if h.strip() else 0 for h in found], dtype=np.int64)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # numpy warns, not raises, on a value it cannot read
+            text = b",".join(h for h in found if h.strip()).decode("ascii")
+            values = np.fromstring(text, dtype=np.int64, sep=",")
+    except (ValueError, UnicodeDecodeError, DeprecationWarning):
+        return False, None
+    if len(values) != counts.sum():
+        return False, None
+    return True, PrefixBlocks(values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+
+
+def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
+    """One json.loads per line: every native trace, and any JSONL the fast path declined."""
+    native = fmt.name == "native"
+    time: list[float] = []
+    inputs: list[float] = []
+    outputs: list[float] = []
+    lines: list[int] = []
+    ids: list[str] = []
+    priority: list[int] = []
+    hashes: list[list[int] | None] = []
+    with file.open(encoding="utf-8-sig", errors="replace") as handle:
+        for number, text in enumerate(handle, start=1):
+            if not text.strip():
+                continue
+            where = f"{file}:{number}"
+            row = _json_object(text, where)
+            time.append(_number(row, fmt.time, where, minimum=0.0 if native else None))
+            if native:  # the native format's own, stricter checks
+                inputs.append(_count(row, fmt.input, where))
+                outputs.append(_count(row, fmt.output, where))
+                priority.append(int(_number(row, "priority", where, default=0.0)))
+                ids.append(str(row.get("id", len(ids))))
+            else:
+                inputs.append(_number(row, fmt.input, where))
+                outputs.append(_number(row, fmt.output, where))
+            hashes.append(_hash_list(row, where))
+            lines.append(number)
+    blocks = None
+    if any(h is not None for h in hashes):
+        counts = [len(h or ()) for h in hashes]
+        flat = np.fromiter((x for h in hashes for x in h or ()), dtype=np.int64,
+                           count=sum(counts))
+        blocks = PrefixBlocks(flat, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
+    return _Rows(np.asarray(time, dtype=np.float64), np.asarray(inputs, dtype=np.float64),
+                 np.asarray(outputs, dtype=np.float64), np.asarray(lines, dtype=np.int64),
+                 blocks, ids if native else None,
+                 np.asarray(priority, dtype=np.int64) if native else None)
+
+
+def _native_valid(rows: _Rows) -> bool:
+    """The native format's rules, checked in bulk: arrival_s >= 0, whole positive lengths."""
+    lengths = np.concatenate((rows.inputs, rows.outputs))
+    return bool((rows.time >= 0).all() and np.isfinite(rows.time).all()
+                and (lengths > 0).all() and (lengths == np.floor(lengths)).all()
+                and (lengths <= _MAX_TOKENS).all())
+
+
+def _number(row: dict, key: str, where: str, minimum: float | None = None,
+            default: float | None = None) -> float:
+    if key not in row:
+        if default is not None:
+            return default
+        raise WorkloadError(f"{where}: missing field {key!r}")
+    value = row[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise WorkloadError(f"{where}: {key} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise WorkloadError(f"{where}: {key} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _count(row: dict, key: str, where: str) -> int:
+    value = _number(row, key, where)
+    if value != int(value) or value <= 0:
+        raise WorkloadError(f"{where}: {key} must be a positive integer, got {row[key]!r}")
+    return int(value)
+
+
+def _hash_list(row: dict, where: str) -> list[int] | None:
+    value = row.get("hash_ids")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(type(x) is int for x in value):
+        raise WorkloadError(f"{where}: hash_ids must be a list of integers")
+    return value
+
+
+# ---- shared checks -------------------------------------------------------------------------
+
+def _to_workload(file: Path, fmt: TraceFormat, rows: _Rows, strict: bool) -> Workload:
+    """Check lengths and times, drop zero lengths, order by arrival, convert to seconds."""
+    if len(rows.lines) == 0:
+        raise WorkloadError(f"{file}: trace holds no requests")
+    _check_finite(file, rows.time, fmt.time, rows.lines)
+    _check_lengths(file, rows.inputs, fmt.input, rows.lines)
+    _check_lengths(file, rows.outputs, fmt.output, rows.lines)
+    keep = np.flatnonzero((rows.inputs > 0) & (rows.outputs > 0))
+    zero = len(rows.lines) - len(keep)
+    if zero:
+        log.warning("%s: dropped %d requests with 0 input or output tokens (failed requests)",
+                    file, zero)
+    if len(keep) == 0:
+        raise WorkloadError(f"{file}: every request has 0 input or output tokens")
+    order, resorted = _arrival_order(file, rows.time[keep], rows.lines[keep], strict)
+    index = keep[order]
+    time = rows.time[index] / (1000.0 if fmt.time_unit == "ms" else 1.0)
+    if fmt.name != "native":
+        time -= time[0]  # imported traces start at their first request
+    identity = len(index) == len(rows.lines) and not resorted
+    hash_ids = rows.hash_ids
+    if hash_ids is not None and not identity:
+        hash_ids = hash_ids.take(index)
+    return Workload(
+        arrival_s=time,
+        input_tokens=rows.inputs[index].astype(np.int64),
+        output_tokens=rows.outputs[index].astype(np.int64),
+        priority=(rows.priority[index] if rows.priority is not None
+                  else np.zeros(len(index), dtype=np.int64)),
+        ids=None if rows.ids is None else [rows.ids[i] for i in index],
+        source=str(file),
+        line_numbers=rows.lines[index],
+        hash_ids=hash_ids,
+        provenance={"path": str(file), "format": fmt.name, "num_read": len(rows.lines),
+                    "dropped_zero_length": zero, "sorted": resorted},
+    )
+
+
+def _check_finite(file: Path, values: np.ndarray, name: str, lines: np.ndarray) -> None:
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        k = int(bad[0])
+        problem = f"missing {name}" if np.isnan(values[k]) else f"{name} is not finite"
+        raise WorkloadError(f"{file}:{lines[k]}: {problem}")
+
+
+def _check_lengths(file: Path, values: np.ndarray, name: str, lines: np.ndarray) -> None:
+    """Token counts must be present, whole, >= 0 and exactly representable."""
+    bad = ~(values >= 0) | (values != np.floor(values)) | (values > _MAX_TOKENS)
+    if not bad.any():
+        return
+    k = int(np.flatnonzero(bad)[0])
+    v = values[k]
+    if np.isnan(v):
+        problem = f"missing {name}"
+    elif v < 0:
+        problem = f"{name} must be >= 0, got {v:g}"
+    elif v > _MAX_TOKENS:
+        problem = f"{name} is too large ({v:g})"
+    else:
+        problem = f"{name} must be a whole number, got {v:g}"
+    raise WorkloadError(f"{file}:{lines[k]}: {problem}")
+
+
+def _arrival_order(file: Path, time: np.ndarray, lines: np.ndarray,
+                   strict: bool) -> tuple[np.ndarray, bool]:
+    """Indices in arrival order (stable: equal timestamps keep file order); True if resorted."""
+    back = np.flatnonzero(np.diff(time) < 0)
+    if len(back) == 0:
+        return np.arange(len(time)), False
+    k = int(back[0]) + 1
+    if strict:
+        raise WorkloadError(f"{file}:{lines[k]}: timestamp earlier than the previous request's "
+                            f"(line {lines[k - 1]}); sort the trace, or drop --strict to sort "
+                            "it on reading")
+    log.warning("%s: timestamps are not sorted (%d steps back, first at line %d); requests "
+                "were sorted by arrival", file, len(back), lines[k])
+    return np.argsort(time, kind="stable"), True
+
+
+def _json_object(text: str, where: str) -> dict:
+    """One JSONL line as a dict, or a WorkloadError naming the line."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
+    if not isinstance(row, dict):
+        raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    return row
