@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from batchsim.progress import LazyProgress
+
 logger = logging.getLogger(__name__)
 
 GRIDS = ("quick", "standard", "full")
@@ -102,9 +104,11 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_bytes=int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None,
         threads=args.threads, clock=args.clock,
     )
+    bar = LazyProgress(" tok")
     try:
-        result = run_profile(config)
+        result = run_profile(config, progress=bar)
     except ProfileInterrupted as e:
+        bar.close()
         again = ["batchsim", "profile", "--model", args.model, "--device", device, "--dtype",
                  dtype, "--out", str(e.path), "--resume"]
         again += ["--threads", str(args.threads)] if args.threads else []
@@ -112,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         again += ["--memory-cap-gb", str(args.memory_cap_gb)] if args.memory_cap_gb else []
         print(f"batchsim: {e}\nresume with: {shlex.join(again)}", file=sys.stderr)
         return 130
+    finally:
+        bar.close()
     if not args.quiet:
         print(experiment_record(result.document), end="")
     print(f"wrote {result.path}")

@@ -42,6 +42,7 @@ from batchsim.policies.base import Device
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, KVTransfer
 from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
+from batchsim.sim.errors import UsageError
 from batchsim.sim.jitter import repeat_ratios
 
 SCHEMA = "batchsim.profile"
@@ -53,7 +54,7 @@ DEFAULT_PROFILE = (
 )
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError):
     """A profile file that cannot be used; the message names the file and the problem."""
 
 

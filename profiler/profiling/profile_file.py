@@ -98,14 +98,16 @@ def load_partial(
         raise ValueError(f"{path} is corrupted (fingerprint, points or measured list missing); "
                          "delete it and measure again")
     saved = doc.get("run")
-    types = {"grid": str, "seed": int, "repeats": int, "warmup": int, "min_point_s": (int, float),
-             "max_repeats": int, "timing": str}
+    types: dict[str, type | tuple[type, ...]] = {
+        "grid": str, "seed": int, "repeats": int, "warmup": int, "min_point_s": (int, float),
+        "max_repeats": int, "timing": str}
     bad = ([k for k, t in types.items() if not isinstance(saved.get(k), t)]
            if isinstance(saved, dict) else ["run"])
     bad += [k for k in ("skipped", "kv_copy_points") if not isinstance(doc.get(k, []), list)]
     if bad:
         raise ValueError(f"{path} is corrupted ({', '.join(bad)} missing or of the wrong type); "
                          "delete it and measure again")
+    assert isinstance(saved, dict), "a run that is not a dict is in `bad`"
     doc.setdefault("skipped", [])
     doc.setdefault("kv_copy_points", [])
     diff = [k for k in RESUME_KEYS if fp.get(k) != expected.get(k)]

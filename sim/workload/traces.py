@@ -75,6 +75,16 @@ class _Rows:
     priority: np.ndarray | None = None  # native only
 
 
+def load_trace(path: str | Path, time_scale: float = 1.0,
+               options: TraceOptions | None = None) -> Workload:
+    """Read a trace in any known format; arrival times are multiplied by time_scale.
+
+    `options` (window, rate, filters, sampling, format, strictness) replaces time_scale when
+    given. Native traces keep their arrival_s; imported ones start at their first request.
+    """
+    return read_trace(path, options if options is not None else TraceOptions(time_scale))
+
+
 def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
     """Read a trace in any known format and apply options' window, speed, filters, sampling."""
     options = options or TraceOptions()
