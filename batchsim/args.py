@@ -8,12 +8,16 @@ spells, checks and records them the same way.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchsim.sim.errors import UsageError
 from batchsim.sim.workload.traces import FORMATS
 from batchsim.sim.workload.transform import TraceOptions
+
+if TYPE_CHECKING:
+    from batchsim.sim.run import RunSpec
 
 ArgGroup = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -177,3 +181,26 @@ def trace_words(args: argparse.Namespace) -> list[str]:
         elif _is_set(value):
             words += [flag(name), str(value)]
     return words
+
+
+def with_cpu_path_defaults(spec: RunSpec, policies: list[str]) -> tuple[RunSpec, list[str]]:
+    """Fill in the CPU path's inputs the user did not give, for runs of policies with a CPU path
+    (hybrid) on a GPU profile that lacks them: the shipped CPU profile of the same model and an
+    assumed KV copy bandwidth (sim.shipped.hybrid_defaults). Returns the spec and one sentence
+    per assumption made (for the output and config.json)."""
+    from batchsim.policies.registry import get_policy
+    from batchsim.sim.profile import load_profile
+    from batchsim.sim.shipped import hybrid_defaults
+
+    if not any("cpu" in get_policy(p).paths for p in policies) or (
+            spec.cpu_profile is not None and spec.kv_copy_gbps is not None):
+        return spec, []
+    profile = load_profile(spec.profile)
+    cpu_profile, gbps, said = hybrid_defaults(
+        profile.fingerprint.get("device_type"), profile.model.get("name"),
+        spec.cpu_profile is not None or "cpu.packed.prefill" in profile.cost_models,
+        spec.kv_copy_gbps is not None or profile.kv_copy is not None)
+    spec = dataclasses.replace(
+        spec, cpu_profile=spec.cpu_profile or (str(cpu_profile) if cpu_profile else None),
+        kv_copy_gbps=spec.kv_copy_gbps if spec.kv_copy_gbps is not None else gbps)
+    return spec, said

@@ -14,6 +14,7 @@ from batchsim.args import (
     add_knob_option,
     add_workload_options,
     parse_knobs,
+    with_cpu_path_defaults,
     workload_from_args,
 )
 from batchsim.policies.registry import available
@@ -65,7 +66,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args)
+    spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
@@ -74,9 +75,13 @@ def run(args: argparse.Namespace) -> int:
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
     bar.close()
-    write_run(out, result, extra={"command": " ".join(["batchsim", *sys.argv[1:]])},
-              writers=_writers())
+    extra: dict[str, object] = {"command": " ".join(["batchsim", *sys.argv[1:]])}
+    if assumed:
+        extra["assumptions"] = assumed
+    write_run(out, result, extra=extra, writers=_writers())
     if not args.quiet:
+        for sentence in assumed:
+            print(f"note: {sentence}")
         print(format_summary(result.metrics, spec.policy))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")

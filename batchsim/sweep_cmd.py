@@ -19,6 +19,7 @@ from batchsim.args import (
     add_jitter_option,
     add_workload_options,
     parse_knobs,
+    with_cpu_path_defaults,
     workload_from_args,
 )
 from batchsim.policies.registry import available, get_policy
@@ -117,7 +118,8 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
                    goodput=parse_goodput(args.goodput) if args.goodput else None,
                    step_jitter=args.jitter, cpu_profile=args.cpu_profile,
                    kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us)
-    return SweepSpec(tuple(configurations), tuple(rates), base)
+    base, assumed = with_cpu_path_defaults(base, [c.policy for c in configurations])
+    return SweepSpec(tuple(configurations), tuple(rates), base, tuple(assumed))
 
 
 def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dict[str, Any]:
@@ -143,6 +145,7 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
         "seed": base.seed,
         "goodput": dict(base.goodput) if base.goodput else None,
         "command": " ".join(["batchsim", *sys.argv[1:]]),
+        **({"assumptions": list(sweep.assumptions)} if sweep.assumptions else {}),
     }
 
 
@@ -187,6 +190,8 @@ def run(args: argparse.Namespace) -> int:
 
     write_sweep(out, table, meta, writers=(report,))
     if not args.quiet:
+        for sentence in sweep.assumptions:
+            print(f"note: {sentence}")
         print(recommendation(table, meta["goodput"]))
         if meta["goodput"]:
             limits = max_rate_under_slo(table)

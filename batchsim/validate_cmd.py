@@ -18,6 +18,7 @@ from batchsim.args import (
     trace_words,
     workload_from_args,
 )
+from batchsim.extras import require_profile_extra
 from batchsim.policies.registry import available, make_config
 from batchsim.progress import Progress
 from batchsim.sim.profile import load_profile
@@ -74,6 +75,7 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    require_profile_extra("validate")
     profile = load_profile(spec.profile)
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-validate-{spec.policy}")

@@ -65,6 +65,7 @@ class SweepSpec:
     configurations: tuple[Configuration, ...]
     rates: tuple[float, ...]
     base: RunSpec
+    assumptions: tuple[str, ...] = ()  # defaults the caller filled in, one sentence each
 
     def __post_init__(self) -> None:
         if not self.configurations:

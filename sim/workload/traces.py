@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.shipped import resolve
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
@@ -88,7 +89,7 @@ def load_trace(path: str | Path, time_scale: float = 1.0,
 def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
     """Read a trace in any known format and apply options' window, speed, filters, sampling."""
     options = options or TraceOptions()
-    file = Path(path)
+    file = resolve(path, "traces")  # a bare name that is not a file here: a shipped trace
     fmt, header_line, names = detect_format(file, options.format)
     rows: _Rows | None
     if fmt.kind == "csv":
