@@ -35,9 +35,24 @@ def flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
-def add_knob_option(p: argparse.ArgumentParser, example: str = "max_num_seqs=128") -> None:
+# vLLM's names for knobs batchsim calls otherwise (used when the policy has no knob of that name)
+KNOB_ALIASES = {"scheduling_policy": "policy"}
+
+
+def add_knob_option(p: argparse.ArgumentParser, example: str = "max_num_seqs=128",
+                    what: str = "set a policy knob") -> None:
+    """--set KNOB=VALUE (repeatable; vLLM's dashed spelling works too) and --scheduling-policy."""
     p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help=f"set a policy knob (repeatable), e.g. --set {example}")
+                   help=f"{what} (repeatable), e.g. --set {example} (or "
+                        f"{example.replace('_', '-')}, as vLLM spells it)")
+    p.add_argument("--scheduling-policy", choices=("fcfs", "priority"),
+                   help="vLLM's --scheduling-policy: the continuous and hybrid policies' "
+                        "`policy` knob (default fcfs)")
+
+
+def knob_name(text: str) -> str:
+    """A knob as the user typed it -> its name: vLLM's max-num-seqs is max_num_seqs."""
+    return text.strip().replace("-", "_")
 
 
 def parse_knobs(items: list[str]) -> dict[str, str]:
@@ -47,8 +62,29 @@ def parse_knobs(items: list[str]) -> dict[str, str]:
         knob, sep, value = item.partition("=")
         if not sep or not knob.strip():
             raise UsageError(f"--set takes KNOB=VALUE, got {item!r}")
-        knobs[knob.strip()] = value.strip()
+        knobs[knob_name(knob)] = value.strip()
     return knobs
+
+
+def resolve_knob_aliases(knobs: dict[str, Any], policies: list[str]) -> dict[str, Any]:
+    """Rename vLLM's knob names (KNOB_ALIASES) to the policies' own where they have no knob of
+    the alias's name but have the target."""
+    from batchsim.policies.registry import get_policy
+
+    fields = {f.name for p in policies for f in dataclasses.fields(get_policy(p).config_class)}
+    out: dict[str, Any] = {}
+    for knob, value in knobs.items():
+        target = KNOB_ALIASES.get(knob)
+        out[target if target and knob not in fields and target in fields else knob] = value
+    return out
+
+
+def knobs_from_args(args: argparse.Namespace, policies: list[str]) -> dict[str, str]:
+    """--set items plus --scheduling-policy, in the policies' own knob names."""
+    knobs = parse_knobs(args.knobs)
+    if args.scheduling_policy is not None:
+        knobs["scheduling_policy"] = args.scheduling_policy
+    return resolve_knob_aliases(knobs, policies)
 
 
 def add_cpu_path_options(p: argparse.ArgumentParser) -> None:
@@ -114,13 +150,16 @@ def add_workload_options(p: argparse.ArgumentParser, *, defaults: Any, request_r
     if request_rate:
         s.add_argument("--request-rate", type=float, help="requests/s; inf = all at t=0 (default)")
     s.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
-    s.add_argument("--num-requests", type=int,
+    # second spellings: `vllm bench serve`'s names for the same options
+    s.add_argument("--num-requests", "--num-prompts", dest="num_requests", type=int,
                    help=f"number of requests{' ' + per if per else ''} (default "
                         f"{defaults.num_requests})")
-    s.add_argument("--input-len", type=int, help=f"prompt tokens (default {defaults.input_len})")
-    s.add_argument("--output-len", type=int,
+    s.add_argument("--input-len", "--random-input-len", dest="input_len", type=int,
+                   help=f"prompt tokens (default {defaults.input_len})")
+    s.add_argument("--output-len", "--random-output-len", dest="output_len", type=int,
                    help=f"output tokens (default {defaults.output_len})")
-    s.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
+    s.add_argument("--range-ratio", "--random-range-ratio", dest="range_ratio", type=float,
+                   help="lengths uniform in len*(1±r) (default 0)")
     s.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
 
 

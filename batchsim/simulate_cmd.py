@@ -13,13 +13,14 @@ from batchsim.args import (
     add_jitter_option,
     add_knob_option,
     add_workload_options,
-    parse_knobs,
+    knobs_from_args,
     with_cpu_path_defaults,
     workload_from_args,
 )
 from batchsim.policies.registry import available
 from batchsim.progress import Progress
 from batchsim.sim.metrics import parse_goodput
+from batchsim.sim.overload import overload
 from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.summary import format_summary
@@ -46,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     work = workload_from_args(args, request_rate=True)
-    knobs = parse_knobs(args.knobs)
+    knobs = knobs_from_args(args, [args.policy])
     return RunSpec(
         policy=args.policy,
         knobs=knobs,
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     if assumed:
         extra["assumptions"] = assumed
     write_run(out, result, extra=extra, writers=_writers())
+    behind = overload(result.requests)
+    if behind is not None:  # on stderr, so --quiet and pipes still see it
+        print(f"batchsim: warning: {behind.message()}", file=sys.stderr)
     if not args.quiet:
         for sentence in assumed:
             print(f"note: {sentence}")

@@ -17,8 +17,10 @@ import pandas as pd
 from batchsim.args import (
     add_cpu_path_options,
     add_jitter_option,
+    add_knob_option,
     add_workload_options,
-    parse_knobs,
+    knobs_from_args,
+    resolve_knob_aliases,
     with_cpu_path_defaults,
     workload_from_args,
 )
@@ -48,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"policies to sweep (repeatable or comma-separated): {available()}")
     p.add_argument("--vary", action="append", default=[], metavar="KNOB=V1,V2,...",
                    help="a knob's values (repeatable; the grid is their cartesian product)")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="a knob fixed for every point")
+    add_knob_option(p, what="a knob fixed for every point")
     p.add_argument("--request-rate", metavar="START:STOP:COUNT|R1,R2,...",
                    help="loads in req/s: 1:40:10 = 10 rates from 1 to 40 inclusive "
                         "(linspace); or a list such as 1,5,inf. With --trace: the mean rates "
@@ -104,14 +105,15 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
         policies = _split(args.policy)
         if not policies:
             raise ValueError("sweep needs --policy (or --preset)")
-        vary = parse_vary(args.vary)
+        vary = resolve_knob_aliases(parse_vary(args.vary), policies)
         configurations = tuple(expand(policies, vary))
         synthetic = None if work.trace is not None else SyntheticSpec(**given)
     cpu_options = args.cpu_profile is not None or args.kv_copy_gbps is not None
     if cpu_options and not any("cpu" in get_policy(c.policy).paths for c in configurations):
         raise ValueError("--cpu-profile and --kv-copy-gbps apply to policies with a CPU path "
                          "(hybrid), and this sweep has none")
-    base = RunSpec(policy=configurations[0].policy, knobs=parse_knobs(args.knobs),
+    knobs = knobs_from_args(args, sorted({c.policy for c in configurations}))
+    base = RunSpec(policy=configurations[0].policy, knobs=knobs,
                    profile=args.profile, trace=work.trace, time_scale=work.time_scale,
                    trace_options=options, synthetic=synthetic, seed=args.seed,
                    reject_too_long=args.reject_too_long,

@@ -14,7 +14,7 @@ from batchsim.args import (
     add_knob_option,
     add_workload_options,
     flag,
-    parse_knobs,
+    knobs_from_args,
     trace_words,
     workload_from_args,
 )
@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     work = workload_from_args(args)
-    knobs = parse_knobs(args.knobs)
+    knobs = knobs_from_args(args, [args.policy])
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
     workload = WorkloadSpec(trace=work.trace, trace_options=work.trace_options, **work.synthetic)
     workload.synthetic()  # checks the synthetic parameters
@@ -140,6 +140,8 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     words = ["batchsim", "validate", "--profile", args.profile, "--policy", args.policy]
     for item in args.knobs:
         words += ["--set", item]
+    if args.scheduling_policy is not None:
+        words += ["--scheduling-policy", args.scheduling_policy]
     words += ["--loads", args.loads, "--seed", str(args.seed)]
     # jitter is on by default: spell out both states, and the replicas it averages over
     words += ["--jitter-replicas", str(args.jitter_replicas)] if args.jitter else ["--no-jitter"]

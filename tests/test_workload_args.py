@@ -129,6 +129,7 @@ def test_validate_reads_the_trace_with_the_flags():
     ["--trace", TRACE, *CUT, "--strict", "--trace-format", "native"],
     ["--num-requests", "9", "--input-len", "20", "--burstiness", "0.5", "--set",
      "max_num_seqs=4", "--kv-copy-latency-us", "3", "--device", "cpu"],
+    ["--scheduling-policy", "priority", "--set", "max-num-seqs=4"],
 ])
 def test_validate_rerun_command_reproduces_every_option(tmp_path, extra):
     """The command in validation.json parses back to the same options (before: --no-jitter and
@@ -137,3 +138,37 @@ def test_validate_rerun_command_reproduces_every_option(tmp_path, extra):
     args = build_parser().parse_args([*COMMANDS["validate"], *extra, "--out", str(out)])
     again = build_parser().parse_args(shlex.split(command_line(args, out))[1:])
     assert vars(again) == vars(args)
+
+
+VLLM_BENCH = [("--num-prompts", "--num-requests", "9"), ("--random-input-len", "--input-len", "20"),
+              ("--random-output-len", "--output-len", "5"),
+              ("--random-range-ratio", "--range-ratio", "0.1")]
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_vllm_bench_flag_names_are_aliases(command):
+    parse = build_parser().parse_args
+    ours = parse([*COMMANDS[command], *(w for _, flag, v in VLLM_BENCH for w in (flag, v))])
+    theirs = parse([*COMMANDS[command], *(w for flag, _, v in VLLM_BENCH for w in (flag, v))])
+    assert vars(ours) == vars(theirs) and ours.num_requests == 9
+
+
+def test_knobs_as_vllm_spells_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["simulate", "--policy", "continuous", "--set", "max-num-seqs=64",
+                 "--scheduling-policy", "priority", "--num-requests", "10", "--out", str(out),
+                 "--quiet"]) == 0
+    knobs = json.loads((out / "config.json").read_text())["knobs"]
+    assert knobs["max_num_seqs"] == 64 and knobs["policy"] == "priority"
+    assert main(["simulate", "--policy", "continuous", "--set", "scheduling-policy=priority",
+                 "--num-requests", "10", "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["knobs"]["policy"] \
+        == "priority"
+    assert main(["simulate", "--policy", "static", "--scheduling-policy", "priority",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown knob 'scheduling_policy' for policy 'static'" in capsys.readouterr().err
+    sweep = tmp_path / "sweep"
+    assert main(["sweep", "--policy", "continuous", "--vary", "max-num-seqs=2,4",
+                 "--request-rate", "5", "--num-prompts", "10", "--workers", "1", "--out",
+                 str(sweep), "--quiet"]) == 0
+    assert pd.read_csv(sweep / "sweep.csv")["max_num_seqs"].tolist() == [2, 4]

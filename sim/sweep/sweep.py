@@ -102,7 +102,7 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
     vary: dict[str, list[str]] = {}
     for item in items:
         knob, sep, values = item.partition("=")
-        knob = knob.strip()
+        knob = knob.strip().replace("-", "_")  # vLLM's spelling: max-num-seqs
         parsed = [v.strip() for v in values.split(",") if v.strip()] if sep else []
         if not knob or not parsed:
             raise ValueError(f"--vary takes KNOB=V1,V2,..., got {item!r}")
