@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for sentence in assumed:
             print(f"note: {sentence}")
-        print(format_summary(result.metrics, spec.policy))
+        print(format_summary(result.metrics, spec.policy, result.requests))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
     print(f"run folder: {out}")
