@@ -25,7 +25,7 @@ from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
 from batchsim.profiler.imported.grids import GridBuilder
 from batchsim.profiler.imported.memory import memory_facts
-from batchsim.profiler.imported.model_config import ModelConfig, dtype_bytes, read_config
+from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
 from batchsim.profiler.profiling.fit import SIMPLER_MARGIN, fit_key
 from batchsim.sim.profile import SCHEMA, SCHEMA_VERSION
@@ -123,9 +123,13 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     config = read_config(cfg.config)
     check_architecture(meta, config, folder / "meta.yaml")
     variant = str(meta.get("variant") or folder.name)
-    dbytes = dtype_bytes(variant.split("-")[0])
+    try:
+        dtypes = VariantDtypes.parse(variant)
+    except ValueError as e:
+        raise ValueError(f"{folder / 'meta.yaml'}: variant {variant!r}: {e}") from None
     link = Link(cfg.link_gbps * 1e9, cfg.link_latency_us * 1e-6)
-    composer = StepComposer(folder, meta, config, cfg.tp, link, dbytes, cfg.decode_spread)
+    composer = StepComposer(folder, meta, config, cfg.tp, link, dtypes.activation_bytes,
+                            cfg.decode_spread)
     if not config.is_moe and (folder / f"tp{cfg.tp}" / "moe.csv").exists():
         raise ValueError(f"{cfg.config}: a dense model (no num_experts) but "
                          f"{folder / f'tp{cfg.tp}' / 'moe.csv'} measures experts")
@@ -171,7 +175,7 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     # the same shape does
     cost_models["padded.prefill"] = cost_models["packed.prefill"]
     cost_models["padded.decode"] = cost_models["packed.decode"]
-    memory, memory_source = memory_facts(folder, meta, config, cfg.tp, dbytes, cfg.gpu_memory_gb)
+    memory, memory_source = memory_facts(folder, meta, config, cfg.tp, dtypes, cfg.gpu_memory_gb)
     doc = _document(cfg, meta, config, composer, memory, memory_source, cost_models, points,
                     errors, time.monotonic() - started)
     return doc, errors
