@@ -63,9 +63,23 @@ class ImportConfig:
             raise ValueError("--tp-link-gbps must be positive and --tp-link-latency-us >= 0")
 
 
+# hf_overrides keys that tensor parallelism splits: the profiler emulates one GPU's share at tp t
+# by dividing them by t (vocabularies are padded per shard, hence a tolerance)
+_SHARDED = {"num_attention_heads": 0.0, "num_key_value_heads": 0.0, "intermediate_size": 0.0,
+            "moe_intermediate_size": 0.0, "vocab_size": 0.02}
+
+
+def _shard_of(key: str, have: int, value: int, t: int) -> bool:
+    if key == "num_key_value_heads" and math.ceil(have / t) == value:
+        return True  # fewer KV heads than GPUs: replicated
+    return abs(have / t - value) <= _SHARDED[key] * value
+
+
 def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: Path) -> None:
     """The config must be the model the tables measured: same architecture, and the one-layer
-    model's overridden dimensions a whole TP shard (1/t, t in tp_degrees) of the config's."""
+    model's overridden TP-sharded dimensions (heads, intermediate size, vocabulary) one GPU's
+    share (1/t, t in tp_degrees) of the config's. Other overrides (layers, a reduced expert
+    count) are how the profiler made its small model and are not compared."""
     if meta["architecture"] != config.model_type:
         raise ValueError(f"{config.path}: model_type {config.model_type!r} does not match "
                          f"{meta_path}'s architecture {meta['architecture']!r}")
@@ -74,19 +88,14 @@ def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: 
     if not isinstance(overrides, Mapping):
         return
     degrees = [int(t) for t in meta.get("tp_degrees") or [1]]
-    ratios = {}
-    for key, value in overrides.items():
-        have = config.raw.get(key)
-        if key == "num_hidden_layers" or not isinstance(value, int) or not isinstance(have, int):
-            continue
-        ratios[key] = have / value if value else math.inf
-    fits = [t for t in degrees if all(
-        r == t or (k == "num_key_value_heads" and r >= 1 and math.ceil(
-            config.raw[k] / t) == overrides[k]) for k, r in ratios.items())]
-    if ratios and not fits:
-        detail = ", ".join(f"{k} {config.raw[k]} vs {overrides[k]}" for k in ratios)
+    pairs = {k: (config.raw[k], v) for k, v in overrides.items()
+             if k in _SHARDED and isinstance(v, int) and v > 0
+             and isinstance(config.raw.get(k), int)}
+    if pairs and not any(all(_shard_of(k, have, v, t) for k, (have, v) in pairs.items())
+                         for t in degrees):
+        detail = ", ".join(f"{k} {have} vs {v}" for k, (have, v) in pairs.items())
         raise ValueError(f"{config.path}: dimensions do not match the profiled model in "
-                         f"{meta_path} ({detail}; expected a 1/t shard, t in {degrees})")
+                         f"{meta_path} ({detail}; expected one GPU's share at tp in {degrees})")
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> int:
