@@ -34,6 +34,7 @@ import pandas as pd
 
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
+from batchsim.sim.csv_table import write_csv
 from batchsim.sim.profile import Profile
 from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
 from batchsim.sim.workload.workload import (
@@ -374,7 +375,7 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
             tmp / "validation.csv", index=False, float_format="%.6g")
         for rel, df in tables.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            df.to_csv(tmp / rel, index=False, float_format="%.6f")
+            write_csv(df, tmp / rel)
         for rel, data in jsons.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
