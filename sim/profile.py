@@ -47,7 +47,7 @@ from batchsim.sim.jitter import repeat_ratios
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-# Shipped default: the analytic H100 roofline of qwen2.5-0.5b, until a measured one lands.
+# Shipped default: the calibrated analytic qwen2.5-0.5b on an H100 under vLLM (docs/ANALYTIC.md).
 DEFAULT_PROFILE = (
     Path(__file__).resolve().parent.parent / "profiles" / "qwen2.5-0.5b-h100-analytic.json"
 )

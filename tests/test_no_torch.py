@@ -13,7 +13,7 @@ import sys
 import batchsim.sim.run, batchsim.sim.simulator, batchsim.sim.metrics
 import batchsim.sim.workload.workload
 import batchsim.policies, batchsim.reports
-import batchsim.cli, batchsim.profiler.analytic.roofline
+import batchsim.cli, batchsim.profiler.analytic.builder
 from batchsim.policies.registry import available
 available()
 batchsim.cli.build_parser()
