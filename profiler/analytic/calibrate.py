@@ -41,17 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, list[float]] = collections.defaultdict(list)
     for r, e in zip(records, ape(records, calib), strict=True):
         errors[r.op.kind].append(float(e))
+    in_sample = {k: round(float(np.mean(v)), 4) for k, v in sorted(errors.items())}
     meta = {
         "fitted_on": sorted({s.name for s in srcs}),
         "records": len(records),
-        "in_sample_kernel_mape": {k: round(float(np.mean(v)), 4)
-                                  for k, v in sorted(errors.items())},
+        "in_sample_kernel_mape": in_sample,
         "how": "python -m batchsim.profiler.analytic.calibrate (least squares on log time)",
         "scores": "python bench/analytic_accuracy.py (leave-one-source-out, leave-one-GPU-out)",
     }
     args.out.write_text(json.dumps(calibration_to_json(calib, meta), indent=1) + "\n")
     print(f"calibration: {len(records)} kernel timings from {len(srcs)} table sets -> {args.out}")
-    for kind, v in meta["in_sample_kernel_mape"].items():
+    for kind, v in in_sample.items():
         print(f"  {kind:<12} in-sample MAPE {100 * v:.1f}%")
     return 0
 
