@@ -117,13 +117,14 @@ class Continuous(Policy):
             if not self.config.enable_chunked_prefill and n <= self._step_budget:
                 return 0
             n = budget
-        return n if self.ledger.can_allocate(self.ledger.blocks_for(n)) else 0
+        ledger = self.ledger
+        return n if ledger.blocks_for(n) <= ledger.num_free else 0
 
     def admit(self, budget: int, chunks: list[PrefillChunk]) -> None:
         """Admit waiting requests into the step being formed (chunks: its prefill chunks so
         far), with budget tokens left; not called in a step that had to preempt."""
-        waiting = self._waiting
-        while len(waiting) and self.has_seat() and budget > 0:
+        waiting, max_seqs = self._waiting, self.config.max_num_seqs
+        while len(waiting) and len(self._running) < max_seqs and budget > 0:
             n = self.admission_tokens(waiting.peek(), budget)
             if n == 0:
                 break
@@ -272,11 +273,10 @@ class Continuous(Policy):
         preempted: list[Request] = []
         # 1. Decodes: one token each; blocks for those crossing a block boundary this step
         # (preempting a decoding request also drops its own need).
-        while ledger.growth_at(step) > ledger.num_free:
+        while not ledger.take_step_growth(step):
             victim = self.preemption_victim(set())
             self._preempt(victim)
             preempted.append(victim.req)
-        ledger.take_step_growth(step)
         budget -= len(self._decoding)
         # 2. Requests part-way through their prefill, in running order.
         chunks: list[PrefillChunk] = []
@@ -315,7 +315,7 @@ class Continuous(Policy):
             events.kv_tokens_used = (list(range(tokens0, tokens0 + n_dec * num_steps, n_dec))
                                      if n_dec else [tokens0] * num_steps)
         else:
-            events.kv_blocks_used = [self.ledger.num_used]
+            events.kv_blocks_used = [self.ledger.num_blocks - self.ledger.num_free]
             events.kv_tokens_used = [tokens0]
         self._kv_tokens = tokens0 + n_dec * (num_steps - 1)
         self._decode_kv += n_dec * num_steps

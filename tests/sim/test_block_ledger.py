@@ -39,11 +39,23 @@ def test_a_growing_request_takes_a_block_when_its_length_is_a_multiple_of_block_
     taken = []
     for step in range(6):
         before = ledger.num_free
-        ledger.take_step_growth(step)
+        assert ledger.take_step_growth(step)
         taken.append(before - ledger.num_free)
     assert taken == [0, 1, 0, 0, 0, 1]
     assert ledger.blocks_of(1) == 3 == blocks_for(3 + 6, 4)
     assert ledger.free(1) == 3 and ledger.num_free == 10
+
+
+def test_growth_is_not_taken_when_the_blocks_are_not_free():
+    """A full pool refuses a step whose growth needs a block, and takes one that needs none."""
+    ledger = BlockLedger(num_blocks=3, block_size=4)
+    ledger.allocate(1, 1)
+    ledger.start_growth(1, 4, step=0)  # 4 tokens: the next token opens a block
+    ledger.allocate(2, 2)
+    assert not ledger.take_step_growth(0) and ledger.num_free == 0
+    assert ledger.free(2) == 2
+    assert ledger.take_step_growth(0) and ledger.num_free == 1
+    assert ledger.take_step_growth(1) and ledger.num_free == 1
 
 
 # A timeline of up to 40 steps: each owner enters decode with some tokens at some step and
@@ -75,7 +87,7 @@ def test_growth_matches_a_per_token_model(owners, run):
                 ledger.allocate(i, blocks_for(tokens, BS))
                 ledger.start_growth(i, tokens, step)
                 lengths[i] = tokens
-        ledger.take_step_growth(step)
+        assert ledger.take_step_growth(step)
         assert ledger.num_used == per_token_blocks(lengths, 1)
         brute = 1  # steps whose growth the free blocks cover
         while brute < 1000 and per_token_blocks(lengths, brute + 1) <= POOL:
