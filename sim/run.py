@@ -76,8 +76,9 @@ class RunOutput:
 def prepare(spec: RunSpec) -> Prepared:
     """Load and check every input; raise ValueError/KeyError with a one-line message."""
     policy_class = get_policy(spec.policy)
-    config = make_config(spec.policy, dict(spec.knobs))
+    make_config(spec.policy, dict(spec.knobs))  # knob errors before the profile's
     profile = load_profile(spec.profile)
+    config = make_config(spec.policy, dict(spec.knobs), profile.policy_defaults())
     check_jitter(spec, profile)
     if spec.trace is not None:
         options = dataclasses.replace(spec.trace_options or TraceOptions(),

@@ -156,7 +156,7 @@ def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
                   rate: float) -> Prepared:
     """A fresh policy and the base workload sent at `rate`, checked like `batchsim.sim.run.prepare`
     checks a run."""
-    config = make_config(spec.policy, dict(spec.knobs))
+    config = make_config(spec.policy, dict(spec.knobs), profile.policy_defaults())
     policy = get_policy(spec.policy)(config, profile.memory, profile.max_model_len)
     work = at_rate(base, rate)
     total = work.input_tokens + work.output_tokens
