@@ -5,9 +5,10 @@ Read from each release's own source (vllm/config/scheduler.py, vllm/config/vllm.
 vllm/v1/core/sched/scheduler.py of the PyPI wheels 0.11.0 to 0.33.0; docs/VLLM.md has the
 table):
 
-- `async_scheduling`: off up to 0.13 (opt-in since 0.10); from 0.14.0 `SchedulerConfig`'s
-  default is None, which `VllmConfig` turns on unless pipeline parallelism, a speculative
-  method other than EAGLE/MTP, or an executor without support rules it out.
+- `async_scheduling`: off up to 0.13 (opt-in; experimental in 0.11); from 0.14.0
+  `SchedulerConfig`'s default is None, which `VllmConfig` turns on unless pipeline
+  parallelism, a speculative method it cannot overlap or an executor without support rules
+  it out.
 - `scheduler_reserve_full_isl`: absent up to 0.18 (admission checks the first chunk's
   blocks); a `SchedulerConfig` field from 0.19.0, default true.
 - `long_prefill_uncapped_when_alone` (no vLLM knob): from 0.31.0 the scheduler sets
