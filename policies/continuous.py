@@ -40,6 +40,7 @@ from batchsim.policies.queues import QueueKey, WaitingQueue
 from batchsim.policies.registry import register
 from batchsim.policies.request import Request
 from batchsim.policies.seq import Seq
+from batchsim.policies.vllm_versions import vllm_defaults
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,26 @@ class ContinuousConfig:
     block_size: int = 16  # tokens per KV block
     gpu_memory_utilization: float = 0.9  # fraction of device memory for weights + activations + KV
     policy: Literal["fcfs", "priority"] = "fcfs"
+    # vLLM's scheduling behaviours (policies/vllm_versions.py: which versions do what). None =
+    # the default of vllm_version, the vLLM release to match ("" = the newest read, 0.33; a
+    # profile that states its vLLM version sets it, unless --set).
+    vllm_version: str = ""
+    # admit a waiting or preempted request only when blocks for its whole sequence (prompt +
+    # tokens generated before a preemption) are free, not just its first chunk's (vLLM >= 0.19)
+    scheduler_reserve_full_isl: bool | None = None
+    # while running + waiting <= 1, long_prefill_token_threshold is ignored: a lone request
+    # prefills in full-budget chunks (vLLM >= 0.31; vLLM has no knob for it)
+    long_prefill_uncapped_when_alone: bool | None = None
+    # the engine schedules one step ahead (vLLM >= 0.14 on GPUs): step k+1 is decided when
+    # step k starts, so a request arriving during step k first runs in step k+2 and a request
+    # finishing in step k frees its seat and blocks for step k+2
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
+        # Resolve the None behaviours now, so the run's config records what was simulated.
+        for knob, default in vllm_defaults(self.vllm_version).items():
+            if getattr(self, knob) is None:
+                object.__setattr__(self, knob, default)
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
@@ -90,6 +109,12 @@ class Continuous(Policy):
         self._kv_tokens = 0  # tokens held in KV by all running requests
         self._step = 0  # index of the next step
         self._step_budget = config.max_num_batched_tokens  # token_budget() of this step
+        self._alone = False  # this step: running + waiting <= 1 (vLLM's lone-request rule)
+        # async_scheduling: requests handed over since the last schedule call (schedulable
+        # from the next one), and requests that finished in the last step, still holding
+        # their seat and blocks (with their KV length) until the end of this schedule call
+        self._held: list[Seq] = []
+        self._finished: dict[int, tuple[Seq, int]] = {}
 
     # -- hooks: override these to make a variant ---------------------------------------------
 
@@ -104,12 +129,21 @@ class Continuous(Policy):
         return self.config.max_num_batched_tokens
 
     def chunk_cap(self, seq: Seq) -> int:
-        """Most prefill tokens seq may get in one step (long_prefill_token_threshold)."""
-        return self.config.long_prefill_token_threshold or self.config.max_num_batched_tokens
+        """Most prefill tokens seq may get in one step (long_prefill_token_threshold, unless
+        it is alone in the scheduler and long_prefill_uncapped_when_alone)."""
+        cfg = self.config
+        if self._alone and cfg.long_prefill_uncapped_when_alone:
+            return cfg.max_num_batched_tokens
+        return cfg.long_prefill_token_threshold or cfg.max_num_batched_tokens
 
     def admission_tokens(self, seq: Seq, budget: int) -> int:
         """Admission check for the waiting seq, with budget tokens left in the step: the size
-        of its first chunk if it can start now (token budget, free KV blocks), else 0."""
+        of its first chunk if it can start now (token budget, free KV blocks: for its whole
+        sequence under scheduler_reserve_full_isl, else for the first chunk), else 0."""
+        ledger = self.ledger
+        if self.config.scheduler_reserve_full_isl and not ledger.can_allocate(
+                ledger.blocks_for(seq.target)):
+            return 0
         n = min(seq.target, self.chunk_cap(seq))
         if n > budget:
             # Without chunking a prompt waits for a step with room; a recompute longer than
@@ -118,7 +152,7 @@ class Continuous(Policy):
                 return 0
             n = budget
         ledger = self.ledger
-        return n if ledger.blocks_for(n) <= ledger.num_free else 0
+        return n if ledger.can_allocate(ledger.blocks_for(n)) else 0
 
     def admit(self, budget: int, chunks: list[PrefillChunk]) -> None:
         """Admit waiting requests into the step being formed (chunks: its prefill chunks so
@@ -145,6 +179,8 @@ class Continuous(Policy):
         """How many identical decode steps the plan may offer (the fast-forward): until the
         first finish or until the free blocks run out. Return 1 whenever something the
         executor cannot see could change the next step."""
+        if self._held or self._finished:
+            return 1  # the next schedule call sees them (async_scheduling)
         limit = self.steps_until_first_finish()
         if limit <= 1:
             return 1
@@ -261,14 +297,43 @@ class Continuous(Policy):
             )
 
     def add_request(self, request: Request, now_s: float) -> str | None:
-        self._waiting.push(Seq(request))
+        if self.config.async_scheduling:
+            self._held.append(Seq(request))  # the step being decided now was decided already
+        else:
+            self._waiting.push(Seq(request))
         return None
 
     def has_work(self) -> bool:
-        return bool(self._running) or len(self._waiting) > 0
+        return bool(self._running) or len(self._waiting) > 0 or bool(self._held)
 
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
+        if not self.config.async_scheduling:
+            return self._schedule_step()
+        # One step ahead: vLLM decided this step when the previous one started, before that
+        # step's arrivals (held) and before the requests finishing in it (_finished) left.
+        decision = self._schedule_step()
+        if isinstance(decision, Wait) and (self._held or self._finished):
+            # vLLM's step here is empty and takes no time: right after it, it schedules again
+            # knowing everything, as a synchronous scheduler does now.
+            self._catch_up()
+            decision = self._schedule_step()
+        self._catch_up()
+        return decision
+
+    def _catch_up(self) -> None:
+        """async_scheduling: what the next decision knows that this one did not."""
+        for seq, kv_len in self._finished.values():
+            self._release(seq, kv_len)
+        self._finished.clear()
+        for seq in self._held:
+            self._waiting.push(seq)
+        self._held.clear()
+
+    def _schedule_step(self) -> Plan | Wait:
         step, ledger = self._step, self.ledger
+        # vLLM >= 0.31 ignores long_prefill_token_threshold for a request alone in the
+        # scheduler (running, finishing ones included, + waiting; held arrivals are unseen)
+        self._alone = len(self._running) + len(self._waiting) <= 1
         budget = self._step_budget = self.token_budget()
         preempted: list[Request] = []
         # 1. Decodes: one token each; blocks for those crossing a block boundary this step
@@ -328,9 +393,9 @@ class Continuous(Policy):
                 continue
             assert finish_step == last, (finish_step, step, last)
             kv_len = seq.entry_len + (self._step - seq.entry_step)
-            self._release(seq, kv_len)
             self._decode_kv -= kv_len
             del self._decoding[seq.req.index]
+            self._finish(seq, kv_len)
             events.finished.append((seq.req, num_steps - 1))
         # Prefill chunks: a chunk that completes its target samples a token.
         for chunk in plan.prefills:
@@ -340,7 +405,7 @@ class Continuous(Policy):
             del self._prefilling[seq.req.index]
             (events.resumed if seq.gen > 1 else events.first_tokens).append((seq.req, 0))
             if seq.gen >= seq.req.output_tokens:
-                self._release(seq, seq.computed)
+                self._finish(seq, seq.computed)
                 events.finished.append((seq.req, 0))
             else:
                 self._start_decode(seq)
@@ -350,7 +415,7 @@ class Continuous(Policy):
 
     def _plan(self, chunks: list[PrefillChunk], preempted: list[Request]) -> Plan | Wait:
         if not chunks and not self._decoding:
-            assert not self._running, "running requests but nothing scheduled"
+            assert len(self._running) == len(self._finished), "running requests, none scheduled"
             return Wait()
         repeats = 1 if chunks or preempted else self.max_decode_repeats()
         return Plan(
@@ -370,9 +435,25 @@ class Continuous(Policy):
         self._decoding[seq.req.index] = seq.req
         heapq.heappush(self._finish_heap, (seq.finish_step, seq.req.index, seq.version, seq))
 
-    def _preempt(self, seq: Seq) -> None:
-        """Recompute preemption: free all of seq's blocks and queue it again, first in line."""
+    def _finish(self, seq: Seq, kv_len: int) -> None:
+        """seq produced its last token: it leaves now, or after the next schedule call under
+        async_scheduling (its blocks, no longer growing, are held until then)."""
+        if not self.config.async_scheduling:
+            self._release(seq, kv_len)
+            return
         index = seq.req.index
+        self.ledger.allocate(index, self.ledger.free(index))
+        self._finished[index] = (seq, kv_len)
+
+    def _preempt(self, seq: Seq) -> None:
+        """Recompute preemption: free all of seq's blocks and queue it again, first in line.
+
+        A request whose last token is in flight (async_scheduling) is running to vLLM and can
+        be its victim: its blocks are freed early, and there is nothing left to recompute."""
+        index = seq.req.index
+        if index in self._finished:
+            self._release(*self._finished.pop(index))
+            return
         if index in self._decoding:
             kv_len = seq.entry_len + (self._step - seq.entry_step)
             seq.gen += self._step - seq.entry_step

@@ -47,6 +47,10 @@ class HybridConfig(ContinuousConfig):
     # the gain/cost rule only, 0 = never hold
     hold_max_batch: int = AUTO
     arrival_gap_weight: float = 0.2  # EWMA weight of the newest arrival gap and prompt length
+    # Off, unlike continuous: the CPU path routes requests from the waiting queue as they
+    # arrive, and a request held back one step would arrive late to both paths (the GPU side
+    # keeps continuous's other vLLM behaviours and their per-version defaults).
+    async_scheduling: bool | None = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

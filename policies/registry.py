@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from batchsim.policies.base import Policy
@@ -45,13 +45,18 @@ def get_policy(name: str) -> type[Policy]:
     return _REGISTRY[name]
 
 
-def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
-    """Build a policy's config from knob=value overrides (strings are parsed by field type)."""
+def make_config(name: str, overrides: dict[str, str | Any],
+                defaults: Mapping[str, str | Any] | None = None) -> Any:
+    """Build a policy's config from knob=value overrides (strings are parsed by field type).
+
+    defaults: values for knobs the overrides leave unset, applied only to policies that have
+    the knob (e.g. a profile's vLLM version for `vllm_version`)."""
     config_class = get_policy(name).config_class
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
     kwargs: dict[str, Any] = {}
-    for knob, raw in overrides.items():
+    implied = {k: v for k, v in (defaults or {}).items() if k in fields and k not in overrides}
+    for knob, raw in {**implied, **overrides}.items():
         if knob not in fields:
             raise UsageError(
                 f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"

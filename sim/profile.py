@@ -84,6 +84,21 @@ class Profile:
     def max_model_len(self) -> int:
         return int(self.model["max_model_len"])
 
+    @property
+    def vllm_version(self) -> str | None:
+        """The vLLM release the profile's step times were measured with, when it says (an
+        imported profile's `fingerprint.imported.vllm_version`, or `fingerprint.vllm_version`):
+        the continuous policy then takes that release's scheduling defaults."""
+        imported = self.fingerprint.get("imported")
+        found = self.fingerprint.get("vllm_version") or (
+            imported.get("vllm_version") if isinstance(imported, dict) else None)
+        return str(found) if found else None
+
+    def policy_defaults(self) -> dict[str, str]:
+        """Knob values this profile implies for policies that have the knob (under --set)."""
+        version = self.vllm_version
+        return {"vllm_version": version} if version else {}
+
     def cost_model(self, layout: str, phase: str, device: str = "gpu") -> StepCostModel:
         # Called once per simulated step: cache by the (layout, phase, device) tuple.
         found = self._by_shape.get((layout, phase, device))

@@ -73,7 +73,8 @@ class RunOutput:
 
 def prepare(spec: RunSpec) -> Prepared:
     """Load and check every input; raise ValueError/KeyError with a one-line message."""
-    make_config(get_policy(spec.policy).name, dict(spec.knobs))  # knob errors before file ones
+    policy_class = get_policy(spec.policy)
+    make_config(policy_class.name, dict(spec.knobs))  # knob errors before file ones
     profile = load_profile(spec.profile)
     check_jitter(spec, profile)
     if spec.trace is not None:
@@ -90,7 +91,8 @@ def prepare_workload(spec: RunSpec, profile: Profile, workload: Workload) -> Pre
     """A fresh policy for `workload`, checked against the model's context and the policy's
     limits (the one place a run is prepared; `prepare` loads the inputs first)."""
     policy_class = get_policy(spec.policy)
-    config = make_config(spec.policy, dict(spec.knobs))
+    # the profile's own defaults (e.g. the vLLM version it was measured with) under --set
+    config = make_config(policy_class.name, dict(spec.knobs), profile.policy_defaults())
     check_jitter(spec, profile)
     policy = policy_class(config, profile.memory, profile.max_model_len)
     total = workload.input_tokens + workload.output_tokens

@@ -52,7 +52,7 @@ def test_prompts_in_one_bucket_keep_arrival_order():
 # Room for 3 blocks of 4 tokens. A and B (4 tokens, 6 out) prefill together 0-8 ms (1 block
 # each); at step 1 both need a 5th-token block, one is free: B, the newest, is preempted and
 # queued again to recompute 4 + 1 = 5 tokens (2 blocks). C (3 tokens, 1 out) arrives at 10 ms.
-KV3 = {"block_size": "4"}
+KV3 = {"block_size": "4", "async_scheduling": "false"}  # decisions as each step ends
 PREEMPT = [(0.0, 4, 6), (0.0, 4, 6), (0.010, 3, 1)]
 
 
