@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from batchsim.sim.outputs import check_output
+
 logger = logging.getLogger(__name__)
 
 GRIDS = ("quick", "standard", "full")
@@ -26,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path,
                    help="profile file (default: ./profile-<model>-<device>-<dtype>.json)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing finished profile at --out")
     p.add_argument("--seed", type=int, help="seed of the grid order and random weights (default 0)")
     p.add_argument("--repeats", type=int, help="timed steps per grid point (default: per grid)")
     p.add_argument("--memory-cap-gb", type=float,
@@ -96,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if args.memory_cap_gb is not None and args.memory_cap_gb <= 0:
         raise ValueError(f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
     out = args.out or default_out(args.model, device, dtype)
+    if not args.resume:
+        check_output(out, args.force, "file")  # before loading the model for nothing
     config = ProfileConfig(
         model=args.model, out=out, device=device, dtype=dtype, grid=args.grid, seed=args.seed,
         repeats=args.repeats, resume=args.resume,
@@ -111,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         again += ["--clock", args.clock] if args.clock else []
         again += ["--memory-cap-gb", str(args.memory_cap_gb)] if args.memory_cap_gb else []
         print(f"batchsim: {e}\nresume with: {shlex.join(again)}", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e.__context__, "signum", 2))  # 130 Ctrl-C, 143 SIGTERM
     if not args.quiet:
         print(experiment_record(result.document), end="")
     print(f"wrote {result.path}")
@@ -144,8 +150,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--merge needs --out FILE for the merged profile")
-    if args.out.exists() and args.out.resolve() not in {p.resolve() for p in args.merge}:
-        raise ValueError(f"{args.out} already exists: choose another --out")
+    if args.out.resolve() not in {p.resolve() for p in args.merge}:
+        check_output(args.out, args.force, "file")
     doc = merge_profiles(list(args.merge), args.out)
     if not args.quiet:
         print(experiment_record(doc), end="")
