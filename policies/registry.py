@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from batchsim.policies.base import Policy
+from batchsim.sim.checks import check_knobs
 
 P = TypeVar("P", bound=type[Policy])
 
@@ -52,6 +53,7 @@ def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
                 f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
             )
         kwargs[knob] = parse_value(knob, raw, hints[knob]) if isinstance(raw, str) else raw
+    check_knobs(name, kwargs)  # finite, and within what a real server accepts
     return config_class(**kwargs)
 
 
@@ -69,7 +71,11 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
                 return raw
             continue
         if origin is tuple:
-            return tuple(int(x) for x in raw.split(",") if x)
+            try:
+                return tuple(int(x) for x in raw.split(",") if x)
+            except ValueError:
+                raise ValueError(f"knob {knob}: cannot read {raw!r} as a list of integers "
+                                 "(e.g. 4,8)") from None
         if option is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True

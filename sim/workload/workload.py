@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from batchsim.policies.request import Request
+from batchsim.sim.checks import MAX_NUM_REQUESTS, MAX_RATE, integer, number
 
 if TYPE_CHECKING:
     from batchsim.sim.workload.transform import TraceOptions
@@ -134,6 +135,16 @@ class SyntheticSpec:
     lengths_from: str | None = None  # sample (input, output) pairs from this trace instead
 
     def __post_init__(self) -> None:
+        try:  # finite and bounded (sim.checks)
+            integer("--num-requests", self.num_requests, 1, MAX_NUM_REQUESTS)
+            number("--request-rate", self.request_rate, 0, MAX_RATE, low_open=True,
+                   allow_inf=True)
+            number("--burstiness", self.burstiness, 1e-3, 1e3)
+            integer("--input-len", self.input_len, 1, 2**31)
+            integer("--output-len", self.output_len, 1, 2**31)
+            number("--range-ratio", self.range_ratio, 0, 1)
+        except ValueError as e:
+            raise WorkloadError(str(e)) from None
         if self.num_requests <= 0:
             raise WorkloadError(f"--num-requests must be positive, got {self.num_requests}")
         if not self.request_rate > 0:
