@@ -192,12 +192,18 @@ def _csv_rows(file: Path, fmt: TraceFormat, header_line: int, names: list[str]) 
         return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=True, starts=starts))
     except WorkloadError:
         raise
-    except ValueError:  # a non-numeric cell or a line of spaces; the text pass finds the line
-        try:
-            return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=False,
-                                       starts=starts))
-        except pd.errors.ParserError as e:
-            raise WorkloadError(f"{file}: cannot parse CSV: {e}") from None
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass  # a non-numeric cell, a line of spaces, a short row: the text pass says where
+    try:
+        return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=False,
+                                   starts=starts))
+    except WorkloadError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        # pandas' C reader on a damaged file: a stray quote or carriage return, too few
+        # columns; it raises these with its own words, which do not name the file
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkloadError(f"{file}: cannot parse CSV: {detail}") from None
 
 
 def _record_lines(file: Path, header_line: int) -> np.ndarray | None:
