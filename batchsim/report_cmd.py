@@ -41,8 +41,12 @@ def kind_of(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     kinds = [kind_of(p) for p in args.paths]
     if args.out is not None:
-        if args.out.resolve() in {p.resolve() for p in args.paths}:
-            raise ValueError(f"--out {args.out} is one of the inputs: choose another file")
+        target = args.out.resolve()
+        for p in args.paths:
+            inside = p.is_dir() and target.parent == p.resolve() and target.name != "report.html"
+            if target == p.resolve() or inside:
+                raise ValueError(f"--out {args.out} is one of the inputs or their files: "
+                                 "choose another file")
         check_output(args.out, args.force, "file")
     try:
         written = _write(args, kinds)

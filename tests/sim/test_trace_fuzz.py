@@ -21,7 +21,7 @@ SETTINGS = settings(max_examples=120, deadline=None,
 JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
                     lambda inner: st.lists(inner, max_size=3)
                     | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=8)
-CHARS = st.sampled_from(list('{}[],:"\\ -+.eE0123456789aNI\t\r') + ["\n", "\x00", "é"])
+CHARS = st.sampled_from([*list('{}[],:"\\ -+.eE0123456789aNI\t\r'), "\n", "\x00", "é"])
 
 
 def _read(data: bytes, fmt: str | None = None):
@@ -175,7 +175,7 @@ def test_mutated_csv_rows(fmt, rows, edits):
     for position, char in edits:
         k = body_start + position % max(1, len(text) - body_start)
         text = text[:k] + char + text[k:]
-    path, result = _read(text.encode("utf-8"))
+    _path, result = _read(text.encode("utf-8"))
     if isinstance(result, str):
         return  # a clean one-line error naming the file (checked in _read)
     assert len(result["arrival_s"]) <= len(text.splitlines())
@@ -194,7 +194,7 @@ def test_mutated_mooncake_lines(lines, edits):
     for position, char in edits:
         k = position % len(text)
         text = text[:k] + char + text[k:]
-    path, result = _read(text.encode("utf-8"))
+    _path, result = _read(text.encode("utf-8"))
     reference_bad = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
