@@ -42,7 +42,7 @@ from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
 log = logging.getLogger(__name__)
 
-_MAX_TOKENS = 2.0**53  # float64 holds every integer below this exactly; lengths stay below
+_MAX_TOKENS = 2.0**53  # float64 holds every integer up to here exactly
 _CSV_CHUNK_ROWS = 1 << 18
 _JSONL_CHUNK_BYTES = 1 << 24
 _LONG_INT = re.compile(r"[0-9]{19}")  # 19 digits may exceed int64
@@ -438,7 +438,7 @@ def _native_valid(rows: _Rows) -> bool:
     lengths = np.concatenate((rows.inputs, rows.outputs))
     return bool((rows.time >= 0).all() and np.isfinite(rows.time).all()
                 and (lengths > 0).all() and (lengths == np.floor(lengths)).all()
-                and (lengths < _MAX_TOKENS).all())
+                and (lengths <= _MAX_TOKENS).all())
 
 
 def _priorities_valid(priority: np.ndarray) -> bool:
@@ -476,7 +476,7 @@ def _number(row: dict, key: str, where: str, minimum: float | None = None,
             return default
         raise WorkloadError(f"{where}: missing field {key!r}")
     value = row[key]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _MAX_TOKENS:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_TOKENS:
         raise WorkloadError(f"{where}: {key} is too large ({_short(value)})")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise WorkloadError(f"{where}: {key} must be a finite number, got {_short(value)}")
@@ -552,7 +552,7 @@ def _check_finite(file: Path, values: np.ndarray, name: str, lines: np.ndarray) 
 
 def _check_lengths(file: Path, values: np.ndarray, name: str, lines: np.ndarray) -> None:
     """Token counts must be present, whole, >= 0 and exactly representable."""
-    bad = ~(values >= 0) | (values != np.floor(values)) | (values >= _MAX_TOKENS)
+    bad = ~(values >= 0) | (values != np.floor(values)) | (values > _MAX_TOKENS)
     if not bad.any():
         return
     k = int(np.flatnonzero(bad)[0])
@@ -561,7 +561,7 @@ def _check_lengths(file: Path, values: np.ndarray, name: str, lines: np.ndarray)
         problem = f"missing {name}"
     elif v < 0:
         problem = f"{name} must be >= 0, got {v:g}"
-    elif v >= _MAX_TOKENS:
+    elif v > _MAX_TOKENS:
         problem = f"{name} is too large ({v:g})"
     else:
         problem = f"{name} must be a whole number, got {v:g}"
