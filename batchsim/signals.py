@@ -40,7 +40,7 @@ def exit_status(error: KeyboardInterrupt) -> int:
 def message(error: KeyboardInterrupt) -> str:
     signum = int(getattr(error, "signum", signal.SIGINT))
     what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
-    return f"batchsim: {what}; nothing was written"
+    return f"batchsim: {what}"
 
 
 @contextmanager

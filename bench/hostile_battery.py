@@ -268,6 +268,51 @@ def cases() -> list[Case]:
     out.append(("simulate: --num-requests 10^11", lambda d: ["simulate", "--policy", "static",
                                                               "--num-requests", "100000000000",
                                                               "--out", str(d / "r")], 2))
+    out.append(sim_case("--seed 10^30 (legal: numpy takes any seed)",
+                        ["--policy", "continuous", "--seed", "1" + "0" * 30], expect=0))
+    for name, extra in {"--seed -1": ["--seed", "-1"],
+                        "--max-input-len 0 (trace)": ["--trace", str(ROOT / "traces" / "chat.jsonl"),
+                                                      "--max-input-len", "0"],
+                        "--max-input-len 10^30 (trace)": ["--trace", str(ROOT / "traces" / "chat.jsonl"),
+                                                          "--max-input-len", "1" + "0" * 30],
+                        "--lengths-from missing": ["--lengths-from", "/nonexistent.jsonl"],
+                        "--lengths-from a folder": ["--lengths-from", "/tmp"],
+                        "--input-len 10^12": ["--input-len", "1000000000000"],
+                        "--output-len -1": ["--output-len", "-1"],
+                        "--trace with --request-rate": ["--trace", str(ROOT / "traces" / "chat.jsonl"),
+                                                        "--request-rate", "5"],
+                        "--trace-format bogus": ["--trace", str(ROOT / "traces" / "chat.jsonl"),
+                                                 "--trace-format", "bogus"],
+                        "--trace-format azure on JSONL": ["--trace", str(ROOT / "traces" / "chat.jsonl"),
+                                                          "--trace-format", "azure"],
+                        "--jitter on an analytic profile": ["--jitter"],
+                        "--cpu-profile with continuous": ["--cpu-profile", str(CPU)]}.items():
+        out.append(sim_case(name, ["--policy", "continuous", *extra]))
+    out.append(("sweep: --workers 0", lambda d: ["sweep", "--policy", "continuous",
+                                                 "--request-rate", "1", "--workers", "0",
+                                                 "--out", str(d / "s")], 2))
+    out.append(("sweep: unknown policy", lambda d: ["sweep", "--policy", "continuous,nope",
+                                                    "--request-rate", "1", "--out", str(d / "s")], 2))
+    out.append(("sweep: --vary without values", lambda d: ["sweep", "--policy", "continuous",
+                                                           "--request-rate", "1", "--vary",
+                                                           "max_num_seqs=", "--out", str(d / "s")], 2))
+    out.append(("sweep: --request-rate 5:1:3", lambda d: ["sweep", "--policy", "continuous",
+                                                          "--request-rate", "5:1:3", "--out",
+                                                          str(d / "s")], 2))
+    out.append(("validate: --loads nan", lambda d: ["validate", "--profile", str(CPU), "--policy",
+                                                    "static", "--loads", "nan", "--out",
+                                                    str(d / "v")], 2))
+    out.append(("validate: --out . --force", lambda d: ["validate", "--profile", str(CPU),
+                                                        "--policy", "static", "--out", ".",
+                                                        "--force"], 2))
+
+    def existing_profile(d: Path) -> list[str]:
+        (d / "p.json").write_text(CPU.read_text())
+        return ["profile", "--model", "tiny-qwen2", "--device", "cpu", "--out", str(d / "p.json")]
+    out.append(("profile: --out an existing profile, no --force", existing_profile, 2))
+    out.append(("profile: --merge --out an existing file", lambda d: (
+        (d / "x.json").write_text("mine"),
+        ["profile", "--merge", str(CPU), str(CPU), "--out", str(d / "x.json")])[1], 2))
     return out
 
 

@@ -37,6 +37,10 @@ def rate_figure(arrival_s: np.ndarray) -> go.Figure:
 
 def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = True) -> go.Figure:
     """A histogram drawn as bars; log-spaced bins for heavy-tailed values (zeros get their own)."""
+    if len(values) == 0:  # e.g. the gaps of a one-request trace
+        fig = go.Figure()
+        fig.update_layout(title=f"{title} (none)", xaxis_title=axis, yaxis_title="requests")
+        return fig
     positive = values[values > 0]
     # values equal up to rounding (gaps of 0.1 s come out 1 ulp apart) get linear bins; the
     # width floor keeps edges distinct at any magnitude, as np.histogram requires

@@ -9,8 +9,8 @@ profiles) is assembled in a *work folder*, a hidden sibling of the destination
   read-only folder moves too), the new one renamed into place, and only then the old one
   removed; a file destination is replaced by one rename;
 - an error, Ctrl-C or SIGTERM before the swap removes the work folder and leaves the old output
-  untouched; signals are held back during the two renames, so there is no moment without a
-  complete output that a handled signal can interrupt.
+  untouched; from the swap on, signals are held back until the cleanup is done (then delivered),
+  so a handled signal never finds the destination without a complete output.
 
 Each work folder holds a marker file (`MARKER`, JSON: process id, host, destination, the
 aside name) and nothing outside it is ever removed except the aside copy of the old output
@@ -116,22 +116,30 @@ def atomic_dir(out: Path, kind: str = "folder", expect: tuple[str, ...] = ()) ->
     work = _new_work(out)
     new = work / out.name
     try:
-        new.mkdir(mode=0o777 & ~_umask())
+        new.mkdir()
         yield new
-        with _signals_held():
-            aside = None
+    except BaseException:
+        _discard(work)
+        raise
+    # the new output is complete: swap, then clean up, with signals held back throughout (a
+    # signal meanwhile is delivered after, when the destination holds the new output)
+    with _signals_held():
+        aside = None
+        try:
             if out.exists() or out.is_symlink():
                 aside = Path(tempfile.mktemp(prefix=f".{out.name}.", suffix=".old",
                                              dir=work.parent))
                 _write_marker(work, out.name, aside.name)  # recorded before the old one moves
                 os.rename(out, aside)
             os.rename(new, out)
+        except BaseException:
+            if aside is not None and aside.exists() and not out.exists():
+                os.rename(aside, out)  # the old output back where it was
+            _discard(work)
+            raise
         if aside is not None:
             _remove_tree(aside)
-    except BaseException:
         _discard(work)
-        raise
-    _discard(work)
 
 
 @contextmanager
@@ -153,12 +161,14 @@ def atomic_file(out: Path, sync: bool = False) -> Iterator[IO[str]]:
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
-        with _signals_held():
-            os.replace(tmp, out)
     except BaseException:
         _discard(work)
         raise
-    _discard(work)
+    with _signals_held():  # a signal meanwhile is delivered once the new file is in place
+        try:
+            os.replace(tmp, out)
+        finally:
+            _discard(work)
 
 
 def _read_marker(folder: Path) -> dict[str, Any] | None:

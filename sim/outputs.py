@@ -91,7 +91,8 @@ def check_output(out: Path, force: bool, kind: str = "folder", expect: tuple[str
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.exists():
         if kind == "file":
-            raise OutputError(f"{parent} does not exist: create it or choose another {flag}")
+            raise OutputError(f"cannot write {out}: {parent} does not exist: create it or "
+                              f"choose another {flag}")
         try:
             parent.mkdir(parents=True)
         except OSError as e:
