@@ -85,7 +85,10 @@ def _remove_tree(path: Path) -> bool:
             func(name)
 
     try:
-        shutil.rmtree(path, onerror=retry)
+        if path.is_symlink():  # an --out that was a link: remove the link, not its target
+            path.unlink()
+        else:
+            shutil.rmtree(path, onerror=retry)
         return True
     except OSError as e:
         log.warning("could not remove %s: %s", path, e.strerror or e)
