@@ -2,7 +2,8 @@
 
 - one run folder (has metrics.json)       -> its run report (default RUN_DIR/report.html)
 - several run folders                     -> a comparison report (--out required)
-- a profile JSON                          -> the profile report (default PROFILE.html)
+- a profile JSON                          -> the profile report (default PROFILE.html; for a
+                                             shipped profile ./NAME.html, not in its folder)
 - a validation folder (validation.json)   -> the validation report (reports.validation)
 - a sweep folder (sweep.csv)              -> the sweep report (default SWEEP_DIR/report.html)
 """
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
+from batchsim.sim.shipped import resolve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +42,15 @@ def kind_of(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a bare profile name that is not a file here names a shipped profile (sim.shipped)
+    args.paths = [resolve(p, "profiles") if p.suffix == ".json" else p for p in args.paths]
     kinds = [kind_of(p) for p in args.paths]
     if args.out is not None:
         target = args.out.resolve()
         for p in args.paths:
             inside = p.is_dir() and target.parent == p.resolve() and target.name != "report.html"
             if target == p.resolve() or inside:
-                raise ValueError(f"--out {args.out} is one of the inputs or their files: "
+                raise UsageError(f"--out {args.out} is one of the inputs or their files: "
                                  "choose another file")
         check_output(args.out, args.force, "file")
     try:
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         # holds a value of the wrong type, which surfaces here as one of these
         what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
         paths = ", ".join(str(p) for p in args.paths)
-        raise ValueError(f"{paths}: damaged {kinds[0]} files, cannot report them ({what})"
+        raise UsageError(f"{paths}: damaged {kinds[0]} files, cannot report them ({what})"
                          ) from None
     print(f"report: {written}")
     return 0

@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from batchsim.sim.errors import UsageError
+
 # Arrival times beyond this make no sense and defeat float64 step arithmetic (about 31.7 years)
 MAX_ARRIVAL_S = 1e9
 MAX_TIME_SCALE = 1e6
@@ -27,29 +29,29 @@ def number(name: str, value: Any, low: float | None = None, high: float | None =
     """`value` as a float, finite (or +inf if allow_inf) and within [low, high] (low excluded
     with low_open); ValueError naming `name` and the valid range otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise UsageError(f"{name} must be a number, got {value!r}")
     if isinstance(value, int) and abs(value) > 1e300:
-        raise ValueError(f"{name} is too large")
+        raise UsageError(f"{name} is too large")
     x = float(value)
     if math.isnan(x) or (math.isinf(x) and not (allow_inf and x > 0)):
-        raise ValueError(f"{name} must be a finite number{' or inf' if allow_inf else ''}, "
+        raise UsageError(f"{name} must be a finite number{' or inf' if allow_inf else ''}, "
                          f"got {x}")
     if math.isinf(x):
         return x
     too_low = low is not None and (x <= low if low_open else x < low)
     too_high = high is not None and x > high
     if too_low or too_high:
-        raise ValueError(f"{name} must be {_range(low, high, low_open, allow_inf)}, got {x:g}")
+        raise UsageError(f"{name} must be {_range(low, high, low_open, allow_inf)}, got {x:g}")
     return x
 
 
 def integer(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """`value` as an int within [low, high]; ValueError with the range otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise UsageError(f"{name} must be an integer, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
         shown = f"{value}" if abs(value) < 10**30 else "a huge number"
-        raise ValueError(f"{name} must be {_range(low, high, False, False)}, got {shown}")
+        raise UsageError(f"{name} must be {_range(low, high, False, False)}, got {shown}")
     return value
 
 

@@ -17,10 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from batchsim.sim.errors import UsageError
+
 _REPO = Path(__file__).resolve().parent.parent
 
 
-class OutputError(ValueError):
+class OutputError(UsageError):
     """An output location that must not or cannot be written; the message says why."""
 
 

@@ -30,9 +30,12 @@ import pandas as pd
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.checks import MAX_RATE
+from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import json_safe
 from batchsim.sim.run import RunSpec, prepare, simulate
-from batchsim.sim.workload.workload import SyntheticSpec, load_trace
+from batchsim.sim.workload.synthetic import SyntheticSpec
+from batchsim.sim.workload.traces import load_trace
+from batchsim.sim.workload.transform import TraceOptions
 
 MAX_POINTS = 10_000  # rates (or grid points) in one sweep
 SWEEP_FILES = ("sweep.json", "sweep.csv")  # what an existing sweep folder holds
@@ -69,6 +72,7 @@ class SweepSpec:
     configurations: tuple[Configuration, ...]
     rates: tuple[float, ...]
     base: RunSpec
+    assumptions: tuple[str, ...] = ()  # defaults the caller filled in, one sentence each
 
     def __post_init__(self) -> None:
         if not self.configurations:
@@ -89,7 +93,7 @@ def parse_rates(text: str) -> tuple[float, ...]:
                              "a comma-separated list (e.g. 1,5,10,inf)") from None
         if len(parts) != 3 or not 0 < lo <= hi <= MAX_RATE or not 1 <= n <= MAX_POINTS or (
                 n == 1 and lo != hi):
-            raise ValueError(f"--request-rate {text!r}: need 0 < START <= STOP <= {MAX_RATE:g} "
+            raise UsageError(f"--request-rate {text!r}: need 0 < START <= STOP <= {MAX_RATE:g} "
                              f"and 2 <= COUNT <= {MAX_POINTS} (or COUNT 1 with START = STOP)")
         return tuple(float(x) for x in np.linspace(lo, hi, n))
     try:
@@ -97,9 +101,9 @@ def parse_rates(text: str) -> tuple[float, ...]:
     except ValueError:
         raise ValueError(f"--request-rate {text!r}: not a number list (e.g. 1,5,10,inf)") from None
     if not rates or any(not (0 < r <= MAX_RATE or r == math.inf) for r in rates):
-        raise ValueError(f"--request-rate {text!r}: rates must be in (0, {MAX_RATE:g}] or inf")
+        raise UsageError(f"--request-rate {text!r}: rates must be in (0, {MAX_RATE:g}] or inf")
     if len(rates) > MAX_POINTS:
-        raise ValueError(f"--request-rate {text!r}: at most {MAX_POINTS} rates")
+        raise UsageError(f"--request-rate {text!r}: at most {MAX_POINTS} rates")
     return rates
 
 
@@ -108,7 +112,7 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
     vary: dict[str, list[str]] = {}
     for item in items:
         knob, sep, values = item.partition("=")
-        knob = knob.strip()
+        knob = knob.strip().replace("-", "_")  # vLLM's spelling: max-num-seqs
         parsed = [v.strip() for v in values.split(",") if v.strip()] if sep else []
         if not knob or not parsed:
             raise ValueError(f"--vary takes KNOB=V1,V2,..., got {item!r}")
@@ -122,16 +126,18 @@ def expand(policies: Sequence[str], vary: Mapping[str, Sequence[str]]) -> list[C
     """Every policy × every combination of the varied knob values (first knob slowest)."""
     size = len(policies) * math.prod(len(v) for v in vary.values())
     if size > MAX_POINTS:
-        raise ValueError(f"the sweep has {size:,} configurations; at most {MAX_POINTS:,}: vary "
+        raise UsageError(f"the sweep has {size:,} configurations; at most {MAX_POINTS:,}: vary "
                          "fewer knob values")
     combos = list(itertools.product(*vary.values())) if vary else [()]
     return [Configuration(p, tuple(zip(vary, combo, strict=True)))
             for p in policies for combo in combos]
 
 
-def trace_rate(trace: str, time_scale: float = 1.0) -> float:
-    """Mean request rate of a trace as recorded (requests per second of its span)."""
-    workload = load_trace(trace, time_scale)
+def trace_rate(trace: str, time_scale: float = 1.0, options: TraceOptions | None = None) -> float:
+    """Mean request rate of a trace as recorded (requests per second of its span), after the
+    options' window, filters and sampling: the rate of exactly the requests a point replays."""
+    read = dataclasses.replace(options or TraceOptions(), time_scale=time_scale)
+    workload = load_trace(trace, options=read)
     span = float(workload.arrival_s[-1] - workload.arrival_s[0]) if len(workload) else 0.0
     if len(workload) < 2 or span <= 0:
         raise ValueError(f"{trace}: a trace needs two or more arrival times to be rescaled to a "
@@ -169,9 +175,10 @@ def grid(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:
     base = sweep.base
     size = len(sweep.configurations) * max(1, len(sweep.rates))
     if size > MAX_POINTS:
-        raise ValueError(f"the sweep has {size:,} points; at most {MAX_POINTS:,}: vary fewer "
+        raise UsageError(f"the sweep has {size:,} points; at most {MAX_POINTS:,}: vary fewer "
                          "knob values or rates")
-    native = trace_rate(base.trace, base.time_scale) if base.trace is not None else None
+    native = (trace_rate(base.trace, base.time_scale, base.trace_options)
+              if base.trace is not None else None)
     if not sweep.rates:
         assert native is not None, "a synthetic sweep has rates (checked by SweepSpec)"
         return [(c, native, point_spec(sweep, c, None)) for c in sweep.configurations]

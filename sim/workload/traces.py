@@ -36,6 +36,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.shipped import resolve
 from batchsim.sim.workload import jsonl_fast
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
@@ -81,6 +82,16 @@ class _Rows:
     priority: np.ndarray | None = None  # native only
 
 
+def load_trace(path: str | Path, time_scale: float = 1.0,
+               options: TraceOptions | None = None) -> Workload:
+    """Read a trace in any known format; arrival times are multiplied by time_scale.
+
+    `options` (window, rate, filters, sampling, format, strictness) replaces time_scale when
+    given. Native traces keep their arrival_s; imported ones start at their first request.
+    """
+    return read_trace(path, options if options is not None else TraceOptions(time_scale))
+
+
 def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
     """Read a trace in any known format and apply options' window, speed, filters, sampling.
 
@@ -88,7 +99,7 @@ def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workloa
     (detection, then the fast path, perhaps the slow one): it is copied to a temporary file
     first, and every message still names the pipe."""
     options = options or TraceOptions()
-    file = Path(path)
+    file = resolve(path, "traces")  # a bare name that is not a file here: a shipped trace
     if _is_pipe(file):
         with tempfile.TemporaryDirectory(prefix="batchsim-pipe-") as folder:
             copy = Path(folder) / "trace"
