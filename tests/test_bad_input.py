@@ -214,7 +214,7 @@ def test_replacement_keeps_old_until_new_is_complete(tmp_path):
         raise OSError("disk full")
 
     from batchsim.sim.run import RunSpec, prepare, simulate, write_run
-    from batchsim.sim.workload.workload import SyntheticSpec
+    from batchsim.sim.workload.synthetic import SyntheticSpec
 
     result = simulate(prepare(RunSpec(policy="static", synthetic=SyntheticSpec(num_requests=5))))
     with pytest.raises(OSError):

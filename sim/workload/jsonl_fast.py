@@ -31,8 +31,8 @@ _INT = rb"-?+(?:0|[1-9][0-9]*+)"
 _INT_LIST_INNER = rb"%s(?:%s(?:%s,%s%s)*+)?+%s" % (_WS, _INT, _WS, _WS, _INT, _WS)
 
 
-def _value_pattern(key: str, value: object, numeric: set[str],
-                   captured: tuple[str, ...]) -> bytes | None:
+def _value_pattern(key: str, value: object, numeric: set[str], captured: tuple[str, ...],
+                   int_list: bytes = _INT_LIST_INNER) -> bytes | None:
     """The grammar of one key's value as it must appear on every line; None: not fast."""
     if key in numeric:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -43,7 +43,7 @@ def _value_pattern(key: str, value: object, numeric: set[str],
     if key == "id":  # captured as bytes, so no escapes (those lines take the slow path)
         return rb'"[^"\\\x00-\x1f]*+"' if isinstance(value, str) else None
     if key == "hash_ids":
-        return rb"\[%s\]" % _INT_LIST_INNER if isinstance(value, list) else None
+        return rb"\[%s\]" % int_list if isinstance(value, list) else None
     return rb"(?:%s|%s)" % (_SCALAR, _FLAT_LIST)
 
 
@@ -81,17 +81,19 @@ def line_shape(first_line: str, numeric: set[str],
     keys = [k for k, _ in pairs]
     if len(set(keys)) != len(keys):
         return None
-    members = []
-    for key, value in pairs:
-        value_pattern = _value_pattern(key, value, numeric, captured)
-        if value_pattern is None:
-            return None
-        members.append((re.escape(json.dumps(key, ensure_ascii=False).encode("utf-8")),
-                        value_pattern))
     raw = first_line.strip("\r\n").encode("utf-8")
     # the usual separators exactly (much faster to match), else any JSON whitespace
     for item_sep, key_sep, edge in ((b", ", b": ", b""), (b",", b":", b""),
                                     (rb"%s,%s" % (_WS, _WS), rb"%s:%s" % (_WS, _WS), _WS)):
+        int_list = (_INT_LIST_INNER if edge else
+                    rb"(?:%s(?:%s%s)*+)?+" % (_INT, re.escape(item_sep), _INT))
+        members = []
+        for key, value in pairs:
+            value_pattern = _value_pattern(key, value, numeric, captured, int_list)
+            if value_pattern is None:
+                return None
+            members.append((re.escape(json.dumps(key, ensure_ascii=False).encode("utf-8")),
+                            value_pattern))
         body = item_sep.join(rb"%s%s%s" % (k, key_sep, v) for k, v in members)
         line = rb"%s\{%s%s%s\}%s" % (edge, edge, body, edge, edge)
         if re.fullmatch(line, raw):

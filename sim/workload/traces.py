@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import re
 import stat
 import tempfile
 import warnings
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 _MAX_TOKENS = 2.0**53  # float64 holds every integer up to here exactly
 _CSV_CHUNK_ROWS = 1 << 18
 _JSONL_CHUNK_BYTES = 1 << 24
-_LONG_INT = re.compile(r"[0-9]{19}")  # 19 digits may exceed int64
+_INT64 = np.iinfo(np.int64)
 MAX_PRIORITY = 2**31 - 1  # |priority| at most this (a server's int32 field)
 
 
@@ -390,8 +389,6 @@ def _fast_blocks(found: list[bytes], n: int) -> tuple[bool, PrefixBlocks | None]
         return False, None
     counts = np.array([h.count(b",") + 1 if h.strip() else 0 for h in found], dtype=np.int64)
     text = b",".join(h for h in found if h.strip()).decode("ascii", "replace")
-    if _LONG_INT.search(text):
-        return False, None  # numpy clips integers beyond int64 silently: the slow path checks
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # numpy warns, not raises, on a value it cannot read
@@ -401,6 +398,8 @@ def _fast_blocks(found: list[bytes], n: int) -> tuple[bool, PrefixBlocks | None]
         return False, None
     if len(values) != counts.sum():
         return False, None
+    if len(values) and (values.max() == _INT64.max or values.min() == _INT64.min):
+        return False, None  # numpy clips integers beyond int64 silently: the slow path checks
     return True, PrefixBlocks(values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
