@@ -18,6 +18,7 @@ import pandas as pd
 
 from batchsim.reports import figures
 from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.reports.itl_cdf import ITL_FILE, write_itl_cdf
 from batchsim.reports.series import (
     MAX_POINTS,
     bin_edges,
@@ -31,7 +32,6 @@ from batchsim.sim.outputs import read_json, read_table
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
 
-ITL_FILE = "itl_cdf.csv"
 REPORT_FILE = "report.html"
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"),
              ("queue", "Queue"))
@@ -224,10 +224,7 @@ def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
     Uses the in-memory tables (reading 200k rows back would double the cost); they hold the same
     values as the CSVs, so `batchsim report RUN_DIR` later rebuilds the same page.
     """
-    values_s, weights = output.recorder.itl_samples()
-    x, p = quantile_cdf(values_s * 1e3, weights)
-    pd.DataFrame({"probability": p, "itl_ms": x}).to_csv(tmp_dir / ITL_FILE, index=False,
-                                                         float_format="%.6f")
+    x, p = write_itl_cdf(tmp_dir, output)
     name = tmp_dir.name  # sim.atomic builds the folder under the run folder's own name
     run = RunData(name, output.config, output.metrics, output.requests, output.steps, (x, p))
     render_run_report(run, tmp_dir / REPORT_FILE)
