@@ -57,8 +57,8 @@ SOURCES = ("measured", "analytic", "imported")
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-# The default profile (sim.shipped.default_profile): the analytic H100 roofline of qwen2.5-0.5b,
-# until a measured one lands.
+# The default profile (sim.shipped.default_profile): the calibrated analytic qwen2.5-0.5b on
+# an H100 under vLLM (docs/ANALYTIC.md).
 
 
 class ProfileError(UsageError):
