@@ -11,6 +11,7 @@ from pathlib import Path
 from batchsim.extras import require_profile_extra
 from batchsim.progress import LazyProgress
 from batchsim.sim.errors import UsageError
+from batchsim.sim.outputs import check_output
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="profile file (default: ./profile-<model>-<device>-<dtype>.json; with "
                         "--refit: the refitted copy, default the input itself)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing finished profile at --out")
     p.add_argument("--seed", type=int, help="seed of the grid order and random weights (default 0)")
     p.add_argument("--repeats", type=int, help="timed steps per grid point (default: per grid)")
     p.add_argument("--memory-cap-gb", type=float,
@@ -137,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.memory_cap_gb is not None and args.memory_cap_gb <= 0:
         raise ValueError(f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
     out = args.out or default_out(args.model, device, dtype)
+    if not args.resume:
+        check_output(out, args.force, "file")  # before loading the model for nothing
     config = ProfileConfig(
         model=args.model, out=out, device=device, dtype=dtype, grid=args.grid, seed=args.seed,
         repeats=args.repeats, resume=args.resume,
@@ -154,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         again += ["--clock", args.clock] if args.clock else []
         again += ["--memory-cap-gb", str(args.memory_cap_gb)] if args.memory_cap_gb else []
         print(f"batchsim: {e}\nresume with: {shlex.join(again)}", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e.__context__, "signum", 2))  # 130 Ctrl-C, 143 SIGTERM
     finally:
         bar.close()
     if not args.quiet:
@@ -198,8 +203,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--merge needs --out FILE for the merged profile")
-    if args.out.exists() and args.out.resolve() not in {p.resolve() for p in args.merge}:
-        raise ValueError(f"{args.out} already exists: choose another --out")
+    if args.out.resolve() not in {p.resolve() for p in args.merge}:
+        check_output(args.out, args.force, "file")
     doc = merge_profiles(list(args.merge), args.out)
     if not args.quiet:
         print(experiment_record(doc), end="")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from batchsim.policies.base import Policy
+from batchsim.sim.checks import check_knobs
 from batchsim.sim.errors import UsageError
 
 P = TypeVar("P", bound=type[Policy])
@@ -63,6 +64,7 @@ def make_config(name: str, overrides: dict[str, str | Any],
             )
         kwargs[knob] = (parse_value(knob, raw, hints[knob]) if isinstance(raw, str)
                         else check_value(knob, raw, hints[knob]))
+    check_knobs(name, kwargs)  # finite, and within what a real server accepts
     return config_class(**kwargs)
 
 
@@ -128,7 +130,11 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
                 return raw
             continue
         if origin is tuple:
-            return tuple(int(x) for x in raw.split(",") if x)
+            try:
+                return tuple(int(x) for x in raw.split(",") if x)
+            except ValueError:
+                raise UsageError(f"knob {knob}: cannot read {raw!r} as a list of integers "
+                                 "(e.g. 4,8)") from None
         if option is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True

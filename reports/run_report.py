@@ -9,7 +9,6 @@ quantiles in `itl_cdf.csv` (a few KB) when the run is written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from batchsim.reports.series import (
     token_rate,
     waiting_count,
 )
+from batchsim.sim.outputs import read_json, read_table
 
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
@@ -63,14 +63,14 @@ def load_run(run_dir: Path) -> RunData:
             raise ValueError(f"{run_dir} is not a run folder: it has no {name}")
     itl = None
     if (run_dir / ITL_FILE).is_file():
-        df = pd.read_csv(run_dir / ITL_FILE)
+        df = read_table(run_dir / ITL_FILE)
         itl = (df["itl_ms"].to_numpy(), df["probability"].to_numpy())
     return RunData(
         name=run_dir.name,
-        config=json.loads((run_dir / "config.json").read_text()),
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        requests=pd.read_csv(run_dir / "requests.csv"),
-        steps=pd.read_csv(run_dir / "steps.csv"),
+        config=read_json(run_dir / "config.json"),
+        metrics=read_json(run_dir / "metrics.json"),
+        requests=read_table(run_dir / "requests.csv"),
+        steps=read_table(run_dir / "steps.csv"),
         itl_cdf=itl,
     )
 
@@ -228,7 +228,6 @@ def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
     values as the CSVs, so `batchsim report RUN_DIR` later rebuilds the same page.
     """
     x, p = write_itl_cdf(tmp_dir, output)
-    # write_run's temporary folder is named ".<out name>.<random>"
-    name = tmp_dir.name[1:].rsplit(".", 1)[0] or tmp_dir.name
+    name = tmp_dir.name  # sim.atomic builds the folder under the run folder's own name
     run = RunData(name, output.config, output.metrics, output.requests, output.steps, (x, p))
     render_run_report(run, tmp_dir / REPORT_FILE)

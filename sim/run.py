@@ -21,9 +21,11 @@ from batchsim.policies.base import Policy
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_SLO_MS, MAX_TIME_SCALE, number
 from batchsim.sim.csv_table import write_csv
 from batchsim.sim.jitter import StepJitter
 from batchsim.sim.metrics import summarize
+from batchsim.sim.outputs import check_output, json_safe
 from batchsim.sim.profile import CpuCostModel, Profile, cpu_cost_model, load_profile
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.simulator import Simulator
@@ -50,6 +52,15 @@ class RunSpec:
     kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
     kv_copy_latency_us: float = 0.0  # hybrid: assumed fixed cost per KV hand-off
     step_jitter: bool = False  # draw GPU step-time noise from the profile's repeats (sim.jitter)
+
+    def __post_init__(self) -> None:
+        # finite and bounded where they enter (sim.checks); NaN would pass `x <= 0` tests
+        number("--time-scale", self.time_scale, 0, MAX_TIME_SCALE, low_open=True)
+        if self.kv_copy_gbps is not None:
+            number("--kv-copy-gbps", self.kv_copy_gbps, 0, 1e6, low_open=True)
+        number("--kv-copy-latency-us", self.kv_copy_latency_us, 0, 1e9)
+        for key, value in (self.goodput or {}).items():
+            number(f"--goodput {key}", value, 0, MAX_SLO_MS, low_open=True)
 
 
 @dataclass
@@ -94,6 +105,10 @@ def prepare_workload(spec: RunSpec, profile: Profile, workload: Workload) -> Pre
     # the profile's own defaults (e.g. the vLLM version it was measured with) under --set
     config = make_config(policy_class.name, dict(spec.knobs), profile.policy_defaults())
     check_jitter(spec, profile)
+    if len(workload) and float(workload.arrival_s[-1]) > MAX_ARRIVAL_S:
+        raise WorkloadError(f"{workload.where(len(workload) - 1)}: arrival at "
+                            f"{float(workload.arrival_s[-1]):.3g} s is beyond {MAX_ARRIVAL_S:g} s "
+                            "(about 31 years): lower --time-scale or raise --request-rate")
     policy = policy_class(config, profile.memory, profile.max_model_len)
     total = workload.input_tokens + workload.output_tokens
     over = np.flatnonzero(total > profile.max_model_len)
@@ -191,20 +206,22 @@ def resolved_config(prep: Prepared) -> dict[str, Any]:
     }
 
 
+RUN_FILES = ("metrics.json", "config.json")  # what an existing run folder holds
+
+
 def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise ValueError(f"{out} already exists: choose another --out or pass --force")
-    if not out.parent.exists():
-        out.parent.mkdir(parents=True)
+    """Before the work: `out` may hold a new run folder (sim.outputs: where, --force, kind)."""
+    check_output(out, force, "folder", RUN_FILES)
 
 
 def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
               writers: tuple[Callable[[Path, RunOutput], None], ...] = ()) -> None:
     """Write config.json, metrics.json, requests.csv, steps.csv (+ writers' files) atomically."""
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "folder", RUN_FILES) as tmp:
         config = {**run.config, **(extra or {})}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
+        for name, doc in (("config.json", config), ("metrics.json", run.metrics)):
+            text = json.dumps(json_safe(doc), indent=2, allow_nan=False)  # strict JSON
+            (tmp / name).write_text(text + "\n")
         write_csv(run.requests, tmp / "requests.csv")
         write_csv(run.steps, tmp / "steps.csv")
         for writer in writers:

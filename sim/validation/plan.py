@@ -35,7 +35,9 @@ import pandas as pd
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
 from batchsim.sim.csv_table import write_csv
+from batchsim.sim.errors import UsageError
 from batchsim.sim.grid_cost_model import GridCostModel
+from batchsim.sim.outputs import json_safe
 from batchsim.sim.profile import Profile, StepCostModel
 from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
@@ -98,8 +100,8 @@ class ValidationSpec:
     jitter_replicas: int = 8
 
     def __post_init__(self) -> None:
-        if self.jitter_replicas < 1:
-            raise ValueError(f"jitter replicas must be at least 1, got {self.jitter_replicas}")
+        if not 1 <= self.jitter_replicas <= 1000:
+            raise UsageError(f"jitter replicas must be from 1 to 1000, got {self.jitter_replicas}")
         if not self.loads:
             raise ValueError("--loads needs at least one load level")
         bad = [x for x in self.loads if not 0 < x <= 2]
@@ -365,14 +367,18 @@ def _pct(x: float | None) -> str:
 # -- the run folder -----------------------------------------------------------------------------
 
 
+VALIDATION_FILES = ("validation.json",)  # what an existing validation folder holds
+
+
 def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
                      jsons: Mapping[str, Any],
                      report: Callable[[Path], object] | None = None) -> None:
     """validation.json, validation.csv, per-point tables (relative paths) and the report,
     assembled in a temporary sibling folder and renamed into place (nothing half-written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out) as tmp:
-        (tmp / "validation.json").write_text(json.dumps(doc, indent=2) + "\n")
+    with atomic_dir(out, "folder", VALIDATION_FILES) as tmp:
+        (tmp / "validation.json").write_text(json.dumps(json_safe(doc), indent=2,
+                                                         allow_nan=False) + "\n")
         validation_table(doc["points"], doc["errors"]).to_csv(
             tmp / "validation.csv", index=False, float_format="%.6g")
         for rel, df in tables.items():
@@ -380,6 +386,7 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
             write_csv(df, tmp / rel)
         for rel, data in jsons.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
+            (tmp / rel).write_text(json.dumps(json_safe(data), indent=2, allow_nan=False)
+                                   + "\n")
         if report is not None:
             report(tmp)
