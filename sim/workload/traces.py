@@ -7,6 +7,10 @@
   azure     CSV    TIMESTAMP, ContextTokens, GeneratedTokens                 wall clock
   burstgpt  CSV    Timestamp, Request tokens, Response tokens (+ Model, ...) seconds
   vidur     CSV    arrived_at, num_prefill_tokens, num_decode_tokens         seconds
+  vllm      JSONL  queued_ts, input_toks, output_toks (+ request_id and the   seconds
+                   server's other timestamps: a vLLM request log, request_log.py)
+  llmservingsim JSONL arrival_time_ns, input_toks, output_toks               ns
+                   (+ input_tok_ids, ignored)
 
 A million-line file must load in seconds, so no Python object is made per row where it can be
 avoided: CSVs go through pandas' C parser in chunks; Mooncake lines are cut by regular
@@ -33,6 +37,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.workload import request_log
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
@@ -50,7 +55,7 @@ class TraceFormat:
     time: str  # column (CSV) or key (JSONL) of the arrival time
     input: str
     output: str
-    time_unit: Literal["s", "ms", "datetime"]
+    time_unit: Literal["s", "ms", "ns", "datetime"]
 
 
 FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
@@ -59,7 +64,12 @@ FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
     TraceFormat("azure", "csv", "TIMESTAMP", "ContextTokens", "GeneratedTokens", "datetime"),
     TraceFormat("burstgpt", "csv", "Timestamp", "Request tokens", "Response tokens", "s"),
     TraceFormat("vidur", "csv", "arrived_at", "num_prefill_tokens", "num_decode_tokens", "s"),
+    TraceFormat("vllm", "jsonl", request_log.TIME_KEY, request_log.INPUT_KEY,
+                request_log.OUTPUT_KEY, "s"),
+    TraceFormat("llmservingsim", "jsonl", "arrival_time_ns", "input_toks", "output_toks", "ns"),
 )}
+# divisor from a format's time unit to seconds (datetimes are parsed to seconds already)
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "ns": 1e9, "datetime": 1.0}
 
 
 @dataclass
@@ -71,7 +81,7 @@ class _Rows:
     outputs: np.ndarray  # float64, NaN = missing
     lines: np.ndarray  # int64 file line of each row
     hash_ids: PrefixBlocks | None = None
-    ids: list[str] | None = None  # native only
+    ids: list[str] | None = None  # native and vllm only
     priority: np.ndarray | None = None  # native only
 
 
@@ -83,6 +93,8 @@ def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workloa
     rows: _Rows | None
     if fmt.kind == "csv":
         rows = _csv_rows(file, fmt, header_line, names)
+    elif fmt.name == "vllm":
+        rows = _log_rows(file)
     else:
         rows = _fast_jsonl_rows(file, fmt)
         if rows is None or (fmt.name == "native" and not _native_valid(rows)):
@@ -233,6 +245,13 @@ def _concat_blocks(parts: list[PrefixBlocks | None]) -> PrefixBlocks:
 
 
 # ---- JSON lines ----------------------------------------------------------------------------
+
+def _log_rows(file: Path) -> _Rows:
+    """A vLLM request log: every timestamp checked (request_log.py); arrivals are queued_ts."""
+    log_ = request_log.read_request_log(file)
+    return _Rows(log_.stamps[request_log.TIME_KEY], log_.input_tokens, log_.output_tokens,
+                 log_.lines, ids=log_.ids)
+
 
 def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
     """JSON lines cut by regular expressions, or None where that cannot be trusted.
@@ -412,9 +431,11 @@ def _to_workload(file: Path, fmt: TraceFormat, rows: _Rows, strict: bool) -> Wor
         raise WorkloadError(f"{file}: every request has 0 input or output tokens")
     order, resorted = _arrival_order(file, rows.time[keep], rows.lines[keep], strict)
     index = keep[order]
-    time = rows.time[index] / (1000.0 if fmt.time_unit == "ms" else 1.0)
+    time = rows.time[index]
     if fmt.name != "native":
-        time -= time[0]  # imported traces start at their first request
+        time = time - time[0]  # imported traces start at their first request (before the
+        # unit change: epoch nanoseconds keep their precision in the differences)
+    time = time / _PER_SECOND[fmt.time_unit]
     identity = len(index) == len(rows.lines) and not resorted
     hash_ids = rows.hash_ids
     if hash_ids is not None and not identity:
