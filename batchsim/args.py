@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchsim.sim.engine_config import EngineConfig
 
 
 def add_knob_option(p: argparse.ArgumentParser, example: str = "max_num_seqs=128") -> None:
@@ -39,3 +43,23 @@ def add_jitter_option(p: argparse.ArgumentParser, default: bool) -> None:
                    help="price each GPU step at the cost model's prediction times a factor drawn "
                         "from the profile's own repeat scatter (seeded by --seed; needs a "
                         f"measured profile); default {state}")
+
+
+def add_engine_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine-config", metavar="META.json",
+                   help="a vLLM engine's settings (engine_kwargs, kv_cache) as knobs: "
+                        "max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks, ...; "
+                        "--set wins; one warning per setting batchsim does not model")
+
+
+def engine_config(path: str | None, policies: list[str]) -> EngineConfig | None:
+    """--engine-config read once (its warnings logged once) for these policies' knobs."""
+    if path is None:
+        return None
+    import dataclasses
+
+    from batchsim.policies.registry import get_policy
+    from batchsim.sim.engine_config import read_engine_config
+
+    names = {f.name for p in policies for f in dataclasses.fields(get_policy(p).config_class)}
+    return read_engine_config(path, names)

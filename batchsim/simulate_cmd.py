@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import math
 import sys
 from pathlib import Path
 
-from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
+from batchsim.args import (
+    add_cpu_path_options,
+    add_engine_config_option,
+    add_jitter_option,
+    add_knob_option,
+    engine_config,
+    parse_knobs,
+)
 from batchsim.policies.registry import available
 from batchsim.progress import Progress
 from batchsim.sim.metrics import parse_goodput
@@ -17,6 +25,7 @@ from batchsim.sim.workload.workload import SyntheticSpec
 from batchsim.summary import format_summary
 from batchsim.trace_cmd import add_trace_options, given_trace_flags, trace_options
 
+logger = logging.getLogger(__name__)
 SYNTHETIC_FLAGS = ("request_rate", "burstiness", "num_requests", "input_len", "output_len",
                    "range_ratio", "lengths_from")
 
@@ -24,6 +33,7 @@ SYNTHETIC_FLAGS = ("request_rate", "burstiness", "num_requests", "input_len", "o
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p)
+    add_engine_config_option(p)
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
     add_cpu_path_options(p)
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
@@ -74,12 +84,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         reject_too_long=args.reject_too_long,
         goodput=parse_goodput(args.goodput) if args.goodput else None,
         step_jitter=args.jitter,
+        engine_config=engine_config(args.engine_config, [args.policy]),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     prep = prepare(spec)
+    for line in prep.engine_warnings:
+        logger.warning("%s", line)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
     check_out_dir(out, args.force)

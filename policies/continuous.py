@@ -45,11 +45,17 @@ class ContinuousConfig:
     block_size: int = 16  # tokens per KV block
     gpu_memory_utilization: float = 0.9  # fraction of device memory for weights + activations + KV
     policy: Literal["fcfs", "priority"] = "fcfs"
+    # KV pool size in blocks (vLLM's name), replacing the capacity derived from memory and
+    # gpu_memory_utilization; None = derived
+    num_gpu_blocks_override: int | None = None
 
     def __post_init__(self) -> None:
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
+        if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override <= 0:
+            raise ValueError("num_gpu_blocks_override must be positive (or none = derived from "
+                             f"memory), got {self.num_gpu_blocks_override}")
         if self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be >= 0 (0 = no cap)")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -104,8 +110,8 @@ class Continuous(Policy):
     def __init__(self, config: ContinuousConfig, memory: MemoryFacts, max_model_len: int) -> None:
         super().__init__(config, memory, max_model_len)
         self._bs = config.block_size
-        capacity = memory.kv_capacity_tokens(config.gpu_memory_utilization)
-        self._num_blocks = capacity // self._bs
+        self._num_blocks = config.num_gpu_blocks_override or (
+            memory.kv_capacity_tokens(config.gpu_memory_utilization) // self._bs)
         self._free = self._num_blocks
         self._chunk_cap = config.long_prefill_token_threshold or config.max_num_batched_tokens
         self._waiting: WaitingQueue[_Seq] = WaitingQueue(config.policy == "priority")
@@ -140,7 +146,7 @@ class Continuous(Policy):
             raise ValueError(
                 f"the longest request ({max_total_tokens} tokens, {needed} blocks) does not fit "
                 f"the KV cache ({self._num_blocks} blocks of {self._bs} tokens): raise "
-                "gpu_memory_utilization or reject long requests"
+                "gpu_memory_utilization or num_gpu_blocks_override, or reject long requests"
             )
 
     def add_request(self, request: Request, now_s: float) -> str | None:

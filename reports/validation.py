@@ -18,9 +18,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from batchsim.reports.html import Section, cards, table, write_report
-from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS
+from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS, point_label
 
-_REAL, _SIM = "#1f77b4", "#ff7f0e"
+REAL_COLOR, SIM_COLOR = "#1f77b4", "#ff7f0e"
 # Metrics drawn real vs sim across loads (one small chart each).
 _HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
              "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
@@ -31,12 +31,16 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
     """Render run_dir's validation.json (+ per-point CSVs) to the HTML file `out`."""
     run_dir = Path(run_dir)
     doc = json.loads((run_dir / "validation.json").read_text())
+    if doc.get("kind") == "observed":
+        from batchsim.reports.observed import write_observed_report
+
+        return write_observed_report(doc, run_dir, out)
     sections = [
         _summary(doc),
         Section("Real vs simulated across load levels", [_headline_figure(doc)]),
-        Section("Signed relative error (sim − real) / real", [_error_heatmap(doc)],
+        Section("Signed relative error (sim − real) / real", [error_heatmap(doc)],
                 notes=["Positive: the simulation predicts more than the engine did."]),
-        Section("E2EL distribution per load level", [_cdf_figure(doc, run_dir, "e2el_ms")]),
+        Section("E2EL distribution per load level", [cdf_figure(doc, run_dir, "e2el_ms")]),
         Section("Cost model on the steps that really ran", [_step_figure(doc, run_dir)],
                 html=_step_table(doc),
                 notes=["Each real step's measured duration against the profile's prediction "
@@ -47,6 +51,23 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
                 f"({doc['profile'].get('digest')}) · {doc['engine']['model']} on "
                 f"{doc['engine']['device_name']}")
     return write_report(out, f"Validation: {doc['policy']}", sections, subtitle=subtitle)
+
+
+def metric_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The summary table: one row per metric, real / sim / error per point, then MAPE."""
+    rows = []
+    for name in METRIC_NAMES:
+        row: dict[str, Any] = {"metric": name}
+        for p in doc["points"]:
+            c = p["comparison"][name]
+            lab = point_label(p)
+            row[f"real @{lab}"] = c["real"]
+            row[f"sim @{lab}"] = c["sim"]
+            row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
+        mape = doc["errors"][name]["mape"]
+        row["MAPE"] = None if mape is None else f"{mape:.1%}"
+        rows.append(row)
+    return rows
 
 
 def _summary(doc: dict[str, Any]) -> Section:
@@ -61,26 +82,15 @@ def _summary(doc: dict[str, Any]) -> Section:
     levels = [p.get("step_cost_level") for p in doc["points"]]
     if all(levels):
         items["step cost level (real / predicted)"] = ", ".join(f"{x:.2f}x" for x in levels)
-    rows = []
-    for name in METRIC_NAMES:
-        row: dict[str, Any] = {"metric": name}
-        for p in doc["points"]:
-            c = p["comparison"][name]
-            lab = f"{p['load']:g}"
-            row[f"real @{lab}"] = c["real"]
-            row[f"sim @{lab}"] = c["sim"]
-            row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
-        mape = errors[name]["mape"]
-        row["MAPE"] = None if mape is None else f"{mape:.1%}"
-        rows.append(row)
+    rows = metric_rows(doc)
     engine = doc["engine"]
-    notes = [f"command: {doc['command']}", _jitter_note(doc),
+    notes = [f"command: {doc['command']}", jitter_note(doc),
              f"engine: torch {engine.get('torch')}, transformers {engine.get('transformers')}, "
              f"{engine['dtype']}, threads {engine.get('threads')}"]
     return Section("Summary", html=cards(items) + table(rows), notes=[n for n in notes if n])
 
 
-def _jitter_note(doc: dict[str, Any]) -> str:
+def jitter_note(doc: dict[str, Any]) -> str:
     if "step_jitter" not in doc:  # written before validate recorded it
         return ""
     jitter = doc["step_jitter"]
@@ -97,7 +107,7 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     loads = [p["load"] for p in doc["points"]]
     for k, name in enumerate(_HEADLINE):
         r, c = k // cols + 1, k % cols + 1
-        for side, color in (("real", _REAL), ("sim", _SIM)):
+        for side, color in (("real", REAL_COLOR), ("sim", SIM_COLOR)):
             fig.add_trace(go.Scatter(
                 x=loads, y=[p["comparison"][name][side] for p in doc["points"]],
                 mode="lines+markers", name=side, legendgroup=side, showlegend=k == 0,
@@ -107,18 +117,22 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
+def error_heatmap(doc: dict[str, Any]) -> go.Figure:
     z, text = [], []
     for name in METRIC_NAMES:
         errs = [p["comparison"][name]["rel_error"] for p in doc["points"]]
         z.append([np.nan if e is None else e * 100 for e in errs])
         text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
     fig = go.Figure(go.Heatmap(
-        z=z, x=[f"load {p['load']:g}" for p in doc["points"]], y=list(METRIC_NAMES),
+        z=z, x=[_name(p) for p in doc["points"]], y=list(METRIC_NAMES),
         text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
         colorbar={"title": "%"}))
     fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})
     return fig
+
+
+def _name(point: dict[str, Any]) -> str:
+    return point.get("label") or f"load {point['load']:g}"
 
 
 def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
@@ -126,11 +140,11 @@ def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.Data
     return pd.read_csv(path) if path.exists() else None
 
 
-def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
+def cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
     fig = go.Figure()
     dashes = ("solid", "dash", "dot", "dashdot")
     for k, p in enumerate(doc["points"]):
-        for side, color in (("real", _REAL), ("sim", _SIM)):
+        for side, color in (("real", REAL_COLOR), ("sim", SIM_COLOR)):
             df = _read(run_dir, p, side, "requests.csv")
             if df is None:
                 continue
@@ -139,7 +153,7 @@ def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
                 continue
             fig.add_trace(go.Scatter(
                 x=values, y=np.arange(1, len(values) + 1) / len(values), mode="lines",
-                name=f"{side} @ load {p['load']:g}",
+                name=f"{side} @ {_name(p)}",
                 line={"color": color, "dash": dashes[k % len(dashes)]}))
     fig.update_layout(xaxis_title=column, yaxis_title="fraction of requests")
     return fig
