@@ -31,6 +31,7 @@ _KNOBS: dict[str, tuple[str, str]] = {
     "max_num_batched_tokens": ("max_num_batched_tokens", _POSITIVE_INT),
     "block_size": ("block_size", _POSITIVE_INT),
     "num_gpu_blocks": ("num_gpu_blocks_override", _POSITIVE_INT),  # kv_cache: the pool sized
+    "num_blocks": ("num_gpu_blocks_override", _POSITIVE_INT),  # vLLM V1's KVCacheConfig name
     "num_gpu_blocks_override": ("num_gpu_blocks_override", _POSITIVE_INT),
     "gpu_memory_utilization": ("gpu_memory_utilization", "a fraction in (0, 1]"),
     "enable_chunked_prefill": ("enable_chunked_prefill", "true or false"),
@@ -46,6 +47,7 @@ _OFF_BY_DEFAULT: dict[str, tuple[Any, ...]] = {
     "pipeline_parallel_size": (1, None),
     "enable_expert_parallel": (False, None),
     "kv_cache_dtype": ("auto", None),
+    "cache_dtype": ("auto", None),  # vLLM's CacheConfig name of kv_cache_dtype
     "speculative_config": (None, {}),
     "quantization": (None,),
     "cpu_offload_gb": (0, None),
@@ -63,6 +65,8 @@ _WHY_NOT = {
     "enable_expert_parallel": "expert parallelism is not modelled",
     "kv_cache_dtype": "KV bytes per token come from the profile (the model's dtype); pass "
                       "num_gpu_blocks_override for the real pool size",
+    "cache_dtype": "KV bytes per token come from the profile (the model's dtype); pass "
+                   "num_gpu_blocks_override for the real pool size",
     "enforce_eager": "the profile's step times decide (eager or CUDA graphs is the profile's)",
 }
 
@@ -185,8 +189,9 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
                 if value not in _OFF_BY_DEFAULT[key]:
                     ignored.append(f"{where} = {value!r}: {_WHY_NOT.get(key, 'not modelled')}")
             else:
-                ignored.append(f"{where} = {_short(value)}: "
-                               f"{_WHY_NOT.get(key, 'not modelled by batchsim')}")
+                why = ("not read: the KV pool is derived from memory unless num_gpu_blocks is "
+                       "given" if section == "kv_cache" else "not modelled by batchsim")
+                ignored.append(f"{where} = {_short(value)}: {_WHY_NOT.get(key, why)}")
     for key in data:
         if key not in _METADATA and key not in ("engine_kwargs", "kv_cache"):
             ignored.append(f"{key}: not an engine setting batchsim knows; ignored")

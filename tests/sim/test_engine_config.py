@@ -39,14 +39,16 @@ def test_settings_map_onto_knobs_and_unmodelled_ones_warn_once_each(tmp_path, ca
                             "data_parallel_size": 2, "seed": 42, "model": "x",
                             "kv_cache_dtype": "auto", "max_model_len": None,
                             "some_new_arg": [1, 2]},
-                 {"num_gpu_blocks": 100}, dataset_path="d.jsonl", started_at="t")
+                 {"num_gpu_blocks": 100, "swap_space": 4}, dataset_path="d.jsonl",
+                 started_at="t")
     with caplog.at_level(logging.WARNING):
         engine = read_engine_config(meta, NAMES)
     assert engine.knobs == {"max_num_seqs": 8, "max_num_batched_tokens": 64, "block_size": 32,
                             "gpu_memory_utilization": 0.5, "num_gpu_blocks_override": 100}
     assert engine.sources["num_gpu_blocks_override"] == "kv_cache.num_gpu_blocks"
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 3  # prefix caching, data parallel, the unknown argument
+    assert len(warned) == 4  # prefix caching, data parallel, the unknown argument, swap_space
+    assert any("kv_cache.swap_space = 4: not read" in w for w in warned)
     assert any("enable_prefix_caching = True" in w for w in warned)
     assert any("data_parallel_size = 2" in w for w in warned)
     assert any("some_new_arg" in w for w in warned)
