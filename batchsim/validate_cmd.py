@@ -82,7 +82,8 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     knobs = parse_knobs(args.knobs)
     engine = engine_config(args.engine_config, [args.policy])
     if engine is not None:
-        knobs = engine.knobs_for(get_policy(args.policy).config_class, knobs)
+        knobs = engine.knobs_for(get_policy(args.policy).config_class, knobs,
+                                 f"policy {args.policy}")
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
     workload = WorkloadSpec(trace=args.trace, **given)
     workload.synthetic()  # checks the synthetic parameters

@@ -85,7 +85,8 @@ class EngineConfig:
     model: str | None = None
     not_modelled: list[str] = field(default_factory=list)  # one line per ignored setting
 
-    def knobs_for(self, policy_config: type, explicit: Mapping[str, Any]) -> dict[str, Any]:
+    def knobs_for(self, policy_config: type, explicit: Mapping[str, Any],
+                  policy: str = "this policy") -> dict[str, Any]:
         """The file's knobs under the explicit ones (--set wins), for a policy config class.
 
         A setting the policy has no knob for is an error: the file describes a vLLM engine.
@@ -93,8 +94,8 @@ class EngineConfig:
         names = {f.name for f in fields(policy_config)}
         missing = sorted(k for k in self.knobs if k not in names)
         if missing:
-            raise ValueError(f"{self.path}: --engine-config describes a vLLM engine, and this "
-                             f"policy has no knob {', '.join(missing)}: use --policy continuous")
+            raise ValueError(f"{self.path}: --engine-config describes a vLLM engine, and "
+                             f"{policy} has no knob {', '.join(missing)}: use --policy continuous")
         return {**self.knobs, **explicit}
 
     def provenance(self, explicit: Mapping[str, Any], knob_names: Collection[str] = ()

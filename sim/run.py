@@ -116,7 +116,8 @@ def policy_knobs(spec: RunSpec) -> dict[str, Any]:
     """The knobs the policy is built with: the engine config's, then --set's on top."""
     if spec.engine_config is None:
         return dict(spec.knobs)
-    return spec.engine_config.knobs_for(get_policy(spec.policy).config_class, spec.knobs)
+    return spec.engine_config.knobs_for(get_policy(spec.policy).config_class, spec.knobs,
+                                        f"policy {spec.policy}")
 
 
 def context_limit(engine: EngineConfig | None, profile: Profile) -> tuple[int, list[str]]:

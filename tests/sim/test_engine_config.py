@@ -125,7 +125,7 @@ def test_a_policy_without_vllm_knobs_is_told_so(tmp_path, capsys):
     meta = _meta(tmp_path, {"max_num_seqs": 8})
     assert main(["simulate", "--policy", "static", "--trace", str(TRACE),
                  "--engine-config", str(meta), "--out", str(tmp_path / "run")]) == 2
-    assert "this policy has no knob max_num_seqs" in capsys.readouterr().err
+    assert "policy static has no knob max_num_seqs" in capsys.readouterr().err
 
 
 def test_sweep_applies_and_records_the_engine_config(tmp_path, capsys):
