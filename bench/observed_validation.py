@@ -17,7 +17,7 @@ config.json, the roofline's assumed efficiencies; peak FLOP/s ASSUMED), and the 
 in capitals: its errors measure the stand-in, not the importer.
 
 Usage: python bench/observed_validation.py [--data ../shared/data/llmservingsim]
-         [--perf REL_DIR] [--model REL_CONFIG] [--run REL_DIR] [--keep DIR]
+         [--perf REL_DIR] [--model REL_CONFIG] [--run REL_DIR] [--keep DIR] [--report]
 Defaults: the RTX PRO 6000 Llama-3.1-8B run of the shared data.
 """
 
@@ -99,6 +99,9 @@ def main() -> int:
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--run", default=DEFAULT_RUN)
     p.add_argument("--keep", type=Path, help="keep the profile and run folder here")
+    p.add_argument("--report", action="store_true",
+                   help="also run `batchsim validate --observed` on the same inputs (per-request "
+                        "and over-time comparison, report.html)")
     args = p.parse_args()
     run_dir = (args.data / args.run).resolve()
     if not run_dir.exists():
@@ -142,6 +145,12 @@ def main() -> int:
           + ("   (STAND-IN PROFILE: not the importer's accuracy)" if kind != "imported" else ""))
     print(f"throughput: real {real['request_throughput']:.3f} req/s, "
           f"sim {sim['request_throughput']:.3f} req/s; files in {work}")
+    if args.report:
+        done = run(["validate", "--observed", str(run_dir / "requests.jsonl"), "--policy",
+                    "continuous", "--profile", str(profile), "--engine-config",
+                    str(run_dir / "meta.json"), "--out", str(work / "validation"), "--quiet"],
+                   work)
+        print(done.stdout.strip() if done.returncode == 0 else done.stderr.strip())
     return 0
 
 
