@@ -41,6 +41,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refit", type=Path, metavar="PROFILE",
                    help="refit the cost models of a finished profile from its raw points, in "
                         "place (no measurement, no torch needed), then print its record")
+    p.add_argument("--import", dest="import_from", nargs=2, metavar=("FORMAT", "PERF_DIR"),
+                   help="build the profile from published measurements instead: FORMAT "
+                        "llmservingsim, PERF_DIR .../profiler/perf/<hw>/<org>/<model>/<variant>, "
+                        "--model the model's config.json (docs/IMPORT.md); no torch needed")
+    p.add_argument("--tp", type=int, default=1,
+                   help="--import: tensor-parallel degree (reads PERF_DIR/tp<N>; default 1)")
+    p.add_argument("--tp-link-gbps", type=float, default=None,
+                   help="--import, tp > 1: GPU-to-GPU link bandwidth of the ring all-reduce "
+                        "(default 25 GB/s, an assumption recorded in the profile)")
+    p.add_argument("--tp-link-latency-us", type=float, default=None,
+                   help="--import, tp > 1: latency per ring hop (default 5 us, assumed)")
+    p.add_argument("--gpu-memory-gb", type=float, default=None,
+                   help="--import: device memory in GiB (default: meta.yaml, the perf tree's "
+                        "hardware.yaml, or the GPU's published capacity)")
+    p.add_argument("--decode-spread", type=float, default=None,
+                   help="--import: decode contexts of a step assumed spread over mean*(1+-F) "
+                        "for the skew correction (default 1; 0 = all equal)")
     p.add_argument("--merge", type=Path, nargs="+", metavar="PROFILE",
                    help="merge finished passes over the same grid into --out (each point's "
                         "time: the median of all passes' samples), refit; no torch needed")
@@ -79,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         return _refit(args)
     if args.merge is not None:
         return _merge(args)
+    if args.import_from is not None:
+        return _import(args)
     if args.model is None:
         raise ValueError("profile needs --model (or --refit PROFILE)")
     from batchsim.profiler.engine.models import resolve_model
@@ -151,4 +170,56 @@ def _merge(args: argparse.Namespace) -> int:
         print(experiment_record(doc), end="")
     print(f"merged {len(args.merge)} passes into {args.out}")
     print(f"report: {_write_report(args.out)}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from batchsim.profiler.imported import llmservingsim as lss
+    from batchsim.profiler.profiling.profile_file import (
+        check_fresh_target,
+        check_writable,
+        save_atomic,
+    )
+
+    fmt, perf_dir = args.import_from
+    if fmt != "llmservingsim":
+        raise ValueError(f"--import {fmt!r}: unknown format; known: llmservingsim")
+    if args.model is None:
+        raise ValueError("--import llmservingsim PERF_DIR needs --model CONFIG.json (the "
+                         "model's Hugging Face config)")
+    folder = Path(perf_dir)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder (expected .../profiler/perf/<hw>/<org>/"
+                         "<model>/<variant>)")
+    config = lss.ImportConfig(
+        perf_dir=folder, config=Path(args.model), tp=args.tp,
+        link_gbps=lss.DEFAULT_LINK_GBPS if args.tp_link_gbps is None else args.tp_link_gbps,
+        link_latency_us=(lss.DEFAULT_LINK_LATENCY_US if args.tp_link_latency_us is None
+                         else args.tp_link_latency_us),
+        gpu_memory_gb=args.gpu_memory_gb,
+        decode_spread=1.0 if args.decode_spread is None else args.decode_spread,
+        seed=args.seed or 0)
+    name = folder.resolve()
+    out = args.out or Path(f"profile-{name.parent.name}-{name.parents[2].name}-tp{args.tp}"
+                           "-imported.json")
+    check_writable(out)
+    check_fresh_target(out)
+    doc, errors = lss.import_profile(config)
+    save_atomic(out, doc)
+    if not args.quiet:
+        print(f"imported {doc['model']['name']} on {doc['fingerprint']['device']} at tp "
+              f"{args.tp} ({doc['fingerprint']['engine']}, {len(doc['points'])} composed points)")
+        print("fit against composed table times on held-out shapes:")
+        for phase, e in errors.items():
+            form = "grid" if e["grid"] else doc["cost_models"][f"packed.{phase}"]["cv"][
+                "candidate"]
+            print(f"  packed.{phase:<8} MAPE {e['mape'] * 100:6.3f}%  worst "
+                  f"{e['max_ape'] * 100:6.2f}%  ({form}; max-of-linear forms "
+                  f"{e['parametric_mape'] * 100:.2f}%)")
+        mem = doc["memory"]
+        print(f"memory per GPU: {mem['total_bytes'] / 2**30:.1f} GiB device, "
+              f"{mem['weight_bytes'] / 2**30:.2f} GiB weights, {mem['kv_bytes_per_token']:,} "
+              "B KV per token")
+    print(f"wrote {out}")
+    print(f"report: {_write_report(out)}")
     return 0

@@ -33,9 +33,9 @@ import simpy
 from batchsim.policies.base import Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
-from batchsim.sim.cost_model import CostModel, phase_key
+from batchsim.sim.cost_model import phase_key
 from batchsim.sim.jitter import StepJitter
-from batchsim.sim.profile import CpuPath, Profile, cpu_path, execution_paths
+from batchsim.sim.profile import CpuPath, Profile, StepCostModel, cpu_path, execution_paths
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.workload.workload import Workload
 
@@ -224,7 +224,7 @@ class Simulator:
                 else float("inf"))
         return min(stop, self._cpu_end_s - start_s)
 
-    def _jittered(self, model: CostModel, plan: Plan, start_s: float) -> list[float]:
+    def _jittered(self, model: StepCostModel, plan: Plan, start_s: float) -> list[float]:
         """As _durations, each step times its own jitter factor (the stream is indexed by step
         number, so a fast-forward draws what stepping one by one would)."""
         assert self.jitter is not None

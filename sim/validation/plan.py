@@ -35,7 +35,8 @@ import pandas as pd
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
-from batchsim.sim.profile import Profile
+from batchsim.sim.grid_cost_model import GridCostModel
+from batchsim.sim.profile import Profile, StepCostModel
 from batchsim.sim.run import Prepared, RunOutput, RunSpec, check_jitter, resolve_cpu_path, simulate
 from batchsim.sim.workload.workload import (
     SyntheticSpec,
@@ -211,8 +212,11 @@ def scaled_profile(profile: Profile, factor: float) -> Profile:
     """The profile with every step cost multiplied by `factor`: the same cost model on a machine
     `factor` times slower. Exact, because costs are maxima of non-negative linear terms plus a
     curve with non-negative slopes."""
-    models = {}
+    models: dict[str, StepCostModel] = {}
     for key, model in profile.cost_models.items():
+        if isinstance(model, GridCostModel):
+            models[key] = model.scaled(factor)
+            continue
         curve = model.curve
         if curve is not None:
             curve = dataclasses.replace(curve, slopes=tuple(v * factor for v in curve.slopes))
