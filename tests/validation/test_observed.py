@@ -140,3 +140,26 @@ def test_shared_pro6000_run_real_side_and_engine_config(tmp_path):
     assert c["e2el_ms.mean"]["real"] == pytest.approx(28200.7, abs=0.1)
     assert doc["knobs"]["max_num_seqs"] == 128 and doc["knobs"]["max_num_batched_tokens"] == 2048
     assert len(pd.read_csv(out / "timeseries.csv")) == 67
+
+
+PERF = SHARED.parents[4] / "profiler" / "perf" / "RTXPRO6000" / "meta-llama" / "Llama-3.1-8B"
+CONFIG = SHARED.parents[4] / "configs" / "model" / "meta-llama" / "Llama-3.1-8B.json"
+
+
+@pytest.mark.skipif(not (SHARED.exists() and PERF.exists()),
+                    reason=f"shared LLMServingSim data absent ({PERF})")
+def test_shared_pipeline_import_then_observed_with_no_mismatch_warnings(tmp_path, caplog):
+    """profile --import, then validate --observed with the run's meta.json: the engine's TP,
+    dtype and model agree with the imported profile, so nothing is warned about."""
+    profile = tmp_path / "P.json"
+    assert main(["profile", "--import", "llmservingsim", str(PERF / "bf16"), "--model",
+                 str(CONFIG), "--tp", "1", "--out", str(profile), "--quiet"]) == 0
+    out = tmp_path / "val"
+    assert _validate("--observed", str(SHARED / "requests.jsonl"), "--profile", str(profile),
+                     "--engine-config", str(SHARED / "meta.json"), "--out", str(out),
+                     "--quiet") == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    doc = json.loads((out / "validation.json").read_text())
+    assert doc["profile"]["source"] == "imported"
+    assert doc["engine_config"]["profile_warnings"] == []
+    assert doc["points"][0]["comparison"]["tpot_ms.mean"]["sim"] > 0
