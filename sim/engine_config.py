@@ -197,6 +197,9 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
         if key not in _METADATA and key not in ("engine_kwargs", "kv_cache"):
             ignored.append(f"{key}: not an engine setting batchsim knows; ignored")
     version = data.get("vllm_version")
+    if version is not None and "vllm_version" in knob_names:
+        # the release that served the run picks the policy's vLLM behaviours (under --set)
+        knobs["vllm_version"], sources["vllm_version"] = str(version), "vllm_version"
     for line in ignored:
         log.warning("%s: %s", file, line)
     model = data.get("model")

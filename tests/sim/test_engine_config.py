@@ -151,3 +151,12 @@ def test_validate_merges_the_engine_config_under_set(tmp_path):
         "--engine-config", str(meta), "--set", "max_num_seqs=2"])
     spec = spec_from_args(args)
     assert dict(spec.knobs) == {"max_num_seqs": "2", "max_num_batched_tokens": 512}
+
+
+def test_the_serving_vllm_version_is_passed_to_a_policy_that_matches_versions(tmp_path):
+    """A policy with a vllm_version knob gets the release that served the run."""
+    meta = _meta(tmp_path, {"max_num_seqs": 8})
+    assert "vllm_version" not in read_engine_config(meta, NAMES).knobs
+    engine = read_engine_config(meta, NAMES | {"vllm_version"})
+    assert engine.knobs["vllm_version"] == "0.19.0"
+    assert engine.sources["vllm_version"] == "vllm_version"
