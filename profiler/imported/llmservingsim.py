@@ -25,7 +25,7 @@ from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
 from batchsim.profiler.imported.grids import GridBuilder
 from batchsim.profiler.imported.memory import memory_facts
-from batchsim.profiler.imported.model_config import ModelConfig, dtype_bytes, read_config
+from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
 from batchsim.profiler.profiling.fit import SIMPLER_MARGIN, fit_key
 from batchsim.sim.profile import SCHEMA, SCHEMA_VERSION
@@ -63,9 +63,23 @@ class ImportConfig:
             raise ValueError("--tp-link-gbps must be positive and --tp-link-latency-us >= 0")
 
 
+# hf_overrides keys that tensor parallelism splits: the profiler emulates one GPU's share at tp t
+# by dividing them by t (vocabularies are padded per shard, hence a tolerance)
+_SHARDED = {"num_attention_heads": 0.0, "num_key_value_heads": 0.0, "intermediate_size": 0.0,
+            "moe_intermediate_size": 0.0, "vocab_size": 0.02}
+
+
+def _shard_of(key: str, have: int, value: int, t: int) -> bool:
+    if key == "num_key_value_heads" and math.ceil(have / t) == value:
+        return True  # fewer KV heads than GPUs: replicated
+    return abs(have / t - value) <= _SHARDED[key] * value
+
+
 def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: Path) -> None:
     """The config must be the model the tables measured: same architecture, and the one-layer
-    model's overridden dimensions a whole TP shard (1/t, t in tp_degrees) of the config's."""
+    model's overridden TP-sharded dimensions (heads, intermediate size, vocabulary) one GPU's
+    share (1/t, t in tp_degrees) of the config's. Other overrides (layers, a reduced expert
+    count) are how the profiler made its small model and are not compared."""
     if meta["architecture"] != config.model_type:
         raise ValueError(f"{config.path}: model_type {config.model_type!r} does not match "
                          f"{meta_path}'s architecture {meta['architecture']!r}")
@@ -74,19 +88,14 @@ def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: 
     if not isinstance(overrides, Mapping):
         return
     degrees = [int(t) for t in meta.get("tp_degrees") or [1]]
-    ratios = {}
-    for key, value in overrides.items():
-        have = config.raw.get(key)
-        if key == "num_hidden_layers" or not isinstance(value, int) or not isinstance(have, int):
-            continue
-        ratios[key] = have / value if value else math.inf
-    fits = [t for t in degrees if all(
-        r == t or (k == "num_key_value_heads" and r >= 1 and math.ceil(
-            config.raw[k] / t) == overrides[k]) for k, r in ratios.items())]
-    if ratios and not fits:
-        detail = ", ".join(f"{k} {config.raw[k]} vs {overrides[k]}" for k in ratios)
+    pairs = {k: (config.raw[k], v) for k, v in overrides.items()
+             if k in _SHARDED and isinstance(v, int) and v > 0
+             and isinstance(config.raw.get(k), int)}
+    if pairs and not any(all(_shard_of(k, have, v, t) for k, (have, v) in pairs.items())
+                         for t in degrees):
+        detail = ", ".join(f"{k} {have} vs {v}" for k, (have, v) in pairs.items())
         raise ValueError(f"{config.path}: dimensions do not match the profiled model in "
-                         f"{meta_path} ({detail}; expected a 1/t shard, t in {degrees})")
+                         f"{meta_path} ({detail}; expected one GPU's share at tp in {degrees})")
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> int:
@@ -123,9 +132,13 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     config = read_config(cfg.config)
     check_architecture(meta, config, folder / "meta.yaml")
     variant = str(meta.get("variant") or folder.name)
-    dbytes = dtype_bytes(variant.split("-")[0])
+    try:
+        dtypes = VariantDtypes.parse(variant)
+    except ValueError as e:
+        raise ValueError(f"{folder / 'meta.yaml'}: variant {variant!r}: {e}") from None
     link = Link(cfg.link_gbps * 1e9, cfg.link_latency_us * 1e-6)
-    composer = StepComposer(folder, meta, config, cfg.tp, link, dbytes, cfg.decode_spread)
+    composer = StepComposer(folder, meta, config, cfg.tp, link, dtypes.activation_bytes,
+                            cfg.decode_spread)
     if not config.is_moe and (folder / f"tp{cfg.tp}" / "moe.csv").exists():
         raise ValueError(f"{cfg.config}: a dense model (no num_experts) but "
                          f"{folder / f'tp{cfg.tp}' / 'moe.csv'} measures experts")
@@ -171,7 +184,7 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     # the same shape does
     cost_models["padded.prefill"] = cost_models["packed.prefill"]
     cost_models["padded.decode"] = cost_models["packed.decode"]
-    memory, memory_source = memory_facts(folder, meta, config, cfg.tp, dbytes, cfg.gpu_memory_gb)
+    memory, memory_source = memory_facts(folder, meta, config, cfg.tp, dtypes, cfg.gpu_memory_gb)
     doc = _document(cfg, meta, config, composer, memory, memory_source, cost_models, points,
                     errors, time.monotonic() - started)
     return doc, errors

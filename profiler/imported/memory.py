@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from batchsim.profiler.imported.model_config import ModelConfig
+from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes
 
 GIB = 2**30
 # Published memory capacities (vendor datasheets), matched as substrings of meta.yaml's `gpu`
@@ -56,7 +56,7 @@ def device_memory_bytes(folder: Path, meta: Mapping[str, Any],
 
 
 def memory_facts(folder: Path, meta: Mapping[str, Any], config: ModelConfig, tp: int,
-                 dtype_bytes: int, flag_gb: float | None) -> tuple[dict[str, int], str]:
+                 dtypes: VariantDtypes, flag_gb: float | None) -> tuple[dict[str, int], str]:
     """The profile's memory block (per GPU) and a sentence saying where each part came from."""
     total, source = device_memory_bytes(folder, meta, flag_gb)
     engine = meta.get("engine_effective") or {}
@@ -67,12 +67,13 @@ def memory_facts(folder: Path, meta: Mapping[str, Any], config: ModelConfig, tp:
            else config.intermediate_size)
     # peak activations of the profiled engine's largest step: hidden states, qkv, the MLP's
     # gate/up output (sharded by tp), and float32 logits of every sequence
-    activations = (tokens * (4 * config.hidden_size + (qkv + 2 * mlp) // tp) * dtype_bytes
+    activations = (tokens * (4 * config.hidden_size + (qkv + 2 * mlp) // tp)
+                   * dtypes.activation_bytes
                    + seqs * math.ceil(config.vocab_size / tp) * 4)
     facts = {
         "total_bytes": total,
-        "weight_bytes": config.weight_bytes_per_gpu(dtype_bytes, tp),
-        "kv_bytes_per_token": config.kv_bytes_per_token_per_gpu(dtype_bytes, tp),
+        "weight_bytes": config.weight_bytes_per_gpu(dtypes.weight_bytes, tp),
+        "kv_bytes_per_token": config.kv_bytes_per_token_per_gpu(dtypes.kv_bytes, tp),
         "activation_reserve_bytes": activations + CONTEXT_RESERVE_BYTES,
     }
     how = (f"device memory: {source}; weights and KV from {config.path} per GPU at tp {tp}; "

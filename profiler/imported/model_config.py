@@ -74,6 +74,24 @@ def dtype_bytes(name: str) -> int:
     return _DTYPE_BYTES[name]
 
 
+@dataclass(frozen=True)
+class VariantDtypes:
+    """Bytes per element of an LLMServingSim variant folder name: '<weights>[-kv<kv dtype>]'
+    ('bf16', 'fp8', 'bf16-kvfp8'). Activations (what an all-reduce moves) stay 16-bit unless the
+    weights are float32."""
+
+    weight_bytes: int
+    kv_bytes: int
+    activation_bytes: int
+
+    @classmethod
+    def parse(cls, variant: str) -> VariantDtypes:
+        weights, *rest = variant.split("-")
+        w = dtype_bytes(weights)
+        kv = next((dtype_bytes(p[2:]) for p in rest if p.startswith("kv")), w)
+        return cls(w, kv, 4 if w == 4 else 2)
+
+
 def read_config(path: Path) -> ModelConfig:
     """Read and check a config.json."""
     try:

@@ -14,7 +14,7 @@ from batchsim.cli import main
 from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
 from batchsim.profiler.imported.llmservingsim import ImportConfig, import_profile, sample_shapes
-from batchsim.profiler.imported.model_config import read_config
+from batchsim.profiler.imported.model_config import VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
 from batchsim.sim.profile import load_profile
 
@@ -100,6 +100,7 @@ def test_nested_interpolation_and_monotone_extrapolation() -> None:
 
 
 def run_import(tmp_path: Path, folder: Path, config: str, *extra: str) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "p.json"
     assert main(["profile", "--import", "llmservingsim", str(folder), "--model",
                  str(DATA / "configs" / config), "--gpu-memory-gb", "4", "--out", str(out),
@@ -260,3 +261,22 @@ def test_real_import_fits_within_two_percent(model: str, tp: int) -> None:
     assert doc["memory"]["kv_bytes_per_token"] > 0
     for phase, e in errors.items():
         assert e["mape"] < 0.02, (phase, e)
+
+
+def test_variant_names_give_weight_kv_and_activation_bytes() -> None:
+    assert VariantDtypes.parse("bf16") == VariantDtypes(2, 2, 2)
+    assert VariantDtypes.parse("fp8") == VariantDtypes(1, 1, 2)
+    assert VariantDtypes.parse("bf16-kvfp8") == VariantDtypes(2, 1, 2)
+    with pytest.raises(ValueError, match="unknown dtype"):
+        VariantDtypes.parse("q4")
+
+
+def test_memory_facts_per_gpu(tmp_path: Path) -> None:
+    """Tiny model: 2 layers * 2 (K, V) * 1 KV head * 4 dims * 2 bytes = 32 B per token at tp 1
+    and 2 (one KV head is replicated, not split); weights halve at tp 2."""
+    docs = [json.loads(run_import(tmp_path / f"tp{tp}", TINY, "tiny.json", "--tp",
+                                  str(tp)).read_text()) for tp in (1, 2)]
+    assert [d["memory"]["kv_bytes_per_token"] for d in docs] == [32, 32]
+    assert docs[1]["memory"]["weight_bytes"] == docs[0]["memory"]["weight_bytes"] // 2
+    assert docs[0]["memory"]["total_bytes"] == 4 * 2**30
+    assert "--gpu-memory-gb 4" in docs[0]["memory"]["source"]
