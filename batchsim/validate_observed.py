@@ -8,7 +8,8 @@ import logging
 import shlex
 from pathlib import Path
 
-from batchsim.args import engine_config, parse_knobs
+from batchsim.args import engine_config, knobs_from_args
+from batchsim.sim.errors import UsageError
 from batchsim.sim.validation.observed_compare import ObservedSpec, validate_observed
 from batchsim.sim.validation.plan import format_error_table, write_validation
 
@@ -26,10 +27,10 @@ _TABLE = ("request_throughput", "output_token_throughput", "ttft_ms.mean", "ttft
 def spec_from_args(args: argparse.Namespace) -> ObservedSpec:
     given = ["--" + k.replace("_", "-") for k in _LIVE_ONLY if getattr(args, k) is not None]
     if given:
-        raise ValueError(f"{', '.join(given)} cannot be combined with --observed: the observed "
+        raise UsageError(f"{', '.join(given)} cannot be combined with --observed: the observed "
                          "run fixes the requests and the engine")
     return ObservedSpec(observed=args.observed, policy=args.policy, profile=args.profile,
-                        knobs=parse_knobs(args.knobs),
+                        knobs=knobs_from_args(args, [args.policy]),
                         engine_config=engine_config(args.engine_config, [args.policy]),
                         seed=args.seed, step_jitter=bool(args.jitter),
                         jitter_replicas=args.jitter_replicas)
@@ -40,7 +41,7 @@ def run_observed(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-observed-{spec.policy}")
     if out.exists() and not args.force:
-        raise ValueError(f"{out} already exists: choose another --out or pass --force")
+        raise UsageError(f"{out} already exists: choose another --out or pass --force")
     result = validate_observed(spec)
     for line in result.engine_warnings:
         logger.warning("%s", line)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from batchsim.sim.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 # vLLM argument -> knob of the continuous policy (same name unless listed) and a value check
@@ -94,7 +96,7 @@ class EngineConfig:
         names = {f.name for f in fields(policy_config)}
         missing = sorted(k for k in self.knobs if k not in names)
         if missing:
-            raise ValueError(f"{self.path}: --engine-config describes a vLLM engine, and "
+            raise UsageError(f"{self.path}: --engine-config describes a vLLM engine, and "
                              f"{policy} has no knob {', '.join(missing)}: use --policy continuous")
         return {**self.knobs, **explicit}
 
@@ -123,7 +125,7 @@ class EngineConfig:
         warnings = []
         tp = fingerprint.get("tensor_parallel_size", fingerprint.get("tp"))
         if tp is not None and int(tp) != self.tensor_parallel_size:
-            raise ValueError(f"{self.path}: tensor_parallel_size {self.tensor_parallel_size}, "
+            raise UsageError(f"{self.path}: tensor_parallel_size {self.tensor_parallel_size}, "
                              f"but the profile was made for TP {tp}: import the tp"
                              f"{self.tensor_parallel_size} tables")
         if tp is None and self.tensor_parallel_size > 1:
@@ -139,7 +141,7 @@ class EngineConfig:
             warnings.append(f"{self.path}: dtype {self.dtype}, but the profile was measured in "
                             f"{have}: step times are the profile's")
         if self.max_model_len is not None and self.max_model_len > profile_max_model_len:
-            raise ValueError(f"{self.path}: max_model_len {self.max_model_len} exceeds the "
+            raise UsageError(f"{self.path}: max_model_len {self.max_model_len} exceeds the "
                              f"model's context ({profile_max_model_len})")
         return warnings
 
@@ -154,11 +156,11 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
     try:
         data = json.loads(file.read_text())
     except OSError as e:
-        raise ValueError(f"{file}: cannot read engine config: {e.strerror}") from None
+        raise UsageError(f"{file}: cannot read engine config: {e.strerror}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{file}: not a JSON engine config ({e})") from None
+        raise UsageError(f"{file}: not a JSON engine config ({e})") from None
     if not isinstance(data, dict) or not ({"engine_kwargs", "kv_cache"} & set(data)):
-        raise ValueError(f"{file}: an engine config is a JSON object with engine_kwargs "
+        raise UsageError(f"{file}: an engine config is a JSON object with engine_kwargs "
                          "(vLLM's engine arguments) and/or kv_cache")
     knobs: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -167,7 +169,7 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
     for section in ("engine_kwargs", "kv_cache"):
         values = data.get(section) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{file}: {section} must be a JSON object")
+            raise UsageError(f"{file}: {section} must be a JSON object")
         for key, value in values.items():
             where = f"{section}.{key}"
             if key in _KNOBS:
@@ -176,7 +178,7 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
                 knob = _KNOBS[key][0]
                 value = _checked(file, where, key, value)
                 if knob in knobs and knobs[knob] != value:
-                    raise ValueError(f"{file}: {where} = {value!r} contradicts "
+                    raise UsageError(f"{file}: {where} = {value!r} contradicts "
                                      f"{sources[knob]} = {knobs[knob]!r}")
                 knobs[knob], sources[knob] = value, where
             elif key in _CHECKED:
@@ -225,20 +227,20 @@ def _checked(file: Path, where: str, key: str, value: Any) -> Any:
     else:  # scheduling_policy
         ok = value in ("fcfs", "priority")
     if not ok:
-        raise ValueError(f"{file}: {where} must be {want}, got {value!r}")
+        raise UsageError(f"{file}: {where} must be {want}, got {value!r}")
     return value
 
 
 def _checked_run_setting(file: Path, where: str, key: str, value: Any) -> Any:
     if key == "dtype":
         if value not in _DTYPES:
-            raise ValueError(f"{file}: {where}: unknown dtype {value!r}; known: "
+            raise UsageError(f"{file}: {where}: unknown dtype {value!r}; known: "
                              f"{', '.join(_DTYPES)}")
         return _DTYPES[value]
     if value is None and key == "max_model_len":
         return None  # the model's own context
     if not (_is_int(value) and value > 0):
-        raise ValueError(f"{file}: {where} must be a positive integer, got {value!r}")
+        raise UsageError(f"{file}: {where} must be a positive integer, got {value!r}")
     return value
 
 
