@@ -8,7 +8,13 @@ import logging
 import shlex
 from pathlib import Path
 
-from batchsim.args import engine_config, knobs_from_args
+from batchsim.args import (
+    SYNTHETIC_FLAGS,
+    TRACE_READ_FLAGS,
+    engine_config,
+    flag,
+    knobs_from_args,
+)
 from batchsim.sim.errors import UsageError
 from batchsim.sim.validation.observed_compare import ObservedSpec, validate_observed
 from batchsim.sim.validation.plan import format_error_table, write_validation
@@ -16,8 +22,8 @@ from batchsim.sim.validation.plan import format_error_table, write_validation
 logger = logging.getLogger(__name__)
 
 # live-validation options that mean nothing here: the run fixes the requests and the engine
-_LIVE_ONLY = ("trace", "num_requests", "input_len", "output_len", "range_ratio", "burstiness",
-              "lengths_from", "model", "device", "cpu_profile", "kv_copy_gbps")
+_LIVE_ONLY = ("trace", *TRACE_READ_FLAGS, *SYNTHETIC_FLAGS, "model", "device", "cpu_profile",
+              "kv_copy_gbps")
 _TABLE = ("request_throughput", "output_token_throughput", "ttft_ms.mean", "ttft_ms.median",
           "ttft_ms.p90", "ttft_ms.p99", "tpot_ms.mean", "tpot_ms.median", "tpot_ms.p90",
           "tpot_ms.p99", "e2el_ms.mean", "e2el_ms.median", "e2el_ms.p90", "e2el_ms.p99",
@@ -25,7 +31,7 @@ _TABLE = ("request_throughput", "output_token_throughput", "ttft_ms.mean", "ttft
 
 
 def spec_from_args(args: argparse.Namespace) -> ObservedSpec:
-    given = ["--" + k.replace("_", "-") for k in _LIVE_ONLY if getattr(args, k) is not None]
+    given = [flag(k) for k in _LIVE_ONLY if getattr(args, k, None) not in (None, False)]
     if given:
         raise UsageError(f"{', '.join(given)} cannot be combined with --observed: the observed "
                          "run fixes the requests and the engine")
@@ -57,9 +63,9 @@ def run_observed(args: argparse.Namespace) -> int:
 
 def command_line(args: argparse.Namespace, out: Path) -> str:
     words = ["batchsim", "validate", "--observed", args.observed, "--policy", args.policy]
-    for flag in ("profile", "engine_config"):
-        if getattr(args, flag) is not None:
-            words += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
+    for dest in ("profile", "engine_config", "scheduling_policy"):
+        if getattr(args, dest) is not None:
+            words += [flag(dest), str(getattr(args, dest))]
     for item in args.knobs:
         words += ["--set", item]
     if args.jitter:
