@@ -17,7 +17,7 @@ from plotly.subplots import make_subplots
 
 from batchsim.reports.html import Section, cards, write_report
 from batchsim.reports.html import table as html_table
-from batchsim.reports.validation import (
+from batchsim.reports.validation_parts import (
     REAL_COLOR,
     SIM_COLOR,
     cdf_figure,

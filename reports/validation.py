@@ -13,14 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from batchsim.reports.html import Section, cards, table, write_report
-from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS, point_label
+from batchsim.reports.validation_parts import (
+    REAL_COLOR,
+    SIM_COLOR,
+    cdf_figure,
+    error_heatmap,
+    jitter_note,
+    metric_rows,
+    read_point_table,
+)
+from batchsim.sim.validation.plan import TARGET_METRICS
 
-REAL_COLOR, SIM_COLOR = "#1f77b4", "#ff7f0e"
 # Metrics drawn real vs sim across loads (one small chart each).
 _HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
              "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
@@ -53,23 +60,6 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
     return write_report(out, f"Validation: {doc['policy']}", sections, subtitle=subtitle)
 
 
-def metric_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The summary table: one row per metric, real / sim / error per point, then MAPE."""
-    rows = []
-    for name in METRIC_NAMES:
-        row: dict[str, Any] = {"metric": name}
-        for p in doc["points"]:
-            c = p["comparison"][name]
-            lab = point_label(p)
-            row[f"real @{lab}"] = c["real"]
-            row[f"sim @{lab}"] = c["sim"]
-            row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
-        mape = doc["errors"][name]["mape"]
-        row["MAPE"] = None if mape is None else f"{mape:.1%}"
-        rows.append(row)
-    return rows
-
-
 def _summary(doc: dict[str, Any]) -> Section:
     errors = doc["errors"]
     items = {"capacity (req/s)": f"{doc['capacity']['request_rate']:.3g}",
@@ -90,16 +80,6 @@ def _summary(doc: dict[str, Any]) -> Section:
     return Section("Summary", html=cards(items) + table(rows), notes=[n for n in notes if n])
 
 
-def jitter_note(doc: dict[str, Any]) -> str:
-    if "step_jitter" not in doc:  # written before validate recorded it
-        return ""
-    jitter = doc["step_jitter"]
-    if not jitter:
-        return "simulated side: every step at the cost model's prediction (no step jitter)"
-    return (f"simulated side: step jitter drawn from the profile's repeats, every metric the "
-            f"mean of {jitter.get('replicas', 1)} draws (seed {jitter.get('seed')})")
-
-
 def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     cols = 5
     rows = -(-len(_HEADLINE) // cols)
@@ -117,53 +97,11 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def error_heatmap(doc: dict[str, Any]) -> go.Figure:
-    z, text = [], []
-    for name in METRIC_NAMES:
-        errs = [p["comparison"][name]["rel_error"] for p in doc["points"]]
-        z.append([np.nan if e is None else e * 100 for e in errs])
-        text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
-    fig = go.Figure(go.Heatmap(
-        z=z, x=[_name(p) for p in doc["points"]], y=list(METRIC_NAMES),
-        text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
-        colorbar={"title": "%"}))
-    fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})
-    return fig
-
-
-def _name(point: dict[str, Any]) -> str:
-    return point.get("label") or f"load {point['load']:g}"
-
-
-def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
-    path = run_dir / point["folder"] / side / name
-    return pd.read_csv(path) if path.exists() else None
-
-
-def cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
-    fig = go.Figure()
-    dashes = ("solid", "dash", "dot", "dashdot")
-    for k, p in enumerate(doc["points"]):
-        for side, color in (("real", REAL_COLOR), ("sim", SIM_COLOR)):
-            df = _read(run_dir, p, side, "requests.csv")
-            if df is None:
-                continue
-            values = np.sort(df[column].dropna().to_numpy())
-            if not len(values):
-                continue
-            fig.add_trace(go.Scatter(
-                x=values, y=np.arange(1, len(values) + 1) / len(values), mode="lines",
-                name=f"{side} @ {_name(p)}",
-                line={"color": color, "dash": dashes[k % len(dashes)]}))
-    fig.update_layout(xaxis_title=column, yaxis_title="fraction of requests")
-    return fig
-
-
 def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
     fig = go.Figure()
     top = 0.0
     for p in doc["points"]:
-        df = _read(run_dir, p, "real", "steps.csv")
+        df = read_point_table(run_dir, p, "real", "steps.csv")
         if df is None or "predicted_s" not in df:
             continue
         for phase, g in df.groupby("phase"):
