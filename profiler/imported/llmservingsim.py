@@ -149,7 +149,7 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     grids = builder.models()
     points: list[dict[str, Any]] = []
     cost_models: dict[str, Any] = {}
-    errors: dict[str, dict[str, float]] = {}
+    errors: dict[str, dict[str, Any]] = {}
     for phase in PHASES:
         key = f"packed.{phase}"
         shapes = sample_shapes(phase, rng, cfg.num_points, limits)

@@ -102,7 +102,8 @@ def read_config(path: Path) -> ModelConfig:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: not a model config (a JSON object)")
-    cfg = raw.get("text_config") if isinstance(raw.get("text_config"), dict) else raw
+    text = raw.get("text_config")
+    cfg: dict[str, Any] = text if isinstance(text, dict) else raw
 
     def need(key: str, *alts: str) -> int:
         for k in (key, *alts):

@@ -73,9 +73,10 @@ class SkewFit:
             return self.alpha_default
         # buckets are keyed by the profiled prefill chunk: take the nearest one
         pc_key = min(self.pcs, key=lambda p: abs(p - pc))
-        labels = tuple(_label(self.bins[name], value) for name, value in
-                       zip(_AXES, (n, min(max(skew_rate, 0.0), 1.0), kv_big, kp), strict=True))
-        return self.by_bucket.get((pc_key, *labels), self.alpha_default)
+        labels = [_label(self.bins[name], value) for name, value in
+                  zip(_AXES, (n, min(max(skew_rate, 0.0), 1.0), kv_big, kp), strict=True)]
+        key = (pc_key, labels[0], labels[1], labels[2], labels[3])
+        return self.by_bucket.get(key, self.alpha_default)
 
 
 def _label(axis: tuple[list[float], list[str]], value: float) -> str:
