@@ -94,7 +94,8 @@ def test_a_run_folder_replayed_by_the_same_simulator_matches_itself(tmp_path):
     assert doc["observed"]["kind"] == "run_folder"
     for name in ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "e2el_ms.mean",
                  "tpot_ms.p99", "itl_ms.p99"):
-        assert abs(doc["points"][0]["comparison"][name]["rel_error"]) < 1e-4, name
+        # requests.csv keeps arrivals to the microsecond: TTFTs of a few ms move by ~1e-4
+        assert abs(doc["points"][0]["comparison"][name]["rel_error"]) < 1e-3, name
     per = pd.read_csv(out / "per_request.csv")
     assert (per["ttft_rel_error"].abs() < 1e-3).all()
 
