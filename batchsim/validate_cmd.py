@@ -6,21 +6,25 @@ import argparse
 import datetime as dt
 import shlex
 from pathlib import Path
+from typing import Any
 
 from batchsim.args import (
     SYNTHETIC_FLAGS,
     add_cpu_path_options,
+    add_engine_config_option,
     add_jitter_option,
     add_knob_option,
     add_workload_options,
+    engine_config,
     flag,
     knobs_from_args,
     trace_words,
     workload_from_args,
 )
 from batchsim.extras import require_profile_extra
-from batchsim.policies.registry import available, make_config
+from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.progress import Progress
+from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
 from batchsim.sim.profile import load_profile
 from batchsim.sim.validation.plan import (
@@ -36,10 +40,17 @@ from batchsim.sim.validation.plan import (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True,
-                   help="measured profile JSON (from `batchsim profile`) of the engine to validate")
+    p.add_argument("--profile",
+                   help="measured profile JSON (from `batchsim profile`) of the engine to "
+                        "validate; with --observed, the profile to simulate with (default: the "
+                        "shipped one)")
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p, "max_num_seqs=16")
+    add_engine_config_option(p)
+    p.add_argument("--observed", metavar="RUN",
+                   help="compare with an observed real run instead of running the engine: a "
+                        "vLLM request log (JSONL with queued_ts, first_token_ts, ...) or a "
+                        "batchsim run folder; its own requests are simulated")
     p.add_argument("--loads", default=",".join(f"{x:g}" for x in DEFAULT_LOADS),
                    help="load levels as fractions of the capacity the profile predicts "
                         "(default %(default)s)")
@@ -53,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
     add_cpu_path_options(p)
     add_jitter_option(p, default=True)
+    p.set_defaults(jitter=None)  # on, except with --observed (a measured profile's repeats)
     p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
                    help="with --jitter, the simulated metrics are the mean over N draws "
                         "(default %(default)s)")
@@ -64,18 +76,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     work = workload_from_args(args)
-    knobs = knobs_from_args(args, [args.policy])
+    if args.profile is None:
+        raise UsageError("validate needs --profile (the measured profile of the engine), "
+                         "or --observed RUN")
+    knobs: dict[str, Any] = dict(knobs_from_args(args, [args.policy]))
+    engine = engine_config(args.engine_config, [args.policy])
+    if engine is not None:
+        knobs = engine.knobs_for(get_policy(args.policy).config_class, knobs,
+                                 f"policy {args.policy}")
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
     workload = WorkloadSpec(trace=work.trace, trace_options=work.trace_options, **work.synthetic)
     workload.synthetic()  # checks the synthetic parameters
     return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
                           workload=workload, loads=parse_loads(args.loads), seed=args.seed,
                           cpu_profile=args.cpu_profile, kv_copy_gbps=args.kv_copy_gbps,
-                          kv_copy_latency_us=args.kv_copy_latency_us, step_jitter=args.jitter,
+                          kv_copy_latency_us=args.kv_copy_latency_us,
+                          step_jitter=args.jitter is not False,
                           jitter_replicas=args.jitter_replicas)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.observed is not None:
+        from batchsim.validate_observed import run_observed
+
+        return run_observed(args)
     spec = spec_from_args(args)
     require_profile_extra("validate")
     profile = load_profile(spec.profile)
