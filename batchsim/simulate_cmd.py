@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
 from batchsim.policies.registry import available
@@ -33,6 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SLOs in ms for goodput, e.g. ttft:500 tpot:50 e2el:5000")
     p.add_argument("--reject-too-long", action="store_true",
                    help="reject requests longer than the model's context instead of failing")
+    add_workload_options(p)
+    add_jitter_option(p, default=False)
+    p.add_argument("--quiet", action="store_true", help="print only the run folder")
+
+
+def add_workload_options(p: argparse.ArgumentParser) -> None:
+    """A trace, or a synthetic workload with vllm bench semantics (simulate, bench)."""
     g = p.add_argument_group("trace workload")
     g.add_argument("--trace", help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
                    "Vidur (detected; see docs/TRACES.md)")
@@ -47,17 +55,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--output-len", type=int, help="output tokens (default 128)")
     s.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
     s.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
-    add_jitter_option(p, default=False)
-    p.add_argument("--quiet", action="store_true", help="print only the run folder")
 
 
-def spec_from_args(args: argparse.Namespace) -> RunSpec:
+def workload_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """RunSpec's workload fields from add_workload_options' flags (checked)."""
     given = {k: getattr(args, k) for k in SYNTHETIC_FLAGS if getattr(args, k) is not None}
     if args.trace is not None and given:
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise ValueError(f"{flags} cannot be combined with --trace")
     if args.trace is None and given_trace_flags(args):
         raise ValueError(f"{', '.join(given_trace_flags(args))} needs --trace")
+    return {"trace": args.trace, "time_scale": args.time_scale,
+            "trace_options": trace_options(args) if args.trace is not None else None,
+            "synthetic": None if args.trace is not None else SyntheticSpec(**given)}
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    workload = workload_fields(args)
     knobs = parse_knobs(args.knobs)
     return RunSpec(
         policy=args.policy,
@@ -66,10 +80,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         cpu_profile=args.cpu_profile,
         kv_copy_gbps=args.kv_copy_gbps,
         kv_copy_latency_us=args.kv_copy_latency_us,
-        trace=args.trace,
-        time_scale=args.time_scale,
-        trace_options=trace_options(args) if args.trace is not None else None,
-        synthetic=None if args.trace is not None else SyntheticSpec(**given),
+        **workload,
         seed=args.seed,
         reject_too_long=args.reject_too_long,
         goodput=parse_goodput(args.goodput) if args.goodput else None,

@@ -21,10 +21,11 @@ def _row(label: str, value: Any) -> str:
     return f"{label:<40}{text:>10}"
 
 
-def format_summary(metrics: dict[str, Any], policy: str) -> str:
+def format_summary(metrics: dict[str, Any], policy: str,
+                   title: str = "Simulation Result") -> str:
     m = metrics
     lines = [
-        _title(" Simulation Result ", "="),
+        _title(f" {title} ", "="),
         _row("Policy:", policy),
         _row("Profile source:", m["profile_source"]),
         _row("Successful requests:", m["completed"]),

@@ -79,13 +79,7 @@ def prepare(spec: RunSpec) -> Prepared:
     config = make_config(spec.policy, dict(spec.knobs))
     profile = load_profile(spec.profile)
     check_jitter(spec, profile)
-    if spec.trace is not None:
-        options = dataclasses.replace(spec.trace_options or TraceOptions(),
-                                      time_scale=spec.time_scale)
-        workload = load_trace(spec.trace, options=options)
-    else:
-        rng = np.random.default_rng(spec.seed)
-        workload = synthesize(spec.synthetic or SyntheticSpec(), rng)
+    workload = make_workload(spec)
     policy = policy_class(config, profile.memory, profile.max_model_len)
     total = workload.input_tokens + workload.output_tokens
     over = np.flatnonzero(total > profile.max_model_len)
@@ -101,6 +95,16 @@ def prepare(spec: RunSpec) -> Prepared:
         policy.check_workload(int(workload.input_tokens[keep].max()), int(total[keep].max()))
     return Prepared(spec, profile, policy, workload, set(over.tolist()),
                     resolve_cpu_path(spec, profile, policy))
+
+
+def make_workload(spec: RunSpec) -> Workload:
+    """The run's requests: the trace (transformed), or the synthetic workload seeded by
+    spec.seed (`batchsim bench` sends exactly these)."""
+    if spec.trace is not None:
+        options = dataclasses.replace(spec.trace_options or TraceOptions(),
+                                      time_scale=spec.time_scale)
+        return load_trace(spec.trace, options=options)
+    return synthesize(spec.synthetic or SyntheticSpec(), np.random.default_rng(spec.seed))
 
 
 def check_jitter(spec: RunSpec, profile: Profile) -> None:

@@ -1,4 +1,5 @@
-"""torch and transformers stay inside profiler/: the simulator side never imports them."""
+"""torch and transformers stay inside profiler/, the HTTP stack (FastAPI, Uvicorn, httpx) inside
+serve/: the simulator side and the command line's parser never import them."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import batchsim.cli, batchsim.profiler.analytic.roofline
 from batchsim.policies.registry import available
 available()
 batchsim.cli.build_parser()
-heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "fastapi", "uvicorn", "httpx",
+                           "starlette") if m in sys.modules)
 print(",".join(heavy))
 """
 

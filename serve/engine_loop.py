@@ -1,0 +1,324 @@
+"""The serving driver: one policy and the real engines on the wall clock, arrivals from HTTP.
+
+The loop runs in its own thread, so the asyncio event loop never waits for a step. HTTP handlers
+call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
+the loop hands arrivals to the policy before each decision, as the simulator and the validation
+executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
+each token back through the request's `sink` (a callable that must itself be thread-safe: the
+HTTP side passes one that moves the event onto its event loop).
+
+A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
+it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
+runs on as padding and its tokens are dropped), or on shutdown. Times are `time.perf_counter()`
+seconds; each finished request's server-side TTFT, queue time and E2E go to its sink and into
+`LiveStats`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from batchsim.policies.base import Plan, Policy, Wait
+from batchsim.policies.request import Request
+from batchsim.serve.live_stats import LiveStats
+from batchsim.serve.plan_runner import PlanRunner
+from batchsim.serve.protocol import GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["length", "stop", "abort", "rejected"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the loop hands back for a request: one token, or its end."""
+
+    kind: Literal["token", "finish"]
+    token: int = -1
+    reason: FinishReason | None = None
+    detail: str = ""  # why it was rejected
+    timing: dict[str, float | None] | None = None  # server-side times at finish (seconds)
+
+
+Sink = Callable[[Event], None]
+
+
+class Unavailable(Exception):
+    """The server cannot take the request now (HTTP 503); retry_after_s: when to retry."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(eq=False)
+class _Live:
+    req: Request
+    gen: GenerationRequest
+    sink: Sink
+    generated: int = 0
+    running: bool = False
+    done: bool = False  # finished or aborted for the client; the policy may still hold it
+    first_sched_s: float | None = None
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    itls_s: list[float] = field(default_factory=list)
+
+
+class EngineLoop:
+    """Drives `policy` over `runner` in a thread; see the module docstring."""
+
+    def __init__(self, policy: Policy, runner: PlanRunner, stats: LiveStats,
+                 eos_token_id: int | None = None, max_waiting: int = 1024) -> None:
+        self.policy = policy
+        self.runner = runner
+        self.stats = stats
+        self.eos_token_id = eos_token_id
+        self.max_waiting = max_waiting
+        self._cv = threading.Condition()
+        self._inbox: list[_Live] = []
+        self._aborts: list[int] = []
+        self._live: dict[int, _Live] = {}  # handed to the policy, not yet out of it
+        self._pending_abort: set[int] = set()  # the policy could not drop them yet
+        self._next_index = 0
+        self._num_waiting = 0  # as of the last step
+        self._draining = False
+        self._deadline_s = float("inf")
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self.error: BaseException | None = None
+
+    # -- called from any thread -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, gen: GenerationRequest, sink: Sink) -> int:
+        """Queue a request; returns its index. Raises Unavailable (queue full, shutting down)."""
+        now = time.perf_counter()
+        with self._cv:
+            if self._draining or self.error is not None:
+                raise Unavailable("the server is shutting down" if self.error is None
+                                  else f"the engine failed: {self.error}", retry_after_s=5)
+            waiting = len(self._inbox) + self._num_waiting
+            if waiting >= self.max_waiting:
+                raise Unavailable(f"the queue is full ({self.max_waiting} waiting requests)")
+            index = self._next_index
+            self._next_index += 1
+            req = Request(index, now, len(gen.prompt_token_ids), gen.max_tokens, gen.priority,
+                          str(index))
+            self._inbox.append(_Live(req, gen, sink))
+            self._cv.notify()
+        return index
+
+    def abort(self, index: int) -> None:
+        """The client went away: drop the request (a no-op once it has finished)."""
+        with self._cv:
+            self._aborts.append(index)
+            self._cv.notify()
+
+    def drain(self, grace_s: float) -> None:
+        """Refuse new requests; in-flight ones may finish for up to grace_s, then are aborted
+        and the thread stops (returns at once: `join` waits)."""
+        with self._cv:
+            if not self._draining:
+                self._draining = True
+                self._deadline_s = time.perf_counter() + grace_s
+            self._cv.notify()
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the thread to stop; True if it did."""
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def num_live(self) -> int:
+        with self._cv:
+            return len(self._live) + len(self._inbox)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    # -- the engine thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as e:  # the engine broke: fail every request, refuse new ones
+            logger.exception("engine loop failed")
+            self.error = e
+            self._abort_all("rejected", f"engine failure: {e}")
+        finally:
+            self._stopped.set()
+
+    def _loop(self) -> None:
+        policy = self.policy
+        host_t0 = time.perf_counter()
+        while True:
+            draining = self._take_inbox()
+            now = time.perf_counter()
+            if draining and now >= self._deadline_s:
+                self._abort_all("abort", "server shutdown")
+                return
+            decision = policy.schedule(now, arrivals_done=draining)
+            for r, reason in decision.rejected:
+                self._finish(self._live[r.index], "rejected", reason, now)
+            if isinstance(decision, Wait):
+                if draining and not policy.has_work():
+                    return
+                self._publish_idle()
+                self._sleep(decision.until_s)
+                host_t0 = time.perf_counter()
+                continue
+            self._started(decision)
+            out = self.runner.run(decision)
+            events = policy.complete(decision, 1)
+            end = time.perf_counter()
+            delivered = self._deliver(out.tokens, end)
+            for r, _ in events.finished:  # out of the policy; their last token went out
+                self._release(r.index)
+            self._retry_aborts()
+            used = events.kv_blocks_used[-1] / max(policy.kv_capacity_blocks, 1)
+            kv = self.runner.kv_usage()
+            self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0),
+                            delivered, *self._counts(), kv if kv is not None else used,
+                            len(decision.preempted))
+            host_t0 = end
+
+    def _take_inbox(self) -> bool:
+        """Hand arrivals to the policy and apply aborts; returns whether draining."""
+        with self._cv:
+            arrivals, self._inbox = self._inbox, []
+            aborts, self._aborts = self._aborts, []
+            draining = self._draining
+        now = time.perf_counter()
+        for live in arrivals:
+            self._live[live.req.index] = live
+            self.stats.admitted(live.req.input_tokens)
+            self.runner.add(live.req.index, live.gen.prompt_token_ids)
+            reason = self.policy.add_request(live.req, now)
+            if reason is not None:
+                self._finish(live, "rejected", reason, now)
+        for index in aborts:
+            live = self._live.get(index)
+            if live is not None and not live.done:
+                self._finish(live, "abort", "client disconnected", now)
+        return draining
+
+    def _sleep(self, until_s: float | None) -> None:
+        with self._cv:
+            if self._inbox or self._aborts:
+                return
+            timeout = 1.0 if until_s is None else max(until_s - time.perf_counter(), 0.0)
+            if self._draining:
+                timeout = min(timeout, max(self._deadline_s - time.perf_counter(), 0.0))
+            self._cv.wait(min(timeout, 1.0))
+
+    def _started(self, plan: Plan) -> None:
+        now = time.perf_counter()
+        for chunk in plan.prefills:
+            live = self._live.get(chunk.request.index)
+            if live is not None and chunk.start == 0:
+                live.running = True
+                if live.first_sched_s is None:
+                    live.first_sched_s = now
+        for r in plan.preempted:
+            live = self._live.get(r.index)
+            if live is not None:
+                live.running = False
+
+    def _deliver(self, tokens: dict[int, int], now: float) -> int:
+        """Hand each token to its request; returns how many were handed (padding excluded)."""
+        count = 0
+        for index, token in tokens.items():
+            live = self._live.get(index)
+            if live is None or live.done or live.generated >= live.req.output_tokens:
+                continue  # aborted, or a padded row past its end
+            live.generated += 1
+            count += 1
+            if live.first_token_s is None:
+                live.first_token_s = now
+            elif live.last_token_s is not None:
+                live.itls_s.append(now - live.last_token_s)
+            live.last_token_s = now
+            if live.generated == live.req.output_tokens:
+                self._notify(live, "length", "", now, token)  # the policy reports it finished
+            elif (not live.gen.ignore_eos and token == self.eos_token_id
+                    and live.generated >= live.gen.min_tokens):
+                self._finish(live, "stop", "", now, token)  # EOS: the policy lets it go early
+            else:
+                live.sink(Event("token", token))
+        return count
+
+    def _notify(self, live: _Live, reason: FinishReason, detail: str, now: float,
+                token: int = -1) -> None:
+        """The request's last event: its final token (token >= 0) or its end without one."""
+        live.done = True
+        arrival = live.req.arrival_s
+        timing = {
+            "arrival_s": arrival,
+            "queue_s": None if live.first_sched_s is None else live.first_sched_s - arrival,
+            "ttft_s": None if live.first_token_s is None else live.first_token_s - arrival,
+            "e2e_s": now - arrival,
+        }
+        self.stats.request_done(reason, timing["ttft_s"], timing["e2e_s"], timing["queue_s"],
+                                live.itls_s)
+        live.sink(Event("token" if token >= 0 else "finish", token=token, reason=reason,
+                        detail=detail, timing=timing))
+
+    def _finish(self, live: _Live, reason: FinishReason, detail: str, now: float,
+                token: int = -1) -> None:
+        """End the request for its client and take it out of the policy (rejected ones are
+        out already; a padded row the policy cannot drop yet is retried after each step)."""
+        if not live.done:
+            self._notify(live, reason, detail, now, token)
+        index = live.req.index
+        if reason == "rejected" or self.policy.abort(live.req):
+            self._release(index)
+        else:
+            self._pending_abort.add(index)
+
+    def _release(self, index: int) -> None:
+        self._live.pop(index, None)
+        self._pending_abort.discard(index)
+        self.runner.release(index)
+
+    def _retry_aborts(self) -> None:
+        for index in list(self._pending_abort):
+            live = self._live.get(index)
+            if live is None or self.policy.abort(live.req):
+                self._release(index)
+
+    def _abort_all(self, reason: FinishReason, detail: str) -> None:
+        with self._cv:
+            self._draining = True
+            arrivals, self._inbox = self._inbox, []
+        now = time.perf_counter()
+        for live in [*self._live.values(), *arrivals]:
+            if not live.done:
+                self._notify(live, reason, detail, now)
+
+    def _counts(self) -> tuple[int, int]:
+        running = waiting = 0
+        for x in self._live.values():
+            if not x.done:
+                running += x.running
+                waiting += not x.running
+        self._num_waiting = waiting  # read by submit() on other threads (an int: atomic)
+        return running, waiting
+
+    def _publish_idle(self) -> None:
+        kv = self.runner.kv_usage()
+        running, waiting = self._counts()
+        self.stats.idle(running, waiting, kv if kv is not None else
+                        (0.0 if not self.policy.has_work() else self.stats.kv_usage))
+
+    def debug_state(self) -> dict[str, Any]:
+        """Live counts (tests, /health): requests held, pending aborts, KV use."""
+        return {"live": len(self._live), "pending_abort": len(self._pending_abort),
+                "has_work": self.policy.has_work(), "kv_usage": self.runner.kv_usage()}
