@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     from dataclasses import replace
 
-    from batchsim.serve.app import create_app
+    from batchsim.serve.app import EventPoster, create_app
     from batchsim.serve.builder import ServeSpec, build_served
     from batchsim.serve.engine_loop import EngineLoop
     from batchsim.serve.live_stats import LiveStats
@@ -65,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
     if args.served_model_name:
         limits = replace(limits, name=args.served_model_name)
     stats = LiveStats(limits.name)
+    poster = EventPoster()
     engine = EngineLoop(served.policy, served.runner, stats, served.eos_token_id,
-                        args.max_waiting)
-    app = create_app(engine, limits, stats, args.policy, served.detokenize)
+                        args.max_waiting, post=poster)
+    app = create_app(engine, limits, stats, args.policy, poster, served.detokenize)
     c = served.config
     url = f"http://{args.host}:{args.port}"
 

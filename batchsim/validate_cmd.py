@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 
 from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
+from batchsim.bench_cmd import add_endpoint_options
 from batchsim.policies.registry import available, make_config
 from batchsim.progress import Progress
-from batchsim.sim.profile import load_profile
+from batchsim.sim.profile import Profile, load_profile
 from batchsim.sim.validation.plan import (
     DEFAULT_LOADS,
     ValidationSpec,
@@ -42,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
     add_cpu_path_options(p)
+    e = p.add_argument_group("a running server instead of the engine (batchsim bench's client)")
+    add_endpoint_options(e, required=False)
     add_jitter_option(p, default=True)
     p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
                    help="with --jitter, the simulated metrics are the mean over N draws "
@@ -79,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
                                       + f"-validate-{spec.policy}")
     if out.exists() and not args.force:
         raise ValueError(f"{out} already exists: choose another --out or pass --force")
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    if args.endpoint is not None:
+        return _run_endpoint(args, spec, profile, out, say)
     from batchsim.profiler.real.validate import engine_spec, run_validation
 
     engine = engine_spec(profile, args.model, args.device)
     plan = plan_validation(spec, profile)
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
     say(f"capacity predicted by the profile for {spec.policy}: "
         f"{plan.capacity.request_rate:.3g} req/s")
     say(f"validating {len(plan.points)} load levels x {len(plan.points[0].workload)} requests on "
@@ -115,6 +121,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_endpoint(args: argparse.Namespace, spec: ValidationSpec, profile: Profile, out: Path,
+                  say: Callable[[str], None]) -> int:
+    """validate --endpoint: the bench client against a running server, then the comparison."""
+    from batchsim.validate_endpoint import format_endpoint_result, run_endpoint_validation
+
+    if args.model is not None or args.device is not None:
+        raise ValueError("--model and --device rebuild the engine; with --endpoint the server "
+                         "is already running (pick its model with --served-model)")
+    plan = plan_validation(spec, profile)
+    say(f"capacity predicted by the profile for {spec.policy}: "
+        f"{plan.capacity.request_rate:.3g} req/s")
+    doc = run_endpoint_validation(args, plan, out, command_line(args, out), say)
+    if not args.quiet:
+        print(format_endpoint_result(doc))
+    print(f"validation folder: {out}")
+    return 0
+
+
 def level_hint(doc: dict, tolerance: float = 0.05) -> str | None:
     """When the real steps ran off the profile's level, say so and what the simulation gives at
     the real level (a diagnostic: that level comes from the real run itself)."""
@@ -141,7 +165,8 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     words += ["--loads", args.loads, "--seed", str(args.seed)]
     if args.kv_copy_latency_us:
         words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
-    for flag in ("model", "device", "cpu_profile", "kv_copy_gbps", "trace", *_WORKLOAD_FLAGS):
+    for flag in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",
+                 "max_concurrency", "trace", *_WORKLOAD_FLAGS):
         value = getattr(args, flag)
         if value is not None:
             words += ["--" + flag.replace("_", "-"), str(value)]

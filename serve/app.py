@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from batchsim.serve.dashboard import dashboard_page
-from batchsim.serve.engine_loop import EngineLoop, Event, Unavailable
+from batchsim.serve.engine_loop import EngineLoop, Event, Sink, Unavailable
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import (
     GenerationRequest,
@@ -94,9 +94,27 @@ def _finish_reason(ev: Event) -> str:
     return "length" if ev.reason == "length" else "stop" if ev.reason == "stop" else "abort"
 
 
+class EventPoster:
+    """The engine loop's `post`: one thread-safe hand-over per step onto the event loop, which
+    then puts each event in its request's queue (the sinks are `asyncio.Queue.put_nowait`)."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None  # set when the app starts serving
+
+    def __call__(self, batch: list[tuple[Sink, Event]]) -> None:
+        assert self.loop is not None, "events before the server started"
+        self.loop.call_soon_threadsafe(_deliver_all, batch)
+
+
+def _deliver_all(batch: list[tuple[Sink, Event]]) -> None:
+    for sink, event in batch:
+        sink(event)
+
+
 def create_app(engine: EngineLoop, limits: ModelLimits, stats: LiveStats, policy: str,
-               detokenize: Detokenize | None = None) -> FastAPI:
-    """The ASGI app; the caller owns the engine loop (starts and shuts it down)."""
+               poster: EventPoster, detokenize: Detokenize | None = None) -> FastAPI:
+    """The ASGI app; the caller owns the engine loop (starts and shuts it down) and gives it
+    `poster` as its `post`, which the app binds to its event loop on the first request."""
     app = FastAPI(title="batchsim serve", docs_url=None, redoc_url=None, openapi_url=None)
     page: list[str] = []  # built on the first GET / (plotly.js is a few MB)
 
@@ -109,18 +127,15 @@ def create_app(engine: EngineLoop, limits: ModelLimits, stats: LiveStats, policy
 
     async def generate(request: Request,
                        parse: Callable[[Any, ModelLimits], GenerationRequest]) -> Any:
+        if poster.loop is None:
+            poster.loop = asyncio.get_running_loop()
         try:
             gen = parse(await body_of(request), limits)
         except RequestError as e:
             return JSONResponse(e.body(), status_code=e.status)
-        aloop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
-
-        def sink(ev: Event) -> None:  # called on the engine thread
-            aloop.call_soon_threadsafe(queue.put_nowait, ev)
-
         try:
-            index = engine.submit(gen, sink)
+            index = engine.submit(gen, queue.put_nowait)  # called on this loop, by post_batch
         except Unavailable as e:
             return _error(503, str(e), headers={"Retry-After": str(e.retry_after_s)})
         out = _Response(gen, limits.name, detokenize)

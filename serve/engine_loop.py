@@ -4,8 +4,9 @@ The loop runs in its own thread, so the asyncio event loop never waits for a ste
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
 the loop hands arrivals to the policy before each decision, as the simulator and the validation
 executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
-each token back through the request's `sink` (a callable that must itself be thread-safe: the
-HTTP side passes one that moves the event onto its event loop).
+each token back to the request's `sink`. Events are handed over in one batch per step through
+`post` (default: call each sink here): the HTTP side passes a `post` that moves the whole batch
+onto its event loop with one thread-safe call, so a step of 64 tokens wakes it once, not 64 times.
 
 A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
 it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
@@ -46,6 +47,13 @@ class Event:
 
 
 Sink = Callable[[Event], None]
+Post = Callable[[list[tuple[Sink, Event]]], None]
+
+
+def call_each(batch: list[tuple[Sink, Event]]) -> None:
+    """The default `post`: deliver on the engine thread (the sinks must be thread-safe)."""
+    for sink, event in batch:
+        sink(event)
 
 
 class Unavailable(Exception):
@@ -74,8 +82,11 @@ class EngineLoop:
     """Drives `policy` over `runner` in a thread; see the module docstring."""
 
     def __init__(self, policy: Policy, runner: PlanRunner, stats: LiveStats,
-                 eos_token_id: int | None = None, max_waiting: int = 1024) -> None:
+                 eos_token_id: int | None = None, max_waiting: int = 1024,
+                 post: Post = call_each) -> None:
         self.policy = policy
+        self.post = post
+        self._outbox: list[tuple[Sink, Event]] = []  # events of the step in progress
         self.runner = runner
         self.stats = stats
         self.eos_token_id = eos_token_id
@@ -169,6 +180,7 @@ class EngineLoop:
             for r, reason in decision.rejected:
                 self._finish(self._live[r.index], "rejected", reason, now)
             if isinstance(decision, Wait):
+                self._flush()
                 if draining and not policy.has_work():
                     return
                 self._publish_idle()
@@ -183,6 +195,7 @@ class EngineLoop:
             for r, _ in events.finished:  # out of the policy; their last token went out
                 self._release(r.index)
             self._retry_aborts()
+            self._flush()
             used = events.kv_blocks_used[-1] / max(policy.kv_capacity_blocks, 1)
             kv = self.runner.kv_usage()
             self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0),
@@ -252,7 +265,7 @@ class EngineLoop:
                     and live.generated >= live.gen.min_tokens):
                 self._finish(live, "stop", "", now, token)  # EOS: the policy lets it go early
             else:
-                live.sink(Event("token", token))
+                self._outbox.append((live.sink, Event("token", token)))
         return count
 
     def _notify(self, live: _Live, reason: FinishReason, detail: str, now: float,
@@ -268,8 +281,8 @@ class EngineLoop:
         }
         self.stats.request_done(reason, timing["ttft_s"], timing["e2e_s"], timing["queue_s"],
                                 live.itls_s)
-        live.sink(Event("token" if token >= 0 else "finish", token=token, reason=reason,
-                        detail=detail, timing=timing))
+        self._outbox.append((live.sink, Event("token" if token >= 0 else "finish", token=token,
+                                              reason=reason, detail=detail, timing=timing)))
 
     def _finish(self, live: _Live, reason: FinishReason, detail: str, now: float,
                 token: int = -1) -> None:
@@ -302,6 +315,13 @@ class EngineLoop:
         for live in [*self._live.values(), *arrivals]:
             if not live.done:
                 self._notify(live, reason, detail, now)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Hand the events gathered so far to the HTTP side, in one batch."""
+        if self._outbox:
+            batch, self._outbox = self._outbox, []
+            self.post(batch)
 
     def _counts(self) -> tuple[int, int]:
         running = waiting = 0

@@ -85,7 +85,7 @@ async def first_model(client: httpx.AsyncClient, base: str) -> str:
         return str(resp.json()["data"][0]["id"])
     except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
         raise ValueError(f"{base}/v1/models: cannot list the server's models ({e}); is the "
-                         "server running? pass --model to skip this") from None
+                         "server running? pass --served-model to skip this") from None
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict[str, Any],
