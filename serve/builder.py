@@ -90,7 +90,8 @@ def build_served(spec: ServeSpec) -> Served:
 
         profile = load_profile(spec.profile)
         es = engine_spec(profile, spec.model, spec.device)
-        model, device, dtype, threads = es.model, es.device, spec.dtype or es.dtype, es.threads
+        model, device, threads = es.model, es.device, es.threads
+        dtype: str | None = spec.dtype or es.dtype
     else:
         assert spec.model is not None
         model, device, threads = spec.model, spec.device or "cpu", None

@@ -218,9 +218,9 @@ class EngineLoop:
             if reason is not None:
                 self._finish(live, "rejected", reason, now)
         for index in aborts:
-            live = self._live.get(index)
-            if live is not None and not live.done:
-                self._finish(live, "abort", "client disconnected", now)
+            held = self._live.get(index)
+            if held is not None and not held.done:
+                self._finish(held, "abort", "client disconnected", now)
         return draining
 
     def _sleep(self, until_s: float | None) -> None:

@@ -158,7 +158,7 @@ def _common(body: Any, limits: ModelLimits, kind: Literal["completion", "chat"],
     if not isinstance(include_usage, bool):
         raise RequestError("stream_options.include_usage", "must be a boolean")
     for name in ("temperature", "top_p"):
-        _typed(body, name, int | float, None, "a number")
+        _typed(body, name, (int, float), None, "a number")
     return GenerationRequest(
         kind=kind,
         prompt_token_ids=ids,

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
@@ -21,8 +20,6 @@ import uvicorn
 from batchsim.serve.engine_loop import EngineLoop
 
 logger = logging.getLogger(__name__)
-
-SWITCH_INTERVAL_S = 0.0005
 
 
 class _Server(uvicorn.Server):
@@ -56,9 +53,6 @@ def run_server(app: Any, engine: EngineLoop, host: str, port: int, grace_s: floa
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                             timeout_graceful_shutdown=max(int(grace_s), 1), access_log=False)
     server = _Server(config, engine, grace_s)
-    # The engine thread runs Python between torch kernels and holds the GIL meanwhile; with the
-    # default 5 ms switch interval the event loop would wait up to that long to send a token.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     engine.start()
 
     async def serve() -> None:
