@@ -51,8 +51,57 @@ def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
             raise KeyError(
                 f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
             )
-        kwargs[knob] = parse_value(knob, raw, hints[knob]) if isinstance(raw, str) else raw
+        kwargs[knob] = (parse_value(knob, raw, hints[knob]) if isinstance(raw, str)
+                        else check_value(knob, raw, hints[knob]))
     return config_class(**kwargs)
+
+
+def check_value(knob: str, value: Any, hint: Any) -> Any:
+    """A knob value given as a Python object (the Python API, presets): it must already have
+    the knob's declared type. bool is not taken for a number, nor a float with a fraction for
+    an int; an int is taken for a float."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        if option is type(None):
+            if value is None:
+                return None
+            continue
+        origin = typing.get_origin(option)
+        if origin is typing.Literal:
+            if isinstance(value, str) and value in typing.get_args(option):
+                return value
+            continue
+        if origin is tuple:
+            if isinstance(value, list | tuple) and all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in value):
+                return tuple(value)
+            continue
+        if option is bool:
+            if isinstance(value, bool):
+                return value
+            continue
+        if isinstance(value, bool):
+            continue
+        if option is int and isinstance(value, int):
+            return value
+        if option is float and isinstance(value, int | float):
+            return float(value)
+    raise ValueError(f"knob {knob}: {value!r} ({type(value).__name__}) is not a valid "
+                     f"{_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    names = []
+    for option in options:
+        if typing.get_origin(option) is typing.Literal:
+            names.append(" or ".join(repr(v) for v in typing.get_args(option)))
+        elif typing.get_origin(option) is tuple:
+            names.append("tuple of integers")
+        else:
+            names.append("None" if option is type(None) else getattr(option, "__name__",
+                                                                      str(option)))
+    return " or ".join(names)
 
 
 def parse_value(knob: str, raw: str, hint: Any) -> Any:
