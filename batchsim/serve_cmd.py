@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     stats = LiveStats(limits.name)
     poster = EventPoster()
     engine = EngineLoop(served.policy, served.runner, stats, served.eos_token_id,
-                        args.max_waiting, post=poster)
+                        args.max_waiting, post=poster, **served.loop_options())
     app = create_app(engine, limits, stats, args.policy, poster, served.detokenize)
     c = served.config
     url = f"http://{args.host}:{args.port}"

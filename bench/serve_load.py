@@ -97,7 +97,7 @@ def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
 
     served = build_served(ServeSpec("continuous", {"max_num_seqs": str(n)}, model=args.model))
     stats = LiveStats(args.model)
-    loop = EngineLoop(served.policy, served.runner, stats)
+    loop = EngineLoop(served.policy, served.runner, stats, **served.loop_options())
     total = max(16, n * args.requests_per_stream)
     gen = GenerationRequest("completion", [1] * args.input_len, args.output_len,
                             args.output_len, True, True, True, 0)

@@ -37,7 +37,7 @@ class ClientTimes:
     request, as vllm bench measures them."""
 
     def __init__(self, results: Sequence[RequestResult]) -> None:
-        self.cpu_path = False
+        self.prefill_paths = False
         self.cpu_steps: list[Any] = []
         gaps = [np.diff(r.chunk_s) for r in results if r.status == "completed"]
         self._gaps = np.concatenate(gaps) if gaps else np.zeros(0)

@@ -56,6 +56,12 @@ class Served:
     eos_token_id: int | None
     detokenize: Any  # Callable[[int], str] | None
     config: dict[str, Any]  # what was built, for logs and /v1/models
+    paths: dict[Any, Any] | None = None  # the policy's execution paths (the profile's models)
+    predict: Any = None  # Callable[[Plan], float]: a step's expected seconds, or None
+
+    def loop_options(self) -> dict[str, Any]:
+        """EngineLoop keyword arguments taken from what was built."""
+        return {"paths": self.paths, "predict": self.predict}
 
 
 def _memory_for_pool(memory: MemoryFacts, pool_tokens: int, util: float) -> MemoryFacts:
@@ -151,7 +157,18 @@ def build_served(spec: ServeSpec) -> Served:
              "kv_capacity_blocks": policy.kv_capacity_blocks,
              "kv_block_size": policy.kv_block_size, "profile": spec.profile,
              "tokenizer": tokenizer is not None}
-    return Served(policy, PlanRunner(paged, static), limits, eos_id, detok, built)
+    paths = predict = None
+    if profile is not None:
+        from batchsim.sim.profile import execution_paths
+
+        prof = profile
+        paths = execution_paths(prof)
+
+        def predict(plan: Any) -> float:
+            return prof.cost_model(plan.layout, plan.phase, plan.device).predict(plan.shape)
+
+    return Served(policy, PlanRunner(paged, static), limits, eos_id, detok, built, paths,
+                  predict)
 
 
 @dataclass(frozen=True)

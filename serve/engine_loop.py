@@ -1,5 +1,10 @@
 """The serving driver: one policy and the real engines on the wall clock, arrivals from HTTP.
 
+It is the serving core's third driver (`batchsim.sim.server.Server`, beside the simulator and
+the validation executor): the core admits, decides, and accounts for each step; this driver only
+says how time passes (the wall clock; arrivals pushed by HTTP handlers) and how a step runs (the
+engines, `serve.plan_runner`), and hands tokens back to the handlers.
+
 The loop runs in its own thread, so the asyncio event loop never waits for a step. HTTP handlers
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
 the loop hands arrivals to the policy before each decision, as the simulator and the validation
@@ -20,15 +25,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from batchsim.policies.base import Plan, Policy, Wait
+from batchsim.policies.base import Device, Plan, Policy, Wait
+from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.plan_runner import PlanRunner
 from batchsim.serve.protocol import GenerationRequest
+from batchsim.sim.server import Server
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +90,14 @@ class EngineLoop:
 
     def __init__(self, policy: Policy, runner: PlanRunner, stats: LiveStats,
                  eos_token_id: int | None = None, max_waiting: int = 1024,
-                 post: Post = call_each) -> None:
+                 post: Post = call_each, paths: Mapping[Device, ExecutionPath] | None = None,
+                 predict: Callable[[Plan], float] | None = None) -> None:
+        """paths: the policy's execution paths (default: a GPU path without cost models);
+        predict: a step's expected seconds (the profile's cost model), for the GPU path's
+        busy_until."""
         self.policy = policy
+        self.server = Server(policy, paths or {"gpu": ExecutionPath("gpu", {})})
+        self.predict = predict
         self.post = post
         self._outbox: list[tuple[Sink, Event]] = []  # events of the step in progress
         self.runner = runner
@@ -168,7 +181,7 @@ class EngineLoop:
             self._stopped.set()
 
     def _loop(self) -> None:
-        policy = self.policy
+        server = self.server
         host_t0 = time.perf_counter()
         while True:
             draining = self._take_inbox()
@@ -176,27 +189,33 @@ class EngineLoop:
             if draining and now >= self._deadline_s:
                 self._abort_all("abort", "server shutdown")
                 return
-            decision = policy.schedule(now, arrivals_done=draining)
+            if draining and not server.arrivals_done:
+                server.close_arrivals()  # a static batch may now go without waiting to fill
+            decision = server.decide(now)
+            if decision is None:  # closed and nothing left
+                self._flush()
+                return
             for r, reason in decision.rejected:
                 self._finish(self._live[r.index], "rejected", reason, now)
             if isinstance(decision, Wait):
+                server.check_wait(decision, now)
                 self._flush()
-                if draining and not policy.has_work():
-                    return
                 self._publish_idle()
                 self._sleep(decision.until_s)
                 host_t0 = time.perf_counter()
                 continue
             self._started(decision)
+            start = time.perf_counter()
+            server.begin(decision, start, self.predict(decision) if self.predict else 0.0)
             out = self.runner.run(decision)
-            events = policy.complete(decision, 1)
             end = time.perf_counter()
+            events = server.end(decision, start, [end - start])
             delivered = self._deliver(out.tokens, end)
             for r, _ in events.finished:  # out of the policy; their last token went out
                 self._release(r.index)
             self._retry_aborts()
             self._flush()
-            used = events.kv_blocks_used[-1] / max(policy.kv_capacity_blocks, 1)
+            used = events.kv_blocks_used[-1] / max(self.policy.kv_capacity_blocks, 1)
             kv = self.runner.kv_usage()
             self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0),
                             delivered, *self._counts(), kv if kv is not None else used,
@@ -204,7 +223,8 @@ class EngineLoop:
             host_t0 = end
 
     def _take_inbox(self) -> bool:
-        """Hand arrivals to the policy and apply aborts; returns whether draining."""
+        """Push arrivals into the server core and admit them (the policy sees them before the
+        next decision, as in every driver), then apply aborts; returns whether draining."""
         with self._cv:
             arrivals, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, []
@@ -214,9 +234,13 @@ class EngineLoop:
             self._live[live.req.index] = live
             self.stats.admitted(live.req.input_tokens)
             self.runner.add(live.req.index, live.gen.prompt_token_ids)
-            reason = self.policy.add_request(live.req, now)
-            if reason is not None:
-                self._finish(live, "rejected", reason, now)
+            self.server.arrive(live.req)
+        if arrivals:
+            self.server.admit(now)
+            refused = self.server.recorder.reject_reason
+            for live in arrivals:
+                if live.req.index in refused:
+                    self._finish(live, "rejected", refused[live.req.index], now)
         for index in aborts:
             held = self._live.get(index)
             if held is not None and not held.done:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsim.policies.base import Device
+from batchsim.policies.base import Device, Phase
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, KVTransfer
 from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
@@ -179,8 +179,9 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
 
 
 @dataclass(frozen=True)
-class CpuPath:
-    """The CPU path of a hybrid run: its prefill cost model, the CPU->GPU KV copy, provenance."""
+class CpuCostModel:
+    """What the CPU path of a hybrid run costs: its prefill cost model, the CPU->GPU KV copy,
+    and where each came from."""
 
     prefill: CostModel
     kv_copy_bytes_per_s: float
@@ -188,8 +189,9 @@ class CpuPath:
     source: dict[str, Any]  # where each part came from, for the run's config.json
 
 
-def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
-             kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0) -> CpuPath:
+def cpu_cost_model(profile: Profile, cpu_profile: Profile | None = None,
+                   kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0
+                   ) -> CpuCostModel:
     """Compose the CPU path: the prefill model from `cpu_profile`'s packed.prefill (a CPU
     profile of the same model, standing in when the main profile was not measured on CUDA) or
     from the profile's own cpu.packed.prefill; the KV copy measured in the profile (`kv_copy`)
@@ -224,16 +226,20 @@ def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
         raise ValueError(
             f"{profile.path} has no measured CPU->GPU KV copy (kv_copy): give --kv-copy-gbps "
             "GB/s, which the run records as an assumption")
-    return CpuPath(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
-                                           "kv_copy_bytes_per_s": bps,
-                                           "kv_copy_latency_s": latency})
+    return CpuCostModel(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
+                                                "kv_copy_bytes_per_s": bps,
+                                                "kv_copy_latency_s": latency})
 
 
-def execution_paths(profile: Profile, cpu: CpuPath | None) -> dict[Device, ExecutionPath]:
-    """The GPU path (packed cost models) and, if given, the CPU path (prefill + KV copy into
-    the GPU pool, at the GPU profile's KV bytes per token)."""
+def execution_paths(profile: Profile, cpu: CpuCostModel | None = None
+                    ) -> dict[Device, ExecutionPath]:
+    """The GPU path (the profile's packed cost models) and, if given, the CPU path (prefill + KV
+    copy into the GPU pool, at the GPU profile's KV bytes per token). Every policy gets its
+    paths; one with a CPU path needs all three packed models, others get those there are."""
+    phases: list[Phase] = [p for p in ("prefill", "decode", "mixed")
+              if cpu is not None or phase_key("packed", p, "gpu") in profile.cost_models]
     gpu = ExecutionPath("gpu", {phase: profile.cost_model("packed", phase).predict
-                                for phase in ("prefill", "decode", "mixed")})
+                                for phase in phases})
     paths: dict[Device, ExecutionPath] = {"gpu": gpu}
     if cpu is not None:
         transfer = KVTransfer(profile.memory.kv_bytes_per_token, cpu.kv_copy_bytes_per_s,

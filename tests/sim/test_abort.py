@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from batchsim.policies.base import Plan, Policy, Wait
 from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.policies.request import Request
-from batchsim.sim.profile import cpu_path, execution_paths
+from batchsim.sim.profile import cpu_cost_model, execution_paths
 from tests.conftest import fake_profile
 from tests.sim.test_conformance import COSTS, KNOBS, KV_COPY, KV_TOKENS, MAX_LEN, knob_sets
 
@@ -24,7 +24,7 @@ def make_policy(name: str, knobs: dict[str, str]) -> Policy:
                            kv_copy=KV_COPY)
     policy = get_policy(name)(make_config(name, knobs), profile.memory, profile.max_model_len)
     if "cpu" in policy.paths:
-        policy.bind_paths(execution_paths(profile, cpu_path(profile)))
+        policy.bind_paths(execution_paths(profile, cpu_cost_model(profile)))
     return policy
 
 
