@@ -83,6 +83,7 @@ def run_a(args: argparse.Namespace, n: int) -> dict[str, Any]:
     steps = sm["engine_steps"]
     return {"req_s": m["request_throughput"], "tok_s": m["output_token_throughput"],
             "step_ms": sm["busy_s"] / steps * 1e3, "host_ms": sm["host_s"] / steps * 1e3,
+            "host_cpu_ms": sm["host_cpu_ms_per_step"],
             "host_us_per_token": sm["host_s"] / sm["generation_tokens"] * 1e6,
             "client_ttft_ms": m["ttft_ms"]["mean"], "server_ttft_ms": m["server_ttft_ms"]["mean"],
             "exact": m["generated_tokens_match"] and m["completed"] == requests}
@@ -127,7 +128,8 @@ def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
     loop.join(30)
     return {"req_s": total / wall, "tok_s": total * args.output_len / wall,
             "step_ms": stats.busy_s / stats.steps * 1e3,
-            "host_ms": stats.host_s / stats.steps * 1e3}
+            "host_ms": stats.host_s / stats.steps * 1e3,
+            "host_cpu_ms": stats.host_cpu_s / stats.steps * 1e3}
 
 
 def main() -> None:
@@ -152,21 +154,24 @@ def main() -> None:
 
         rows.append((n, mean(a_runs, "req_s"), mean(a_runs, "tok_s"), mean(b_runs, "tok_s"),
                      mean(a_runs, "step_ms"), mean(b_runs, "step_ms"), mean(a_runs, "host_ms"),
-                     mean(b_runs, "host_ms"),
+                     mean(b_runs, "host_ms"), mean(a_runs, "host_cpu_ms"),
+                     mean(b_runs, "host_cpu_ms"),
                      mean(a_runs, "host_us_per_token"), mean(a_runs, "client_ttft_ms"),
                      mean(a_runs, "server_ttft_ms"), all(r["exact"] for r in a_runs)))
         print(f"done: {n} streams", file=sys.stderr, flush=True)
     print(f"model {args.model}, input {args.input_len}, output {args.output_len} tokens, "
           f"{args.rounds} rounds (A = serve over HTTP, B = same engine loop in-process)")
     head = ("streams", "req/s A", "tok/s A", "tok/s B", "A/B", "step ms A", "step ms B",
-            "host ms/step A", "host ms/step B", "host/step A", "host us/tok A", "TTFT client",
+            "host ms/step A", "host ms/step B", "host CPU ms A", "host CPU ms B",
+            "host/step A", "host us/tok A", "TTFT client",
             "TTFT server", "client ovh ms", "exact")
     print(" | ".join(head))
-    for (n, req_s, tok_a, tok_b, step_a, step_b, host, host_b, host_tok, c_ttft, s_ttft,
-         exact) in rows:
+    for (n, req_s, tok_a, tok_b, step_a, step_b, host, host_b, cpu_a, cpu_b, host_tok, c_ttft,
+         s_ttft, exact) in rows:
         print(" | ".join([str(n), f"{req_s:.1f}", f"{tok_a:.0f}", f"{tok_b:.0f}",
                           f"{tok_a / tok_b:.2f}", f"{step_a:.2f}", f"{step_b:.2f}",
-                          f"{host:.3f}", f"{host_b:.3f}", f"{host / step_a:.1%}",
+                          f"{host:.3f}", f"{host_b:.3f}", f"{cpu_a:.3f}", f"{cpu_b:.3f}",
+                          f"{host / step_a:.1%}",
                           f"{host_tok:.1f}",
                           f"{c_ttft:.1f}", f"{s_ttft:.1f}", f"{c_ttft - s_ttft:.1f}",
                           "yes" if exact else "NO"]))

@@ -182,7 +182,7 @@ class EngineLoop:
 
     def _loop(self) -> None:
         server = self.server
-        host_t0 = time.perf_counter()
+        host_t0, cpu_t0 = time.perf_counter(), time.thread_time()
         while True:
             draining = self._take_inbox()
             now = time.perf_counter()
@@ -202,12 +202,14 @@ class EngineLoop:
                 self._flush()
                 self._publish_idle()
                 self._sleep(decision.until_s)
-                host_t0 = time.perf_counter()
+                host_t0, cpu_t0 = time.perf_counter(), time.thread_time()
                 continue
             self._started(decision)
             start = time.perf_counter()
             server.begin(decision, start, self.predict(decision) if self.predict else 0.0)
+            step_cpu0 = time.thread_time()
             out = self.runner.run(decision)
+            step_cpu = time.thread_time() - step_cpu0
             end = time.perf_counter()
             events = server.end(decision, start, [end - start])
             delivered = self._deliver(out.tokens, end)
@@ -217,10 +219,14 @@ class EngineLoop:
             self._flush()
             used = events.kv_blocks_used[-1] / max(self.policy.kv_capacity_blocks, 1)
             kv = self.runner.kv_usage()
+            # host: this thread's wall time between steps (its CPU time apart: the rest is
+            # waiting for a core or for the GIL)
+            cpu_now = time.thread_time()
             self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0),
                             delivered, *self._counts(), kv if kv is not None else used,
-                            len(decision.preempted))
-            host_t0 = end
+                            len(decision.preempted),
+                            host_cpu_s=max(cpu_now - cpu_t0 - step_cpu, 0.0))
+            host_t0, cpu_t0 = end, cpu_now
 
     def _take_inbox(self) -> bool:
         """Push arrivals into the server core and admit them (the policy sees them before the

@@ -59,6 +59,7 @@ class LiveStats:
         self.preemptions = 0
         self.busy_s = 0.0  # device time in engine steps
         self.host_s = 0.0  # engine-thread time between steps while it had work
+        self.host_cpu_s = 0.0  # of which the thread was on a core (thread CPU time)
         self.steps = 0
         self.finished: dict[str, int] = {"length": 0, "stop": 0, "abort": 0, "rejected": 0}
         self.ttft = Histogram()
@@ -70,11 +71,12 @@ class LiveStats:
     # -- written by the engine thread -------------------------------------------------------
 
     def step(self, busy_s: float, host_s: float, tokens: int, running: int, waiting: int,
-             kv_usage: float, preempted: int) -> None:
+             kv_usage: float, preempted: int, host_cpu_s: float = 0.0) -> None:
         with self._lock:
             self.steps += 1
             self.busy_s += busy_s
             self.host_s += host_s
+            self.host_cpu_s += host_cpu_s
             self.generation_tokens += tokens
             self.preemptions += preempted
             self.running, self.waiting, self.kv_usage = running, waiting, kv_usage
@@ -175,6 +177,9 @@ class LiveStats:
                    self.busy_s / uptime, f'{label},path="gpu"')
             metric("batchsim:host_seconds_total", "counter", "Engine-thread time between steps "
                    "while there was work (the server's own overhead).", self.host_s)
+            metric("batchsim:host_cpu_seconds_total", "counter", "CPU time of the engine "
+                   "thread between steps (host seconds minus waiting for a core or the GIL).",
+                   self.host_cpu_s)
             metric("batchsim:engine_steps_total", "counter", "Engine steps run.",
                    float(self.steps))
         return "\n".join(lines) + "\n"
