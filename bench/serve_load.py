@@ -92,7 +92,8 @@ def run_a(args: argparse.Namespace, n: int) -> dict[str, Any]:
 def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """In process, no HTTP: N closed-loop clients on the same EngineLoop."""
     from batchsim.serve.builder import ServeSpec, build_served
-    from batchsim.serve.engine_loop import EngineLoop, Event
+    from batchsim.serve.engine_loop import EngineLoop
+    from batchsim.serve.events import Event
     from batchsim.serve.live_stats import LiveStats
     from batchsim.serve.protocol import GenerationRequest
 

@@ -22,7 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from batchsim.serve.dashboard import dashboard_page
-from batchsim.serve.engine_loop import EngineLoop, Event, Sink, Unavailable
+from batchsim.serve.engine_loop import EngineLoop
+from batchsim.serve.events import Event, Sink, Unavailable
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import (
     GenerationRequest,

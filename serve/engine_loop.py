@@ -27,49 +27,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from batchsim.policies.base import Device, Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
+from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable, call_each
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.plan_runner import PlanRunner
 from batchsim.serve.protocol import GenerationRequest
 from batchsim.sim.server import Server
 
 logger = logging.getLogger(__name__)
-
-FinishReason = Literal["length", "stop", "abort", "rejected"]
-
-
-@dataclass(frozen=True)
-class Event:
-    """What the loop hands back for a request: one token, or its end."""
-
-    kind: Literal["token", "finish"]
-    token: int = -1
-    reason: FinishReason | None = None
-    detail: str = ""  # why it was rejected
-    timing: dict[str, float | None] | None = None  # server-side times at finish (seconds)
-
-
-Sink = Callable[[Event], None]
-Post = Callable[[list[tuple[Sink, Event]]], None]
-
-
-def call_each(batch: list[tuple[Sink, Event]]) -> None:
-    """The default `post`: deliver on the engine thread (the sinks must be thread-safe)."""
-    for sink, event in batch:
-        sink(event)
-
-
-class Unavailable(Exception):
-    """The server cannot take the request now (HTTP 503); retry_after_s: when to retry."""
-
-    def __init__(self, message: str, retry_after_s: int = 1) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
 
 @dataclass(eq=False)
 class _Live:
