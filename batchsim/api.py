@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from batchsim.sim.run import RunOutput, RunSpec
-    from batchsim.sim.workload.workload import SyntheticSpec
+    from batchsim.sim.workload.synthetic import SyntheticSpec
 
 
 @dataclass
@@ -67,7 +67,7 @@ class SimulationResult:
 
 
 def _synthetic(workload: Mapping[str, Any] | SyntheticSpec | None) -> SyntheticSpec:
-    from batchsim.sim.workload.workload import SyntheticSpec
+    from batchsim.sim.workload.synthetic import SyntheticSpec
 
     if workload is None:
         return SyntheticSpec()
@@ -140,7 +140,14 @@ def simulate(policy: str = "continuous", *, trace: str | Path | None = None,
                  goodput=goodput, jitter=jitter, cpu_profile=cpu_profile,
                  kv_copy_gbps=kv_copy_gbps, reject_too_long=reject_too_long,
                  time_scale=time_scale)
+    from batchsim.args import with_cpu_path_defaults
+
+    # hybrid on a GPU profile without CPU-path inputs: the same defaults as the command line,
+    # recorded in config["assumptions"]
+    spec, assumed = with_cpu_path_defaults(spec, [policy])
     output = run_simulation(prepare(spec))
+    if assumed:
+        output.config["assumptions"] = assumed
     return SimulationResult(output.config, output.metrics, output.requests, output.steps, output)
 
 

@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from batchsim.args import ArgGroup, add_workload_options, workload_from_args
+from batchsim.extras import require_serve_extra
 from batchsim.progress import Progress
 from batchsim.sim.run import RunSpec, check_out_dir, make_workload, write_run
+from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.workload import Workload
-from batchsim.simulate_cmd import add_workload_options, workload_fields
 from batchsim.summary import format_summary
 
 
@@ -25,10 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the synthetic workload and of the prompts' token ids")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
-    add_workload_options(p)
+    add_workload_options(p, defaults=SyntheticSpec(), request_rate=True, rescale=True,
+                         trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
+                                    "Vidur (detected)")
 
 
-def add_endpoint_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_endpoint_options(p: ArgGroup, required: bool = True) -> None:
     """The server to measure (bench, validate --endpoint)."""
     p.add_argument("--endpoint", required=required, metavar="URL",
                    help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000")
@@ -93,13 +97,12 @@ def _scrape(base: str) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import httpx  # noqa: F401
-    except ImportError:
-        raise ValueError("batchsim bench needs the serve extra: pip install -e '.[serve]'") \
-            from None
-    fields = workload_fields(args)
-    workload = make_workload(RunSpec(policy="", seed=args.seed, **fields))
+    require_serve_extra("bench", ("httpx",))
+    work = workload_from_args(args, request_rate=True)
+    workload = make_workload(RunSpec(
+        policy="", seed=args.seed, trace=work.trace, time_scale=work.time_scale,
+        trace_options=work.trace_options,
+        synthetic=None if work.trace is not None else SyntheticSpec(**work.synthetic)))
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-bench"
     check_out_dir(out, args.force)
     output, model = measure(args, workload, "benchmarking")

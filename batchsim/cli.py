@@ -1,4 +1,9 @@
-"""The `batchsim` command: parse, build, run, write; errors become one line and exit 2."""
+"""The `batchsim` command: parse, build, run, write; user errors become one line and exit 2.
+
+A user error is a `UsageError` (or any ValueError: configs reject impossible values with one,
+JSON and number parsing raise them) or an OSError on a path the user named. Anything else,
+KeyError included, is a bug: it propagates with its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,13 @@ import argparse
 import logging
 import sys
 from types import ModuleType
+from typing import NoReturn
 
 from batchsim import __version__
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"batchsim: error: {message}\n")
 
 
@@ -67,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchsim: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, OSError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"batchsim: error: {message}", file=sys.stderr)
+    except (ValueError, OSError) as e:  # UsageError is a ValueError
+        print(f"batchsim: error: {e or type(e).__name__}", file=sys.stderr)
         return 2

@@ -8,6 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from batchsim.extras import require_profile_extra
+from batchsim.progress import LazyProgress
+from batchsim.sim.errors import UsageError
+
 logger = logging.getLogger(__name__)
 
 GRIDS = ("quick", "standard", "full")
@@ -24,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", choices=GRIDS,
                    help="grid size (default quick; on --resume, the interrupted run's)")
     p.add_argument("--out", type=Path,
-                   help="profile file (default: ./profile-<model>-<device>-<dtype>.json)")
+                   help="profile file (default: ./profile-<model>-<device>-<dtype>.json; with "
+                        "--refit: the refitted copy, default the input itself)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--seed", type=int, help="seed of the grid order and random weights (default 0)")
     p.add_argument("--repeats", type=int, help="timed steps per grid point (default: per grid)")
@@ -39,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "inflate")
     p.add_argument("--quiet", action="store_true", help="print only the profile path")
     p.add_argument("--refit", type=Path, metavar="PROFILE",
-                   help="refit the cost models of a finished profile from its raw points, in "
-                        "place (no measurement, no torch needed), then print its record")
+                   help="refit the cost models of a finished profile from its raw points (no "
+                        "measurement, no torch needed) into --out, or in place; a shipped "
+                        "profile is rewritten only when --out names it")
     p.add_argument("--merge", type=Path, nargs="+", metavar="PROFILE",
                    help="merge finished passes over the same grid into --out (each point's "
                         "time: the median of all passes' samples), refit; no torch needed")
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         return _merge(args)
     if args.model is None:
         raise ValueError("profile needs --model (or --refit PROFILE)")
+    require_profile_extra("profile")
     from batchsim.profiler.engine.models import resolve_model
     from batchsim.profiler.profiling.record import experiment_record
     from batchsim.profiler.profiling.runner import (
@@ -102,9 +109,11 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_bytes=int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None,
         threads=args.threads, clock=args.clock,
     )
+    bar = LazyProgress(" tok")
     try:
-        result = run_profile(config)
+        result = run_profile(config, progress=bar)
     except ProfileInterrupted as e:
+        bar.close()
         again = ["batchsim", "profile", "--model", args.model, "--device", device, "--dtype",
                  dtype, "--out", str(e.path), "--resume"]
         again += ["--threads", str(args.threads)] if args.threads else []
@@ -112,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         again += ["--memory-cap-gb", str(args.memory_cap_gb)] if args.memory_cap_gb else []
         print(f"batchsim: {e}\nresume with: {shlex.join(again)}", file=sys.stderr)
         return 130
+    finally:
+        bar.close()
     if not args.quiet:
         print(experiment_record(result.document), end="")
     print(f"wrote {result.path}")
@@ -120,21 +131,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_report(profile: Path) -> Path:
-    """The profile report next to the profile: `<profile>.html` (no torch needed)."""
-    from batchsim.reports.profile_report import write_profile_report
+    """The profile report next to the profile, `<profile>.html` (no torch needed); for a
+    shipped profile, in the current folder."""
+    from batchsim.reports.profile_report import default_report_path, write_profile_report
 
-    return write_profile_report(profile)
+    return write_profile_report(profile, default_report_path(profile))
 
 
 def _refit(args: argparse.Namespace) -> int:
     from batchsim.profiler.profiling.profile_file import refit_profile
     from batchsim.profiler.profiling.record import experiment_record
+    from batchsim.sim.shipped import is_shipped, resolve
 
-    doc = refit_profile(args.refit)
+    source = resolve(args.refit, "profiles")
+    out: Path = args.out or source
+    if args.out is None and is_shipped(source):
+        raise UsageError(f"{source} is a shipped profile: write the refit elsewhere with --out "
+                         "FILE (--out naming it rewrites it)")
+    if args.out is not None and out.exists() and out.resolve() != source.resolve():
+        raise UsageError(f"{out} already exists: choose another --out")
+    doc = refit_profile(source, out)
     if not args.quiet:
         print(experiment_record(doc), end="")
-    print(f"refitted {args.refit}")
-    print(f"report: {_write_report(args.refit)}")
+    print(f"refitted {source}" + (f" into {out}" if out != source else ""))
+    print(f"report: {_write_report(out)}")
     return 0
 
 

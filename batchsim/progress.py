@@ -65,3 +65,24 @@ def _fmt(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class LazyProgress:
+    """A progress callback for library code that reports (done, total, label): the bar is made
+    on the first report, when the total is known. close() when the work is over."""
+
+    def __init__(self, unit: str = "", stream: TextIO | None = None) -> None:
+        self.unit = unit
+        self.stream = stream
+        self.bar: Progress | None = None
+
+    def __call__(self, done: float, total: float, label: str) -> None:
+        if self.bar is None:
+            self.bar = Progress(total, label, self.unit, stream=self.stream)
+        self.bar.update(done)
+
+    def close(self) -> None:
+        """Finish the bar's line (once; later calls do nothing)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -2,7 +2,8 @@
 
 - one run folder (has metrics.json)       -> its run report (default RUN_DIR/report.html)
 - several run folders                     -> a comparison report (--out required)
-- a profile JSON                          -> the profile report (default PROFILE.html)
+- a profile JSON                          -> the profile report (default PROFILE.html; for a
+                                             shipped profile ./NAME.html, not in its folder)
 - a validation folder (validation.json)   -> the validation report (reports.validation)
 - a sweep folder (sweep.csv)              -> the sweep report (default SWEEP_DIR/report.html)
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from batchsim.sim.shipped import resolve
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +38,8 @@ def kind_of(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # a bare profile name that is not a file here names a shipped profile (sim.shipped)
+    args.paths = [resolve(p, "profiles") if p.suffix == ".json" else p for p in args.paths]
     kinds = [kind_of(p) for p in args.paths]
     if len(args.paths) > 1:
         if set(kinds) != {"run"}:

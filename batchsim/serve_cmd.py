@@ -36,12 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise ValueError("batchsim serve needs the serve extra: pip install -e '.[serve]'") \
-            from None
+    from batchsim.extras import require_profile_extra, require_serve_extra
+
+    require_serve_extra("serve")
+    require_profile_extra("serve")
     if args.max_waiting <= 0:
         raise ValueError(f"--max-waiting must be positive, got {args.max_waiting}")
     if not 0 < args.port < 65536:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 WIDTH = 50
 
 
@@ -21,8 +24,23 @@ def _row(label: str, value: Any) -> str:
     return f"{label:<40}{text:>10}"
 
 
+def peak_concurrency(requests: pd.DataFrame) -> int:
+    """Most requests in the server at once (arrived, not yet finished; a rejected request
+    leaves when it arrives). At equal times a finish counts before an arrival."""
+    arrival = requests["arrival_s"].to_numpy(dtype=float)
+    finish = requests["finish_s"].to_numpy(dtype=float)
+    finish = np.where(np.isnan(finish), arrival, finish)
+    times = np.concatenate([finish, arrival])
+    steps = np.concatenate([-np.ones(len(finish)), np.ones(len(arrival))])
+    order = np.lexsort((steps, times))  # by time, then -1 before +1
+    return int(max(np.cumsum(steps[order]).max(initial=0), 0))
+
+
 def format_summary(metrics: dict[str, Any], policy: str,
+                   requests: pd.DataFrame | None = None,
                    title: str = "Simulation Result") -> str:
+    """requests: the run's requests table, for the token totals and the peak concurrency that
+    `vllm bench serve` also prints."""
     m = metrics
     lines = [
         _title(f" {title} ", "="),
@@ -31,6 +49,15 @@ def format_summary(metrics: dict[str, Any], policy: str,
         _row("Successful requests:", m["completed"]),
         _row("Rejected requests:", m["rejected"]),
         _row("Benchmark duration (s):", m["duration_s"]),
+    ]
+    if requests is not None:
+        done = requests[requests["status"] == "completed"]
+        lines += [
+            _row("Total input tokens:", int(done["input_tokens"].sum())),
+            _row("Total generated tokens:", int(done["output_tokens"].sum())),
+            _row("Peak concurrent requests:", peak_concurrency(requests)),
+        ]
+    lines += [
         _row("Request throughput (req/s):", m["request_throughput"]),
         _row("Output token throughput (tok/s):", m["output_token_throughput"]),
         _row("Total Token throughput (tok/s):", m["total_token_throughput"]),
@@ -52,7 +79,9 @@ def format_summary(metrics: dict[str, Any], policy: str,
         lines.append(_row(f"P99 {short} (ms):", stats["p99"]))
     lines += [
         _title("Server"),
-        _row("GPU busy fraction:", m["gpu_busy_fraction"]),
+        # busy is not saturated: a continuous batch runs a step whenever anyone is waiting or
+        # running, however small; the mean batch size says how full those steps were
+        _row("GPU busy fraction (not saturation):", m["gpu_busy_fraction"]),
         _row("Prefill time share:", m["prefill_time_share"]),
         _row("Mean batch size:", m["mean_batch_size"]),
         _row("Max KV utilization:", m["max_kv_utilization"]),

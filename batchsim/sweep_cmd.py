@@ -14,9 +14,19 @@ from typing import Any
 
 import pandas as pd
 
-from batchsim.args import add_cpu_path_options, add_jitter_option, parse_knobs
+from batchsim.args import (
+    add_cpu_path_options,
+    add_jitter_option,
+    add_knob_option,
+    add_workload_options,
+    knobs_from_args,
+    resolve_knob_aliases,
+    with_cpu_path_defaults,
+    workload_from_args,
+)
 from batchsim.policies.registry import available, get_policy
 from batchsim.progress import Progress
+from batchsim.sim.errors import UsageError
 from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.profile import load_profile
 from batchsim.sim.run import RunSpec, check_out_dir
@@ -31,10 +41,8 @@ from batchsim.sim.sweep.sweep import (
     run_sweep,
     write_sweep,
 )
-from batchsim.sim.workload.workload import SyntheticSpec
-
-SYNTHETIC_FLAGS = ("burstiness", "num_requests", "input_len", "output_len", "range_ratio",
-                   "lengths_from")
+from batchsim.sim.workload.synthetic import SyntheticSpec
+from batchsim.sim.workload.transform import TraceOptions
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,8 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"policies to sweep (repeatable or comma-separated): {available()}")
     p.add_argument("--vary", action="append", default=[], metavar="KNOB=V1,V2,...",
                    help="a knob's values (repeatable; the grid is their cartesian product)")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="a knob fixed for every point")
+    add_knob_option(p, what="a knob fixed for every point")
     p.add_argument("--request-rate", metavar="START:STOP:COUNT|R1,R2,...",
                    help="loads in req/s: 1:40:10 = 10 rates from 1 to 40 inclusive "
                         "(linspace); or a list such as 1,5,inf. With --trace: the mean rates "
@@ -64,15 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_jitter_option(p, default=False)
     add_cpu_path_options(p)
     p.add_argument("--quiet", action="store_true", help="print only the sweep folder")
-    g = p.add_argument_group("workload (as in simulate)")
-    g.add_argument("--trace", help="JSONL trace to replay at each --request-rate")
-    g.add_argument("--time-scale", type=float, default=1.0, help="multiply trace arrival times")
-    g.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
-    g.add_argument("--num-requests", type=int, help="requests per point (default 1000)")
-    g.add_argument("--input-len", type=int, help="prompt tokens (default 1024)")
-    g.add_argument("--output-len", type=int, help="output tokens (default 128)")
-    g.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
-    g.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+    add_workload_options(p, defaults=SyntheticSpec(), request_rate=False, rescale=True,
+                         trace_help="trace to replay at each --request-rate (any format "
+                                    "simulate reads)", per="per point")
 
 
 def _split(items: list[str]) -> list[str]:
@@ -81,11 +82,17 @@ def _split(items: list[str]) -> list[str]:
 
 def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
     """Build the sweep from the command line; every input error is raised here, before work."""
-    given = {k: getattr(args, k) for k in SYNTHETIC_FLAGS if getattr(args, k) is not None}
-    if args.trace is not None and given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"{flags} cannot be combined with --trace")
+    work = workload_from_args(args)
+    given = work.synthetic
     rates = parse_rates(args.request_rate) if args.request_rate else ()
+    options = work.trace_options
+    if options is not None and options.target_rate is not None:
+        # one load: the trace at that mean rate (what --request-rate R does for a trace)
+        if rates:
+            raise UsageError("--target-rate and --request-rate both set the trace's rate: "
+                             "give --request-rate R1,R2,... alone")
+        rates = (options.target_rate,)
+        options = dataclasses.replace(options, target_rate=None)
     if args.preset:
         if args.policy or args.vary or args.trace:
             raise ValueError("--preset fixes the configurations and workload: drop --policy, "
@@ -98,20 +105,23 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
         policies = _split(args.policy)
         if not policies:
             raise ValueError("sweep needs --policy (or --preset)")
-        vary = parse_vary(args.vary)
+        vary = resolve_knob_aliases(parse_vary(args.vary), policies)
         configurations = tuple(expand(policies, vary))
-        synthetic = None if args.trace is not None else SyntheticSpec(**given)
+        synthetic = None if work.trace is not None else SyntheticSpec(**given)
     cpu_options = args.cpu_profile is not None or args.kv_copy_gbps is not None
     if cpu_options and not any("cpu" in get_policy(c.policy).paths for c in configurations):
         raise ValueError("--cpu-profile and --kv-copy-gbps apply to policies with a CPU path "
                          "(hybrid), and this sweep has none")
-    base = RunSpec(policy=configurations[0].policy, knobs=parse_knobs(args.knobs),
-                   profile=args.profile, trace=args.trace, time_scale=args.time_scale,
-                   synthetic=synthetic, seed=args.seed, reject_too_long=args.reject_too_long,
+    knobs = knobs_from_args(args, sorted({c.policy for c in configurations}))
+    base = RunSpec(policy=configurations[0].policy, knobs=knobs,
+                   profile=args.profile, trace=work.trace, time_scale=work.time_scale,
+                   trace_options=options, synthetic=synthetic, seed=args.seed,
+                   reject_too_long=args.reject_too_long,
                    goodput=parse_goodput(args.goodput) if args.goodput else None,
                    step_jitter=args.jitter, cpu_profile=args.cpu_profile,
                    kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us)
-    return SweepSpec(tuple(configurations), tuple(rates), base)
+    base, assumed = with_cpu_path_defaults(base, [c.policy for c in configurations])
+    return SweepSpec(tuple(configurations), tuple(rates), base, tuple(assumed))
 
 
 def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dict[str, Any]:
@@ -120,6 +130,9 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
     workload: dict[str, Any] = {"source": base.trace or "synthetic"}
     if base.trace is not None:
         workload["time_scale"] = base.time_scale
+        if base.trace_options is not None and base.trace_options != TraceOptions(
+                seed=base.trace_options.seed):  # the trace read other than as recorded
+            workload["trace_options"] = dataclasses.asdict(base.trace_options)
     else:
         workload["synthetic"] = dataclasses.asdict(base.synthetic or SyntheticSpec())
     return {
@@ -134,6 +147,7 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
         "seed": base.seed,
         "goodput": dict(base.goodput) if base.goodput else None,
         "command": " ".join(["batchsim", *sys.argv[1:]]),
+        **({"assumptions": list(sweep.assumptions)} if sweep.assumptions else {}),
     }
 
 
@@ -178,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
 
     write_sweep(out, table, meta, writers=(report,))
     if not args.quiet:
+        for sentence in sweep.assumptions:
+            print(f"note: {sentence}")
         print(recommendation(table, meta["goodput"]))
         if meta["goodput"]:
             limits = max_rate_under_slo(table)

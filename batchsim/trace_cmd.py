@@ -7,13 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from batchsim.args import add_format_options, add_trace_options, trace_options
 from batchsim.sim.workload.stats import trace_stats
-from batchsim.sim.workload.traces import FORMATS, read_trace
+from batchsim.sim.workload.traces import read_trace
 from batchsim.sim.workload.transform import TraceOptions, write_native
-
-# simulate's own flags that also shape a trace: --time-scale and --seed (of the sampling)
-TRACE_FLAGS = ("trace_format", "strict", "start", "duration", "target_rate", "max_input_len",
-               "sample")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,9 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("stats", help="size, rate, burstiness and lengths of a trace",
                        description="Print a trace's size, arrival rate, burstiness and lengths.")
     s.add_argument("file", help="trace file in any known format")
-    s.add_argument("--trace-format", choices=list(FORMATS), help="skip format detection")
-    s.add_argument("--strict", action="store_true",
-                   help="fail on out-of-order timestamps instead of sorting them")
+    add_format_options(s)
     s.add_argument("--json", action="store_true", help="print the statistics as JSON")
     s.add_argument("--html", type=Path, metavar="FILE",
                    help="also write an HTML report of the distributions (default: none)")
@@ -35,44 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("file", help="trace file in any known format")
     c.add_argument("--out", type=Path, required=True, help="native JSONL file to write")
     c.add_argument("--force", action="store_true", help="replace an existing --out")
-    add_trace_options(c, scale_and_seed=True)
+    add_trace_options(c, rescale=True)
+    c.add_argument("--seed", type=int, default=0, help="seed of --sample")
     c.set_defaults(trace_handler=run_convert)
-
-
-def add_trace_options(g: argparse.ArgumentParser | argparse._ArgumentGroup,
-                      scale_and_seed: bool) -> None:
-    """The reading and replay options shared by `trace convert` and `simulate --trace`."""
-    g.add_argument("--trace-format", choices=list(FORMATS), help="skip format detection")
-    g.add_argument("--strict", action="store_true",
-                   help="fail on out-of-order timestamps instead of sorting them")
-    g.add_argument("--start", type=float, metavar="S",
-                   help="keep arrivals from S seconds of trace time on (before any scaling)")
-    g.add_argument("--duration", type=float, metavar="D",
-                   help="keep D seconds of trace time from --start (before any scaling)")
-    if scale_and_seed:
-        g.add_argument("--time-scale", type=float, default=1.0,
-                       help="multiply arrival times by this (0.5 = replay twice as fast)")
-    g.add_argument("--target-rate", type=float, metavar="R",
-                   help="rescale time so the mean arrival rate is R req/s (not with "
-                   "--time-scale)")
-    g.add_argument("--max-input-len", type=int, metavar="N", help="drop prompts longer than N")
-    g.add_argument("--sample", type=float, metavar="FRACTION",
-                   help="keep each request with this probability (seeded by --seed)")
-    if scale_and_seed:
-        g.add_argument("--seed", type=int, default=0, help="seed of --sample")
-
-
-def trace_options(args: argparse.Namespace) -> TraceOptions:
-    return TraceOptions(
-        time_scale=args.time_scale, format=args.trace_format, strict=args.strict,
-        start_s=args.start or 0.0, duration_s=args.duration, target_rate=args.target_rate,
-        max_input_len=args.max_input_len, sample=args.sample, seed=args.seed)
-
-
-def given_trace_flags(args: argparse.Namespace) -> list[str]:
-    """The trace options set on the command line, as flags (for 'needs --trace' errors)."""
-    return ["--" + k.replace("_", "-") for k in TRACE_FLAGS if getattr(args, k) not in (None,
-                                                                                       False)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,8 +8,19 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from batchsim.args import add_cpu_path_options, add_jitter_option, add_knob_option, parse_knobs
+from batchsim.args import (
+    SYNTHETIC_FLAGS,
+    add_cpu_path_options,
+    add_jitter_option,
+    add_knob_option,
+    add_workload_options,
+    flag,
+    knobs_from_args,
+    trace_words,
+    workload_from_args,
+)
 from batchsim.bench_cmd import add_endpoint_options
+from batchsim.extras import require_profile_extra, require_serve_extra
 from batchsim.policies.registry import available, make_config
 from batchsim.progress import Progress
 from batchsim.sim.profile import Profile, load_profile
@@ -22,9 +33,6 @@ from batchsim.sim.validation.plan import (
     plan_validation,
     write_validation,
 )
-
-_WORKLOAD_FLAGS = ("num_requests", "input_len", "output_len", "range_ratio", "burstiness",
-                   "lengths_from")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,24 +58,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
                    help="with --jitter, the simulated metrics are the mean over N draws "
                         "(default %(default)s)")
-    g = p.add_argument_group("workload: a trace, or synthetic (vllm bench semantics)")
-    g.add_argument("--trace", help="JSONL trace; its arrival pattern is rescaled to each load")
-    g.add_argument("--num-requests", type=int, help="requests per load level (default 40)")
-    g.add_argument("--input-len", type=int, help="prompt tokens (default 64)")
-    g.add_argument("--output-len", type=int, help="output tokens (default 32)")
-    g.add_argument("--range-ratio", type=float, help="lengths uniform in len*(1±r) (default 0)")
-    g.add_argument("--burstiness", type=float, help="gamma shape of gaps; 1 = Poisson (default)")
-    g.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+    # no --request-rate, --time-scale or --target-rate: --loads sets every point's rate
+    add_workload_options(p, defaults=WorkloadSpec(), request_rate=False, rescale=False,
+                         trace_help="trace (any format simulate reads); its arrival pattern is "
+                                    "rescaled to each load", per="per load level")
 
 
 def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
-    given = {k: getattr(args, k) for k in _WORKLOAD_FLAGS if getattr(args, k) is not None}
-    if args.trace is not None and given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"{flags} cannot be combined with --trace")
-    knobs = parse_knobs(args.knobs)
+    work = workload_from_args(args)
+    knobs = knobs_from_args(args, [args.policy])
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
-    workload = WorkloadSpec(trace=args.trace, **given)
+    workload = WorkloadSpec(trace=work.trace, trace_options=work.trace_options, **work.synthetic)
     workload.synthetic()  # checks the synthetic parameters
     return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
                           workload=workload, loads=parse_loads(args.loads), seed=args.seed,
@@ -78,6 +79,10 @@ def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
 
 def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.endpoint is None:
+        require_profile_extra("validate")
+    else:
+        require_serve_extra("validate --endpoint", ("httpx",))
     profile = load_profile(spec.profile)
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-validate-{spec.policy}")
@@ -162,15 +167,19 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     words = ["batchsim", "validate", "--profile", args.profile, "--policy", args.policy]
     for item in args.knobs:
         words += ["--set", item]
+    if args.scheduling_policy is not None:
+        words += ["--scheduling-policy", args.scheduling_policy]
     words += ["--loads", args.loads, "--seed", str(args.seed)]
+    # jitter is on by default: spell out both states, and the replicas it averages over
+    words += ["--jitter-replicas", str(args.jitter_replicas)] if args.jitter else ["--no-jitter"]
     if args.kv_copy_latency_us:
         words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
-    for flag in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",
-                 "max_concurrency", "trace", *_WORKLOAD_FLAGS):
-        value = getattr(args, flag)
+    for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",
+                 "max_concurrency", "trace", *SYNTHETIC_FLAGS):
+        value = getattr(args, name)
         if value is not None:
-            words += ["--" + flag.replace("_", "-"), str(value)]
-    return shlex.join([*words, "--out", str(out)])
+            words += [flag(name), str(value)]
+    return shlex.join([*words, *trace_words(args), "--out", str(out)])
 
 
 def _report(folder: Path) -> None:

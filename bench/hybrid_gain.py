@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from batchsim.sim.profile import cpu_cost_model, execution_paths, load_profile  # noqa: E402
 from batchsim.sim.run import RunSpec, prepare, simulate  # noqa: E402
-from batchsim.sim.workload.workload import SyntheticSpec  # noqa: E402
+from batchsim.sim.workload.synthetic import SyntheticSpec  # noqa: E402
 
 GPU_ANALYTIC = str(ROOT / "profiles" / "qwen2.5-0.5b-h100-analytic.json")
 VM_CPU = str(ROOT / "profiles" / "qwen2.5-0.5b-cpu.json")

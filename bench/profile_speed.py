@@ -32,7 +32,7 @@ def run_case(case: str, threads: int | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         config = ProfileConfig(model=model, out=Path(tmp) / "p.json", device=device,
                                dtype="float32" if device == "cpu" else "bfloat16", grid=grid,
-                               threads=threads, progress=False)
+                               threads=threads)
         start = time.perf_counter()
         result = run_profile(config)
         wall = time.perf_counter() - start

@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     from batchsim.reports.run_report import write_into_run
     from batchsim.sim.run import RunSpec, prepare, simulate
-    from batchsim.sim.workload.workload import SyntheticSpec
+    from batchsim.sim.workload.synthetic import SyntheticSpec
 
     cases = {
         "demo (traces/chat.jsonl)": RunSpec("continuous", trace=str(ROOT / "traces/chat.jsonl")),

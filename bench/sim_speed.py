@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 def one_case(args: argparse.Namespace) -> None:
     from batchsim.sim.run import RunSpec, prepare, simulate
-    from batchsim.sim.workload.workload import SyntheticSpec
+    from batchsim.sim.workload.synthetic import SyntheticSpec
 
     synthetic = SyntheticSpec(
         num_requests=args.n, request_rate=args.rate, input_len=args.input_len,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from batchsim.policies.base import Policy
+from batchsim.sim.errors import UsageError
 
 P = TypeVar("P", bound=type[Policy])
 
@@ -36,7 +37,7 @@ def available() -> list[str]:
 def get_policy(name: str) -> type[Policy]:
     _load_builtin()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
+        raise UsageError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]
 
 
@@ -48,7 +49,7 @@ def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for knob, raw in overrides.items():
         if knob not in fields:
-            raise KeyError(
+            raise UsageError(
                 f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
             )
         kwargs[knob] = (parse_value(knob, raw, hints[knob]) if isinstance(raw, str)
@@ -129,7 +130,7 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
             return option(raw)
         except (TypeError, ValueError):
             continue
-    raise ValueError(f"knob {knob}: cannot read {raw!r} as {hint}")
+    raise UsageError(f"knob {knob}: cannot read {raw!r} as {hint}")
 
 
 def _load_builtin() -> None:

@@ -24,6 +24,7 @@ from batchsim.reports import figures
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
 from batchsim.sim.profile import Profile, load_profile
+from batchsim.sim.shipped import is_shipped, resolve
 
 # For each step kind: the feature on the x axis and the one whose values make separate lines.
 AXES = {
@@ -157,12 +158,19 @@ def profile_sections(profile: Profile, doc: dict[str, Any]) -> list[Section]:
     ]
 
 
+def default_report_path(profile: Path) -> Path:
+    """Where a profile's report goes by default: beside it, `<profile>.html`, except for a
+    shipped profile, whose folder is not the user's: `./<name>.html` in the current folder."""
+    profile = Path(profile)
+    return Path(profile.stem + ".html") if is_shipped(profile) else profile.with_suffix(".html")
+
+
 def write_profile_report(path: Path, out: Path | None = None) -> Path:
-    """Report of a profile file; default output: the profile's path with .html."""
-    path = Path(path)
+    """Report of a profile file; default output: `default_report_path(path)`."""
+    path = resolve(Path(path), "profiles")
     profile = load_profile(path)
     doc = json.loads(path.read_text())
-    out = out or path.with_suffix(".html")
+    out = out or default_report_path(path)
     warnings = [ANALYTIC_WARNING] if profile.source == "analytic" else []
     subtitle = (f"{profile.model.get('name')} · {profile.fingerprint.get('device')} · "
                 f"{profile.fingerprint.get('dtype')} · {profile.source} · {profile.digest}")

@@ -139,11 +139,13 @@ def build_served(spec: ServeSpec) -> Served:
         warm_static(static)
     else:
         from batchsim.profiler.engine.paged_engine import Engine
-        from batchsim.profiler.real.validate import _warm_paged
+        from batchsim.profiler.profiling.engines import warm_packed, warm_packed_blocks
 
-        paged = Engine(model, device=device, dtype=dtype, seed=spec.seed,
-                       num_blocks=policy.kv_capacity_blocks + 1, block_size=policy.kv_block_size)
-        _warm_paged(paged)
+        # the pool also holds the warm-up's steps (each frees its sequences)
+        blocks = max(policy.kv_capacity_blocks + 1, warm_packed_blocks(policy.kv_block_size))
+        paged = Engine(model, device=device, dtype=dtype, seed=spec.seed, num_blocks=blocks,
+                       block_size=policy.kv_block_size)
+        warm_packed(paged)
     eos = getattr(resolved.config, "eos_token_id", None)
     eos_id = eos[0] if isinstance(eos, list) and eos else eos if isinstance(eos, int) else None
     tokenizer = _tokenizer(resolved.checkpoint_dir)

@@ -78,7 +78,7 @@ class Curve:
                 "slopes": list(self.slopes)}
 
 
-def curve_basis(values: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+def curve_basis(values: np.ndarray, knots: Sequence[float] | np.ndarray) -> np.ndarray:
     """[N, len(knots) - 1] segment lengths covered by each value: curve(v) = basis(v) @ slopes."""
     v = np.asarray(values, dtype=np.float64)[:, None]
     lo = np.asarray(knots[:-1], dtype=np.float64)[None, :]

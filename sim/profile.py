@@ -11,7 +11,7 @@ were obtained and are shown in reports.
     fingerprint       device, device_type, driver, torch, threads, transformers, dtype, model,
                       config_hash, created (ISO 8601), host
     run               grid, seed, repeats, warmup, min_point_s, max_repeats, timing (wall|thread),
-                      elapsed_s, points_total, load_model_s, completed, refitted (if refitted)
+                      elapsed_s, points_total, load_model_s, completed, refitted (true if refitted)
     model *           name, family, num_layers, hidden_size, num_attention_heads, num_kv_heads,
                       head_dim, vocab_size, max_model_len, num_params, sliding_window,
                       weights (random | checkpoint)
@@ -42,18 +42,18 @@ from batchsim.policies.base import Device, Phase
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, KVTransfer
 from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
+from batchsim.sim.errors import UsageError
 from batchsim.sim.jitter import repeat_ratios
+from batchsim.sim.shipped import default_profile, resolve
 
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-# Shipped default: the analytic H100 roofline of qwen2.5-0.5b, until a measured one lands.
-DEFAULT_PROFILE = (
-    Path(__file__).resolve().parent.parent / "profiles" / "qwen2.5-0.5b-h100-analytic.json"
-)
+# The default profile (sim.shipped.default_profile): the analytic H100 roofline of qwen2.5-0.5b,
+# until a measured one lands.
 
 
-class ProfileError(ValueError):
+class ProfileError(UsageError):
     """A profile file that cannot be used; the message names the file and the problem."""
 
 
@@ -101,7 +101,8 @@ class Profile:
 
 def load_profile(path: str | Path | None = None) -> Profile:
     """Read and validate a profile file; raise ProfileError naming the file and the problem."""
-    file = Path(path) if path is not None else DEFAULT_PROFILE
+    # a bare name that is not a file here names a shipped profile (sim.shipped)
+    file = resolve(path, "profiles") if path is not None else default_profile()
     try:
         raw = file.read_bytes()
     except OSError as e:

@@ -26,14 +26,10 @@ from batchsim.sim.metrics import summarize
 from batchsim.sim.profile import CpuCostModel, Profile, cpu_cost_model, load_profile
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.simulator import Simulator
+from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
+from batchsim.sim.workload.traces import load_trace
 from batchsim.sim.workload.transform import TraceOptions
-from batchsim.sim.workload.workload import (
-    SyntheticSpec,
-    Workload,
-    WorkloadError,
-    load_trace,
-    synthesize,
-)
+from batchsim.sim.workload.workload import Workload, WorkloadError
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK = """
 import sys
 import batchsim.sim.run, batchsim.sim.simulator, batchsim.sim.metrics
-import batchsim.sim.workload.workload
+import batchsim.sim.workload.synthetic, batchsim.sim.workload.workload
 import batchsim.policies, batchsim.reports
 import batchsim.cli, batchsim.profiler.analytic.roofline
 from batchsim.policies.registry import available

@@ -231,4 +231,4 @@ def select_backend(requested: str, device: torch.device, dtype: torch.dtype) -> 
         )
     if requested == "auto":
         return "varlen" if varlen_ok else "reference"
-    return requested  # type: ignore[return-value]
+    return cast(AttentionBackend, requested)  # checked against BACKENDS above

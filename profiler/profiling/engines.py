@@ -154,7 +154,7 @@ class ProfilingEngines:
             facts = engine.memory_facts()
             self._facts = {"total_bytes": facts.total_bytes, "weight_bytes": facts.weight_bytes,
                            "kv_bytes_per_token": facts.kv_bytes_per_token}
-        _warm_packed(engine)
+        warm_packed(engine)
         return engine
 
     @property
@@ -251,9 +251,9 @@ class ProfilingEngines:
             torch.cuda.empty_cache()
 
 
-def _blocks_needed(points: Iterable[GridPoint]) -> int:
+def _blocks_needed(points: Iterable[GridPoint], block_size: int = _BLOCK_SIZE) -> int:
     """KV blocks of the largest packed step (or KV copy) among points."""
-    bs, need = _BLOCK_SIZE, 1
+    bs, need = block_size, 1
     for p in points:
         if p.key == KV_COPY:
             need = max(need, -(-p.tokens // bs))
@@ -266,14 +266,25 @@ def _blocks_needed(points: Iterable[GridPoint]) -> int:
     return need
 
 
-def _warm_packed(engine: Engine) -> None:
-    """A few untimed steps (prefill, decode, mixed) before anything is timed."""
+# The warm-up's step shapes: one of each packed phase, small enough for any pool
+WARM_PACKED_POINTS = (GridPoint(PACKED_PREFILL, 2, 32), GridPoint(PACKED_DECODE, 4, 0, 32),
+                      GridPoint(PACKED_MIXED, 2, 16, 32))
+
+
+def warm_packed(engine: Engine) -> None:
+    """A few untimed steps (prefill, decode, mixed) before anything is timed: the first steps
+    of a shape pay for allocation and kernel choice. Profiling and validation both warm their
+    paged engines with this, so both time engines in the same state."""
     rng = np.random.default_rng(0)
     runner = PackedRunner(engine, rng, record_peak=False)
-    for p in (GridPoint(PACKED_PREFILL, 2, 32), GridPoint(PACKED_DECODE, 4, 0, 32),
-              GridPoint(PACKED_MIXED, 2, 16, 32)):
+    for p in WARM_PACKED_POINTS:
         for _ in range(2):
             runner.one_step(p)
+
+
+def warm_packed_blocks(block_size: int) -> int:
+    """KV blocks the warm-up needs at once (its largest step; each step frees its sequences)."""
+    return _blocks_needed(WARM_PACKED_POINTS, block_size)
 
 
 def warm_static(engine: StaticEngine) -> None:

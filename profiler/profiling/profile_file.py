@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +97,16 @@ def load_partial(
         raise ValueError(f"{path} is corrupted (fingerprint, points or measured list missing); "
                          "delete it and measure again")
     saved = doc.get("run")
-    types = {"grid": str, "seed": int, "repeats": int, "warmup": int, "min_point_s": (int, float),
-             "max_repeats": int, "timing": str}
+    types: dict[str, type | tuple[type, ...]] = {
+        "grid": str, "seed": int, "repeats": int, "warmup": int, "min_point_s": (int, float),
+        "max_repeats": int, "timing": str}
     bad = ([k for k, t in types.items() if not isinstance(saved.get(k), t)]
            if isinstance(saved, dict) else ["run"])
     bad += [k for k in ("skipped", "kv_copy_points") if not isinstance(doc.get(k, []), list)]
     if bad:
         raise ValueError(f"{path} is corrupted ({', '.join(bad)} missing or of the wrong type); "
                          "delete it and measure again")
+    assert isinstance(saved, dict), "a run that is not a dict is in `bad`"
     doc.setdefault("skipped", [])
     doc.setdefault("kv_copy_points", [])
     diff = [k for k in RESUME_KEYS if fp.get(k) != expected.get(k)]
@@ -152,13 +153,15 @@ def fit_document(doc: dict[str, Any]) -> None:
         logger.warning("one KV copy size fitted the pool: no copy bandwidth fitted")
 
 
-def refit_profile(path: Path) -> dict[str, Any]:
+def refit_profile(path: Path, out: Path | None = None) -> dict[str, Any]:
     """Refit the cost models (and the KV copy model) of a finished profile from its raw points
-    and save it in place, atomically. No measurement and no torch: a better fit does not need
-    the GPU again. Returns the new document."""
+    and save the result to `out` (None: in place), atomically. No measurement and no torch: a
+    better fit does not need the GPU again. Deterministic: the same points give the same bytes
+    (the fit's folds are seeded and no timestamp is added). Returns the new document."""
     from batchsim.sim.profile import load_profile
 
     path = Path(path)
+    out = Path(out) if out is not None else path
     doc = _read(path)
     if doc.get(COMPLETE_KEY) is False:
         raise ValueError(f"{path} is an unfinished profile: finish it with --resume first")
@@ -173,12 +176,13 @@ def refit_profile(path: Path) -> dict[str, Any]:
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if isinstance(doc.get("run"), dict):
-        doc["run"]["refitted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    tmp = path.with_name(f".{path.name}.refit")
+        doc["run"]["refitted"] = True  # not a time: refitting the same points twice is a no-op
+    check_writable(out)
+    tmp = out.with_name(f".{out.name}.refit")
     save_atomic(tmp, doc)
     try:
         load_profile(tmp)  # the simulator must accept the result before it replaces anything
-        os.replace(tmp, path)
+        os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return doc

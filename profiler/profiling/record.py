@@ -89,7 +89,7 @@ def experiment_record(doc: Mapping[str, Any], name: str | None = None) -> str:
     lines += ["", f"Total profiling time: {run.get('elapsed_s', 0.0):.1f} s"]
     if doc.get("skipped"):
         reasons = Counter(str(s.get("reason")) for s in doc["skipped"])
-        label = {"oom": "out of memory", "kv_pool": "KV pool too small"}
+        why = {"oom": "out of memory", "kv_pool": "KV pool too small"}
         lines.append("Skipped points: " + ", ".join(
-            f"{n} ({label.get(r, r)})" for r, n in sorted(reasons.items())))
+            f"{n} ({why.get(r, r)})" for r, n in sorted(reasons.items())))
     return "\n".join(lines) + "\n"

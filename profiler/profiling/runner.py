@@ -33,12 +33,15 @@ from batchsim.profiler.profiling.profile_file import (
     load_partial,
     save_atomic,
 )
-from batchsim.progress import Progress
 from batchsim.sim.profile import SCHEMA, SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
 DTYPES = ("float32", "float16", "bfloat16")
+
+# progress(done, total, label): work done so far of this invocation's total, in the grid points'
+# token-equivalents (GridPoint.cost_tokens); the caller draws it (the CLI: a bar on stderr)
+ProgressFn = Callable[[float, float, str], None]
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,6 @@ class ProfileConfig:
     memory_cap_bytes: int | None = None  # CPU: KV pool (and OOM-search bound); None: auto
     threads: int | None = None  # torch intra-op CPU threads; None: torch's default (all cores)
     clock: str | None = None  # step time: "wall" (default), or "thread" (CPU time; cpu, 1 thread)
-    progress: bool = True  # progress bar on stderr when it is a terminal
 
     def __post_init__(self) -> None:
         if self.grid is not None and self.grid not in GRID_NAMES:
@@ -102,12 +104,14 @@ class ProfileResult:
 
 
 def run_profile(
-    config: ProfileConfig, on_point: Callable[[int], None] | None = None
+    config: ProfileConfig, on_point: Callable[[int], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> ProfileResult:
     """Measure, fit and write a profile; raise ProfileInterrupted on Ctrl-C (file stays valid).
 
     on_point(n) is called after the n-th point of this invocation has been saved (tests use it to
-    interrupt a run). config.threads sets torch's CPU thread count for the run (restored after).
+    interrupt a run); progress(done, total, label) after every point. config.threads sets
+    torch's CPU thread count for the run (restored after).
     """
     import torch
 
@@ -115,12 +119,13 @@ def run_profile(
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _run(config, on_point)
+        return _run(config, on_point, progress)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(config: ProfileConfig, on_point: Callable[[int], None] | None) -> ProfileResult:
+def _run(config: ProfileConfig, on_point: Callable[[int], None] | None,
+         progress: ProgressFn | None) -> ProfileResult:
     from batchsim.profiler.engine.models import config_hash, resolve_model
 
     t0 = time.perf_counter()
@@ -162,7 +167,7 @@ def _run(config: ProfileConfig, on_point: Callable[[int], None] | None) -> Profi
         doc["model"] = _model_facts(engines.info)
         doc["model"]["weights"] = "checkpoint" if resolved.checkpoint_dir else "random"
         run["load_model_s"] = run.get("load_model_s") or engines.load_model_s
-        _measure_grid(doc, grid, engines, config, save, on_point)
+        _measure_grid(doc, grid, engines, save, on_point, progress)
         logger.info("grid measured (%.1f s so far)", time.perf_counter() - t0)
         if "limits" not in doc:
             doc["limits"] = engines.oom_search(lambda eng: search_max_decode_batch(
@@ -216,14 +221,14 @@ def _model_facts(info: Any) -> dict[str, Any]:
     return {k: facts[k] for k in keys}
 
 
-def _measure_grid(doc: dict[str, Any], grid: Grid, engines: ProfilingEngines, config: ProfileConfig,
-                  save: Callable[[], None], on_point: Callable[[int], None] | None) -> None:
+def _measure_grid(doc: dict[str, Any], grid: Grid, engines: ProfilingEngines,
+                  save: Callable[[], None], on_point: Callable[[int], None] | None,
+                  progress: ProgressFn | None) -> None:
     run = doc["run"]
     done = set(doc["measured"])
     todo = [p for p in grid.points if p.id not in done]
-    progress = Progress(sum(p.cost_tokens for p in todo), f"profile {doc['fingerprint']['model']} "
-                        f"({run['grid']}, {len(todo)} points)", " tok",
-                        force=False) if config.progress else None
+    total = sum(p.cost_tokens for p in todo)
+    label = f"profile {doc['fingerprint']['model']} ({run['grid']}, {len(todo)} points)"
     from batchsim.profiler.engine.kv_cache import OutOfBlocksError
 
     rng = np.random.default_rng(int(run["seed"]))
@@ -250,12 +255,10 @@ def _measure_grid(doc: dict[str, Any], grid: Grid, engines: ProfilingEngines, co
         doc["measured"].append(p.id)
         save()
         cost += p.cost_tokens
-        if progress:
-            progress.update(cost)
+        if progress is not None:
+            progress(cost, total, label)
         if on_point:
             on_point(n)
-    if progress:
-        progress.close()
 
 
 def _finish(doc: dict[str, Any], engines: ProfilingEngines) -> None:

@@ -106,20 +106,25 @@ class ValidationEngines:
 
         from batchsim.profiler.engine.paged_engine import Engine
         from batchsim.profiler.engine.static_engine import StaticEngine
-        from batchsim.profiler.profiling.engines import CPU_DTYPE, warm_static
+        from batchsim.profiler.profiling.engines import (
+            CPU_DTYPE,
+            warm_packed,
+            warm_packed_blocks,
+            warm_static,
+        )
 
         t0 = time.perf_counter()
         out = cls(spec, versions={"torch": torch.__version__,
                                   "transformers": transformers.__version__})
+        warm_blocks = warm_packed_blocks(block_size)  # the pools also hold the warm-up's steps
         if packed_blocks:
             out.paged = Engine(spec.model, device=spec.device, dtype=spec.dtype, seed=spec.seed,
-                               num_blocks=packed_blocks, block_size=block_size)
-            _warm_paged(out.paged)
+                               num_blocks=max(packed_blocks, warm_blocks), block_size=block_size)
+            warm_packed(out.paged)
         if cpu_blocks:
-
             out.cpu = Engine(spec.model, device="cpu", dtype=CPU_DTYPE, seed=spec.seed,
-                             num_blocks=cpu_blocks, block_size=block_size)
-            _warm_paged(out.cpu)
+                             num_blocks=max(cpu_blocks, warm_blocks), block_size=block_size)
+            warm_packed(out.cpu)
         if padded:
             out.static = StaticEngine(spec.model, device=spec.device, dtype=spec.dtype,
                                       seed=spec.seed)
@@ -127,24 +132,20 @@ class ValidationEngines:
         out.build_s = time.perf_counter() - t0
         return out
 
+    def facts(self) -> dict[str, Any]:
+        """validation.json's "engine": what ran the real side, as plain values."""
+        from batchsim.profiler.profiling.host import device_name
+
+        spec = self.spec
+        return {"model": spec.model, "device": spec.device,
+                "device_name": device_name(spec.device), "dtype": spec.dtype,
+                "threads": spec.threads, "build_s": self.build_s, **self.versions}
+
     @property
     def vocab_size(self) -> int:
         engine = self.paged or self.static
         assert engine is not None
         return engine.info.vocab_size
-
-
-def _warm_paged(engine: Engine) -> None:
-    """A few untimed steps: the first steps of a shape pay for allocation and kernel choice."""
-    from batchsim.profiler.engine.records import EngineChunk, EnginePlan
-
-    for _ in range(2):
-        for i in range(2):
-            engine.add(("warm", i), [1] * 32)
-        engine.step(EnginePlan(prefills=[EngineChunk(("warm", i), 0, 32) for i in range(2)]))
-        engine.step(EnginePlan(decodes=[("warm", i) for i in range(2)]))
-        for i in range(2):
-            engine.free(("warm", i))
 
 
 def engines_needed(plan: SimPlan) -> tuple[int, int, bool]:
@@ -175,8 +176,7 @@ def cpu_engine_blocks(plan: SimPlan) -> int:
         return 0
     block_size = int(plan.points[0].sim.config["kv_block_size"])
     longest = int(plan.points[0].workload.input_tokens.max())
-    warm_up = 2 * blocks_for(33, block_size)  # _warm_paged: two 32-token prompts, one decode
-    return max(blocks_for(longest, block_size) + 1, warm_up)
+    return blocks_for(longest, block_size) + 1  # ValidationEngines.build adds the warm-up's
 
 
 def replay_point(point: SimPoint, plan: SimPlan, engines: ValidationEngines,
@@ -203,7 +203,8 @@ def replay_point(point: SimPoint, plan: SimPlan, engines: ValidationEngines,
     if refs is not None and before is not None:
         drift = bracket(before, measure_drift(refs, engines.paged, engines.static, seed=1))
         _release(engines)
-    return RealPoint(point, result, metrics, requests, steps, drift)
+    return RealPoint(point, metrics, requests, steps, result.wall_s, result.host_s,
+                     result.late_s, drift)
 
 
 def _add_step_columns(steps: pd.DataFrame, result: RealResult) -> None:
@@ -271,7 +272,7 @@ def run_validation(plan: SimPlan, spec: EngineSpec,
             reals.append(replay_point(point, plan, engines, point_progress, refs))
             done += len(point.workload)
             logger.info("load %g: real %.1f s, predicted %.1f s", point.load,
-                        reals[-1].result.wall_s, point.predicted_s)
-        return ValidationResult(plan, engines, reals)
+                        reals[-1].wall_s, point.predicted_s)
+        return ValidationResult(plan, engines.facts(), reals)
 
     return with_threads(spec.threads, go)

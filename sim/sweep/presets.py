@@ -22,8 +22,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from batchsim.sim.errors import UsageError
 from batchsim.sim.sweep.sweep import Configuration
-from batchsim.sim.workload.workload import SyntheticSpec
+from batchsim.sim.workload.synthetic import SyntheticSpec
 
 Table = tuple[str, list[dict[str, object]]]
 
@@ -108,5 +109,5 @@ PRESETS = {
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {name!r}; presets: {', '.join(PRESETS)}")
     return PRESETS[name]

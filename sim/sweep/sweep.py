@@ -28,7 +28,9 @@ import pandas as pd
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.run import RunSpec, prepare, simulate
-from batchsim.sim.workload.workload import SyntheticSpec, load_trace
+from batchsim.sim.workload.synthetic import SyntheticSpec
+from batchsim.sim.workload.traces import load_trace
+from batchsim.sim.workload.transform import TraceOptions
 
 LATENCY_KEYS = ("ttft", "tpot", "itl", "e2el", "queue")
 STATS = ("mean", "median", "p90", "p95", "p99")
@@ -63,6 +65,7 @@ class SweepSpec:
     configurations: tuple[Configuration, ...]
     rates: tuple[float, ...]
     base: RunSpec
+    assumptions: tuple[str, ...] = ()  # defaults the caller filled in, one sentence each
 
     def __post_init__(self) -> None:
         if not self.configurations:
@@ -99,7 +102,7 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
     vary: dict[str, list[str]] = {}
     for item in items:
         knob, sep, values = item.partition("=")
-        knob = knob.strip()
+        knob = knob.strip().replace("-", "_")  # vLLM's spelling: max-num-seqs
         parsed = [v.strip() for v in values.split(",") if v.strip()] if sep else []
         if not knob or not parsed:
             raise ValueError(f"--vary takes KNOB=V1,V2,..., got {item!r}")
@@ -116,9 +119,11 @@ def expand(policies: Sequence[str], vary: Mapping[str, Sequence[str]]) -> list[C
             for p in policies for combo in combos]
 
 
-def trace_rate(trace: str, time_scale: float = 1.0) -> float:
-    """Mean request rate of a trace as recorded (requests per second of its span)."""
-    workload = load_trace(trace, time_scale)
+def trace_rate(trace: str, time_scale: float = 1.0, options: TraceOptions | None = None) -> float:
+    """Mean request rate of a trace as recorded (requests per second of its span), after the
+    options' window, filters and sampling: the rate of exactly the requests a point replays."""
+    read = dataclasses.replace(options or TraceOptions(), time_scale=time_scale)
+    workload = load_trace(trace, options=read)
     span = float(workload.arrival_s[-1] - workload.arrival_s[0]) if len(workload) else 0.0
     if len(workload) < 2 or span <= 0:
         raise ValueError(f"{trace}: a trace needs two or more arrival times to be rescaled to a "
@@ -154,7 +159,8 @@ def grid(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:
     A trace sweep without rates has one load, the trace as recorded (its rate is the trace's).
     """
     base = sweep.base
-    native = trace_rate(base.trace, base.time_scale) if base.trace is not None else None
+    native = (trace_rate(base.trace, base.time_scale, base.trace_options)
+              if base.trace is not None else None)
     if not sweep.rates:
         assert native is not None, "a synthetic sweep has rates (checked by SweepSpec)"
         return [(c, native, point_spec(sweep, c, None)) for c in sweep.configurations]

@@ -36,13 +36,10 @@ from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
 from batchsim.sim.profile import Profile
 from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
-from batchsim.sim.workload.workload import (
-    SyntheticSpec,
-    Workload,
-    WorkloadError,
-    load_trace,
-    synthesize,
-)
+from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
+from batchsim.sim.workload.traces import load_trace
+from batchsim.sim.workload.transform import TraceOptions
+from batchsim.sim.workload.workload import Workload, WorkloadError
 
 SCHEMA = "batchsim.validation"
 DEFAULT_LOADS = (0.5, 0.8, 0.95)
@@ -67,6 +64,7 @@ class WorkloadSpec:
     """The validation's requests: a trace, or vllm-bench-style synthetic lengths."""
 
     trace: str | None = None
+    trace_options: TraceOptions | None = None  # how the trace is read (format, window, filters)
     num_requests: int = 40
     input_len: int = 64
     output_len: int = 32
@@ -125,7 +123,7 @@ def parse_loads(text: str) -> tuple[float, ...]:
 def base_workload(spec: WorkloadSpec, seed: int) -> Workload:
     """The validation's requests with arrivals at a mean rate of 1 req/s."""
     if spec.trace is not None:
-        trace = load_trace(spec.trace)
+        trace = load_trace(spec.trace, options=spec.trace_options)
         n = len(trace)
         span = float(trace.arrival_s[-1] - trace.arrival_s[0])
         if n < 2 or span <= 0:

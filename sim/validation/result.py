@@ -1,42 +1,42 @@
 """What a validation found: the real replay of each point beside its simulation, and the
 documents `batchsim validate` writes from them (validation.json, the per-point tables).
 
-`batchsim.profiler.real.validate` produces these; they hold no torch objects beyond the engines'
-identity.
+`batchsim.profiler.real.validate` produces these from its replays; they hold plain tables and
+numbers, so this module imports nothing from the profiler (the dependency runs profiler -> sim).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from batchsim.profiler.real.executor import RealResult
-from batchsim.sim.validation.plan import SimPlan, SimPoint
-
-if TYPE_CHECKING:
-    from batchsim.profiler.real.validate import ValidationEngines
+from batchsim.sim.validation.plan import SimPlan, SimPoint, WorkloadSpec
 
 
 @dataclass
 class RealPoint:
+    """One load level replayed on the real engine: its tables and the executor's timings."""
+
     point: SimPoint
-    result: RealResult
     metrics: dict[str, Any]
     requests: pd.DataFrame
     steps: pd.DataFrame
+    wall_s: float  # from t=0 (first arrival) to the executor loop's end
+    host_s: list[float]  # per device step: executor host time outside the step
+    late_s: list[float]  # per sleep: how much later than asked the loop woke
     drift: dict[str, Any] | None = None  # profile points re-measured before and after the point
 
     def host_summary(self) -> dict[str, Any]:
         """Host time of the executor loop outside the steps, and how late sleeps woke up (device
         steps only; a CPU path's steps run in their own thread)."""
-        host = np.asarray(self.result.host_s)
+        host = np.asarray(self.host_s)
         steps = self.steps[self.steps["device"] == "gpu"]
         busy = float(steps["duration_s"].sum())
-        late = np.asarray(self.result.late_s)
+        late = np.asarray(self.late_s)
         return {
             "per_step_mean_s": float(host.mean()) if len(host) else 0.0,
             "per_step_median_s": float(np.median(host)) if len(host) else 0.0,
@@ -87,7 +87,8 @@ class ValidationResult:
     """Both halves of a validation: the simulated plan and the real replay of every point."""
 
     plan: SimPlan
-    engines: ValidationEngines
+    # what ran the real side: model, device, device_name, dtype, threads, build_s, versions
+    engine: dict[str, Any]
     reals: list[RealPoint]
 
     def point_dir(self, load: float) -> str:
@@ -97,7 +98,6 @@ class ValidationResult:
         """validation.json: everything needed to read and to rerun the comparison."""
         import datetime as dt
 
-        from batchsim.profiler.profiling.host import device_name
         from batchsim.sim.validation.plan import SCHEMA, TARGET_METRICS, compare, error_summary
 
         plan, spec = self.plan, self.plan.spec
@@ -110,7 +110,7 @@ class ValidationResult:
             points.append({
                 "load": p.load, "request_rate": p.request_rate,
                 "num_requests": len(p.workload), "predicted_s": p.predicted_s,
-                "real_wall_s": real.result.wall_s,
+                "real_wall_s": real.wall_s,
                 "comparison": compare(real.metrics, p.sim.metrics),
                 "host_overhead": real.host_summary(),
                 "step_prediction": real.step_prediction_error(),
@@ -125,7 +125,6 @@ class ValidationResult:
                 "folder": self.point_dir(p.load),
             })
         errors = error_summary([p["comparison"] for p in points])
-        es = self.engines.spec
         profile = plan.profile
         return {
             "schema": SCHEMA, "schema_version": 1, "command": command,
@@ -135,10 +134,8 @@ class ValidationResult:
             "step_jitter": plan.points[0].sim.config.get("step_jitter"),  # None: off
             "profile": {**profile.summary(), "fingerprint": profile.fingerprint,
                         "cv_mape": {k: v.get("mape") for k, v in profile.cv.items()}},
-            "engine": {"model": es.model, "device": es.device, "device_name": device_name(
-                es.device), "dtype": es.dtype, "threads": es.threads, "build_s":
-                self.engines.build_s, **self.engines.versions},
-            "workload": {**dataclasses.asdict(spec.workload), "seed": spec.seed,
+            "engine": dict(self.engine),
+            "workload": {**_workload_json(spec.workload), "seed": spec.seed,
                          "base": plan.points[0].workload.source.split(" at ")[0]},
             "capacity": plan.capacity.to_json(),
             "loads": list(spec.loads),
@@ -182,3 +179,11 @@ class ValidationResult:
             out[f"{d}/real/metrics.json"] = real.metrics
             out[f"{d}/sim/metrics.json"] = real.point.sim.metrics
         return out
+
+
+def _workload_json(workload: WorkloadSpec) -> dict[str, Any]:
+    """The WorkloadSpec as recorded; trace_options only when a trace was read with some."""
+    out = dataclasses.asdict(workload)
+    if out.get("trace_options") is None:
+        out.pop("trace_options", None)
+    return out

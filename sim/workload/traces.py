@@ -33,6 +33,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.shipped import resolve
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
@@ -75,10 +76,20 @@ class _Rows:
     priority: np.ndarray | None = None  # native only
 
 
+def load_trace(path: str | Path, time_scale: float = 1.0,
+               options: TraceOptions | None = None) -> Workload:
+    """Read a trace in any known format; arrival times are multiplied by time_scale.
+
+    `options` (window, rate, filters, sampling, format, strictness) replaces time_scale when
+    given. Native traces keep their arrival_s; imported ones start at their first request.
+    """
+    return read_trace(path, options if options is not None else TraceOptions(time_scale))
+
+
 def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
     """Read a trace in any known format and apply options' window, speed, filters, sampling."""
     options = options or TraceOptions()
-    file = Path(path)
+    file = resolve(path, "traces")  # a bare name that is not a file here: a shipped trace
     fmt, header_line, names = detect_format(file, options.format)
     rows: _Rows | None
     if fmt.kind == "csv":

@@ -3,30 +3,24 @@
 Native trace format (JSONL, one request per line):
     {"arrival_s": 0.0, "input_tokens": 812, "output_tokens": 153, "id": "r1", "priority": 0}
 `id`, `priority` and `hash_ids` (prefix-block hashes, a list of integers) are optional. Public
-trace formats (Azure, BurstGPT, Mooncake, Vidur) are read by `batchsim.sim.workload.traces`;
-`load_trace` reads
-any of them. Synthetic workloads follow `vllm bench serve`: request_rate (req/s; inf = all at
-t=0) and burstiness (gamma shape; 1 = Poisson), gaps gamma(shape=b, scale=1/(rate*b)), lengths
-uniform in [len*(1-r), len*(1+r)] or sampled from a trace.
+trace formats (Azure, BurstGPT, Mooncake, Vidur) are read by `batchsim.sim.workload.traces`
+(`load_trace` reads any of them); synthetic workloads are drawn by
+`batchsim.sim.workload.synthetic`. This module is the leaf both build on: it imports neither.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from batchsim.policies.request import Request
-
-if TYPE_CHECKING:
-    from batchsim.sim.workload.transform import TraceOptions
+from batchsim.sim.errors import UsageError
 
 
-class WorkloadError(ValueError):
+class WorkloadError(UsageError):
     """Bad workload input; the message names the file, line and problem."""
 
 
@@ -105,75 +99,3 @@ class Workload:
             hash_ids=None if self.hash_ids is None else self.hash_ids.take(index),
             provenance=dict(self.provenance),
         )
-
-
-def load_trace(path: str | Path, time_scale: float = 1.0,
-               options: TraceOptions | None = None) -> Workload:
-    """Read a trace in any known format; arrival times are multiplied by time_scale.
-
-    `options` (window, rate, filters, sampling, format, strictness) replaces time_scale when
-    given. Native traces keep their arrival_s; imported ones start at their first request.
-    """
-    # both modules build Workloads and so import this one: import them here, not at the top
-    from batchsim.sim.workload.traces import read_trace
-    from batchsim.sim.workload.transform import TraceOptions
-
-    return read_trace(path, options if options is not None else TraceOptions(time_scale))
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """vllm-bench-style synthetic workload."""
-
-    num_requests: int = 1000
-    request_rate: float = math.inf  # req/s; inf = all at t=0
-    burstiness: float = 1.0  # gamma shape of inter-arrival gaps; 1 = Poisson, <1 burstier
-    input_len: int = 1024
-    output_len: int = 128
-    range_ratio: float = 0.0  # lengths uniform in [len*(1-r), len*(1+r)]
-    lengths_from: str | None = None  # sample (input, output) pairs from this trace instead
-
-    def __post_init__(self) -> None:
-        if self.num_requests <= 0:
-            raise WorkloadError(f"--num-requests must be positive, got {self.num_requests}")
-        if not self.request_rate > 0:
-            raise WorkloadError(f"--request-rate must be positive or inf, got {self.request_rate}")
-        if not self.burstiness > 0:
-            raise WorkloadError(f"--burstiness must be positive, got {self.burstiness}")
-        if self.input_len <= 0 or self.output_len <= 0:
-            raise WorkloadError("--input-len and --output-len must be positive")
-        if not 0 <= self.range_ratio < 1:
-            raise WorkloadError(f"--range-ratio must be in [0, 1), got {self.range_ratio}")
-
-
-def synthesize(spec: SyntheticSpec, rng: np.random.Generator) -> Workload:
-    """Arrivals and lengths drawn from rng (created and seeded by the caller)."""
-    n = spec.num_requests
-    if math.isinf(spec.request_rate):
-        arrival = np.zeros(n)
-    else:
-        b = spec.burstiness
-        gaps = rng.gamma(shape=b, scale=1.0 / (spec.request_rate * b), size=n)
-        arrival = np.concatenate(([0.0], np.cumsum(gaps[:-1])))  # first request at t=0
-    if spec.lengths_from:
-        source = load_trace(spec.lengths_from)
-        pick = rng.integers(0, len(source), size=n)
-        inputs, outputs = source.input_tokens[pick], source.output_tokens[pick]
-    else:
-        inputs = _uniform_lengths(rng, spec.input_len, spec.range_ratio, n)
-        outputs = _uniform_lengths(rng, spec.output_len, spec.range_ratio, n)
-    rate = "inf" if math.isinf(spec.request_rate) else f"{spec.request_rate:g}"
-    return Workload(
-        arrival_s=arrival,
-        input_tokens=inputs.astype(np.int64),
-        output_tokens=outputs.astype(np.int64),
-        priority=np.zeros(n, dtype=np.int64),
-        ids=[str(i) for i in range(n)],
-        source=f"synthetic(rate={rate}, burstiness={spec.burstiness:g}, n={n})",
-    )
-
-
-def _uniform_lengths(rng: np.random.Generator, length: int, ratio: float, n: int) -> np.ndarray:
-    low = max(1, int(length * (1 - ratio)))
-    high = max(low, int(length * (1 + ratio)))
-    return rng.integers(low, high + 1, size=n)

@@ -22,14 +22,28 @@ MODEL = "tiny-qwen2"
 def tiny_config(out: Path, **kw: Any) -> ProfileConfig:
     """Quick grid, one thread (steady timings on a busy machine), a small memory cap."""
     return ProfileConfig(model=MODEL, out=out, device="cpu", dtype="float32", grid="quick",
-                         threads=1, memory_cap_bytes=64 << 20, progress=False, **kw)
+                         threads=1, memory_cap_bytes=64 << 20, **kw)
 
 
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("profile") / "tiny.json"
-    run_profile(tiny_config(out, clock="thread"))
+    run_profile(tiny_config(out, clock="thread"),
+                progress=lambda done, total, label: PROGRESS.append((done, total, label)))
     return out
+
+
+PROGRESS: list[tuple[float, float, str]] = []  # the tiny profile's progress reports
+
+
+def test_progress_is_reported_through_the_callback(tiny_profile: Path) -> None:
+    """The runner draws nothing itself: it reports (done, total, label) after every point, up
+    to the total, and the caller (the CLI) draws the bar."""
+    points = json.loads(tiny_profile.read_text())["run"]["points_total"]
+    assert len(PROGRESS) == points
+    done = [d for d, _, _ in PROGRESS]
+    assert done == sorted(done) and done[-1] == pytest.approx(PROGRESS[0][1])
+    assert {label for _, _, label in PROGRESS} == {f"profile {MODEL} (quick, {points} points)"}
 
 
 def test_tiny_profile_loads_in_the_simulator(tiny_profile: Path) -> None:
@@ -133,13 +147,11 @@ def test_resume_refuses_other_measurement(tiny_profile: Path, tmp_path: Path) ->
     doc["complete"] = False
     out = tmp_path / "other.json"
     out.write_text(json.dumps(doc))
-    cfg = ProfileConfig(model=MODEL, out=out, dtype="bfloat16", threads=1, resume=True,
-                        progress=False)
+    cfg = ProfileConfig(model=MODEL, out=out, dtype="bfloat16", threads=1, resume=True)
     with pytest.raises(ValueError, match=r"cannot resume.*dtype='float32'"):
         run_profile(cfg)
     with pytest.raises(ValueError, match="--grid standard"):
-        run_profile(ProfileConfig(model=MODEL, out=out, grid="standard", threads=1, resume=True,
-                                  progress=False))
+        run_profile(ProfileConfig(model=MODEL, out=out, grid="standard", threads=1, resume=True))
     with pytest.raises(ValueError, match="nothing to resume"):
         run_profile(tiny_config(tmp_path / "missing.json", resume=True))
     with pytest.raises(ValueError, match="already a complete profile"):

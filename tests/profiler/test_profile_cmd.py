@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_interrupt_prints_how_to_resume(capsys: pytest.CaptureFixture[str], tmp_
 
     out = tmp_path / "p.json"
 
-    def interrupted(config: prof.ProfileConfig) -> prof.ProfileResult:
+    def interrupted(config: prof.ProfileConfig, **kw: Any) -> prof.ProfileResult:
         raise prof.ProfileInterrupted(config.out, 3, 60)
 
     monkeypatch.setattr(prof, "run_profile", interrupted)

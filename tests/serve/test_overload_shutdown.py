@@ -48,8 +48,11 @@ def test_overload_then_sigterm_during_load():
 
         got, took_s = asyncio.run(load_then_sigterm())
         assert took_s < 20, f"in-flight requests took {took_s:.1f} s to end after SIGTERM"
-        for g in got:  # each either finished, was aborted, or saw its connection close
-            assert isinstance(g, httpx.HTTPError) or g.finish in ("length", "abort"), g
+        # each finished, was aborted, saw its connection close, or (sent after the signal, on a
+        # slow machine) was refused with 503 as the server drained
+        for g in got:
+            assert isinstance(g, httpx.HTTPError) or g.status == 503 or g.finish in (
+                "length", "abort"), g
         assert server.proc.wait(30) == 0
     finally:
         server.stop()

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.run import Prepared, RunSpec, prepare, simulate
-from batchsim.sim.workload.workload import SyntheticSpec
+from batchsim.sim.workload.synthetic import SyntheticSpec
 from tests.conftest import HAND_COSTS, fake_profile, make_workload
 from tests.sim.test_conformance import COSTS as CONF_COSTS
 from tests.sim.test_conformance import KV_COPY, KV_TOKENS, MAX_LEN

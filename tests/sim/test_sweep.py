@@ -13,7 +13,7 @@ from batchsim.cli import main
 from batchsim.sim.run import RunSpec
 from batchsim.sim.sweep.analysis import max_rate_under_slo, pareto_mask, recommendation
 from batchsim.sim.sweep.sweep import Configuration, SweepSpec, expand, grid, parse_rates, parse_vary
-from batchsim.sim.workload.workload import SyntheticSpec
+from batchsim.sim.workload.synthetic import SyntheticSpec
 
 
 def test_rate_range_is_linspace_inclusive_and_lists_allow_inf():

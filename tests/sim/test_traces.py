@@ -16,9 +16,15 @@ import pytest
 
 from batchsim.cli import main
 from batchsim.sim.workload.stats import trace_stats
-from batchsim.sim.workload.traces import FORMATS, _fast_jsonl_rows, _json_rows, read_trace
+from batchsim.sim.workload.traces import (
+    FORMATS,
+    _fast_jsonl_rows,
+    _json_rows,
+    load_trace,
+    read_trace,
+)
 from batchsim.sim.workload.transform import TraceOptions, mean_rate
-from batchsim.sim.workload.workload import PrefixBlocks, WorkloadError, load_trace
+from batchsim.sim.workload.workload import PrefixBlocks, WorkloadError
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "traces"
 

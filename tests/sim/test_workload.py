@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from batchsim.sim.workload.workload import SyntheticSpec, WorkloadError, load_trace, synthesize
+from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
+from batchsim.sim.workload.traces import load_trace
+from batchsim.sim.workload.workload import WorkloadError
 
 
 def write(tmp_path, text):
