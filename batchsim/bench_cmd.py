@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
               writers=(write_into_run,))
     m = output.metrics
     if not args.quiet:
-        print(format_summary(m, f"server ({model})", title="Serving Benchmark Result"))
+        print(format_summary(m, f"server ({model})", output.requests,
+                             title="Serving Benchmark Result"))
         print(bench_lines(m))
     print(f"run folder: {out}")
     if m["completed"] == 0:
