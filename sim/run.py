@@ -21,6 +21,7 @@ from batchsim.policies.base import Policy
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.csv_table import write_csv
 from batchsim.sim.jitter import StepJitter
 from batchsim.sim.metrics import summarize
 from batchsim.sim.profile import CpuCostModel, Profile, cpu_cost_model, load_profile
@@ -205,7 +206,7 @@ def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
         config = {**run.config, **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
-        run.requests.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
-        run.steps.to_csv(tmp / "steps.csv", index=False, float_format="%.6f")
+        write_csv(run.requests, tmp / "requests.csv")
+        write_csv(run.steps, tmp / "steps.csv")
         for writer in writers:
             writer(tmp, run)

@@ -47,8 +47,8 @@ if TYPE_CHECKING:
     from batchsim.policies.base import Device
     from batchsim.policies.paths import ExecutionPath
     from batchsim.policies.request import Request
-    from batchsim.sim.cost_model import CostModel
     from batchsim.sim.jitter import StepJitter
+    from batchsim.sim.profile import StepCostModel as CostModel
 
 ProgressFn = Callable[[int], None]  # called with the number of requests done so far
 TOO_LONG = "longer than max_model_len"

@@ -34,7 +34,9 @@ import pandas as pd
 
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
-from batchsim.sim.profile import Profile
+from batchsim.sim.csv_table import write_csv
+from batchsim.sim.grid_cost_model import GridCostModel
+from batchsim.sim.profile import Profile, StepCostModel
 from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
 from batchsim.sim.workload.traces import load_trace
@@ -196,8 +198,11 @@ def scaled_profile(profile: Profile, factor: float) -> Profile:
     """The profile with every step cost multiplied by `factor`: the same cost model on a machine
     `factor` times slower. Exact, because costs are maxima of non-negative linear terms plus a
     curve with non-negative slopes."""
-    models = {}
+    models: dict[str, StepCostModel] = {}
     for key, model in profile.cost_models.items():
+        if isinstance(model, GridCostModel):
+            models[key] = model.scaled(factor)
+            continue
         curve = model.curve
         if curve is not None:
             curve = dataclasses.replace(curve, slopes=tuple(v * factor for v in curve.slopes))
@@ -372,7 +377,7 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
             tmp / "validation.csv", index=False, float_format="%.6g")
         for rel, df in tables.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            df.to_csv(tmp / rel, index=False, float_format="%.6f")
+            write_csv(df, tmp / rel)
         for rel, data in jsons.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
