@@ -18,7 +18,7 @@ $(VENV)/.test: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_CPU)"
-	$(PIP) install -q -e ".[profile,test]"
+	$(PIP) install -q -e ".[profile,test,serve]"
 	touch $(VENV)/.core $@
 
 demo: $(VENV)/.core

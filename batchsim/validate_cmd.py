@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,13 @@ from batchsim.args import (
     trace_words,
     workload_from_args,
 )
-from batchsim.extras import require_profile_extra
+from batchsim.bench_cmd import add_endpoint_options
+from batchsim.extras import require_profile_extra, require_serve_extra
 from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.progress import Progress
 from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
-from batchsim.sim.profile import load_profile
+from batchsim.sim.profile import Profile, load_profile
 from batchsim.sim.validation.plan import (
     DEFAULT_LOADS,
     VALIDATION_FILES,
@@ -63,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
     add_cpu_path_options(p)
+    e = p.add_argument_group("a running server instead of the engine (batchsim bench's client)")
+    add_endpoint_options(e, required=False)
     add_jitter_option(p, default=True)
     p.set_defaults(jitter=None)  # on, except with --observed (a measured profile's repeats)
     p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
@@ -101,16 +105,21 @@ def run(args: argparse.Namespace) -> int:
 
         return run_observed(args)
     spec = spec_from_args(args)
-    require_profile_extra("validate")
+    if args.endpoint is None:
+        require_profile_extra("validate")
+    else:
+        require_serve_extra("validate --endpoint", ("httpx",))
     profile = load_profile(spec.profile)
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-validate-{spec.policy}")
     check_output(out, args.force, "folder", VALIDATION_FILES)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    if args.endpoint is not None:
+        return _run_endpoint(args, spec, profile, out, say)
     from batchsim.profiler.real.validate import engine_spec, run_validation
 
     engine = engine_spec(profile, args.model, args.device)
     plan = plan_validation(spec, profile)
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
     say(f"capacity predicted by the profile for {spec.policy}: "
         f"{plan.capacity.request_rate:.3g} req/s")
     say(f"validating {len(plan.points)} load levels x {len(plan.points[0].workload)} requests on "
@@ -138,6 +147,24 @@ def run(args: argparse.Namespace) -> int:
         hint = level_hint(doc)
         if hint:
             print(hint)
+    print(f"validation folder: {out}")
+    return 0
+
+
+def _run_endpoint(args: argparse.Namespace, spec: ValidationSpec, profile: Profile, out: Path,
+                  say: Callable[[str], None]) -> int:
+    """validate --endpoint: the bench client against a running server, then the comparison."""
+    from batchsim.validate_endpoint import format_endpoint_result, run_endpoint_validation
+
+    if args.model is not None or args.device is not None:
+        raise ValueError("--model and --device rebuild the engine; with --endpoint the server "
+                         "is already running (pick its model with --served-model)")
+    plan = plan_validation(spec, profile)
+    say(f"capacity predicted by the profile for {spec.policy}: "
+        f"{plan.capacity.request_rate:.3g} req/s")
+    doc = run_endpoint_validation(args, plan, out, command_line(args, out), say)
+    if not args.quiet:
+        print(format_endpoint_result(doc))
     print(f"validation folder: {out}")
     return 0
 
@@ -172,7 +199,8 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     words += ["--jitter-replicas", str(args.jitter_replicas)] if args.jitter else ["--no-jitter"]
     if args.kv_copy_latency_us:
         words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
-    for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "trace", *SYNTHETIC_FLAGS):
+    for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",
+                 "max_concurrency", "trace", *SYNTHETIC_FLAGS):
         value = getattr(args, name)
         if value is not None:
             words += [flag(name), str(value)]

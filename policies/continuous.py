@@ -419,6 +419,26 @@ class Continuous(Policy):
                 self._start_decode(seq)
         return events
 
+    def abort(self, request: Request) -> bool:
+        index = request.index
+        seq = self._running.get(index)
+        if seq is None:
+            for queued in self._waiting:
+                if queued.req is request:
+                    self._waiting.remove(queued)  # a waiting request holds no blocks
+                    break
+            return True
+        if index in self._decoding:  # as a preemption, without the requeue
+            kv_len = seq.entry_len + (self._step - seq.entry_step)
+            self._decode_kv -= kv_len
+            del self._decoding[index]
+            seq.version += 1  # its finish-heap entry goes stale
+        else:
+            kv_len = seq.computed
+            del self._prefilling[index]
+        self._release(seq, kv_len)
+        return True
+
     # -- internals ---------------------------------------------------------------------------
 
     def _plan(self, chunks: list[PrefillChunk], preempted: list[Request]) -> Plan | Wait:

@@ -67,8 +67,9 @@ def _summary(doc: dict[str, Any]) -> Section:
     for m in TARGET_METRICS:
         mape = errors[m]["mape"]
         items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
-    host = np.mean([p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]) * 1e3
-    items["host time per step"] = f"{host:.3f} ms"
+    hosts = [p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]
+    if all(h is not None for h in hosts):  # a server that does not report it: unknown
+        items["host time per step"] = f"{np.mean(hosts) * 1e3:.3f} ms"
     levels = [p.get("step_cost_level") for p in doc["points"]]
     if all(levels):
         items["step cost level (real / predicted)"] = ", ".join(f"{x:.2f}x" for x in levels)

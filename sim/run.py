@@ -94,13 +94,8 @@ def prepare(spec: RunSpec, workload: Workload | None = None) -> Prepared:
     make_config(get_policy(spec.policy).name, policy_knobs(spec))  # knob errors before file ones
     profile = load_profile(spec.profile)
     check_jitter(spec, profile)
-    if workload is None and spec.trace is not None:
-        options = dataclasses.replace(spec.trace_options or TraceOptions(),
-                                      time_scale=spec.time_scale)
-        workload = load_trace(spec.trace, options=options)
-    elif workload is None:
-        rng = np.random.default_rng(spec.seed)
-        workload = synthesize(spec.synthetic or SyntheticSpec(), rng)
+    if workload is None:
+        workload = make_workload(spec)
     return prepare_workload(spec, profile, workload)
 
 
@@ -152,6 +147,16 @@ def context_limit(engine: EngineConfig | None, profile: Profile) -> tuple[int, l
     warnings = engine.check_profile(profile.summary(), profile.fingerprint,
                                     profile.max_model_len)
     return engine.max_model_len or profile.max_model_len, warnings
+
+
+def make_workload(spec: RunSpec) -> Workload:
+    """The run's requests: the trace (transformed), or the synthetic workload seeded by
+    spec.seed (`batchsim bench` sends exactly these)."""
+    if spec.trace is not None:
+        options = dataclasses.replace(spec.trace_options or TraceOptions(),
+                                      time_scale=spec.time_scale)
+        return load_trace(spec.trace, options=options)
+    return synthesize(spec.synthetic or SyntheticSpec(), np.random.default_rng(spec.seed))
 
 
 def check_jitter(spec: RunSpec, profile: Profile) -> None:
