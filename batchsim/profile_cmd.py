@@ -8,8 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from batchsim.extras import require_profile_extra
-from batchsim.progress import LazyProgress
+from batchsim.progress import LazyProgress, quiet_library_warnings
 from batchsim.sim.errors import UsageError
 
 logger = logging.getLogger(__name__)
@@ -109,9 +111,12 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_bytes=int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None,
         threads=args.threads, clock=args.clock,
     )
-    bar = LazyProgress(" tok")
+    bar = LazyProgress("points")
     try:
-        result = run_profile(config, progress=bar)
+        # transformers' FutureWarnings and our logging would break the bar's line: silence the
+        # former, route the latter through tqdm
+        with quiet_library_warnings(), logging_redirect_tqdm():
+            result = run_profile(config, progress=bar)
     except ProfileInterrupted as e:
         bar.close()
         again = ["batchsim", "profile", "--model", args.model, "--device", device, "--dtype",

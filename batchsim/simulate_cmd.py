@@ -75,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(len(prep.workload), "simulating", " req")
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
-    bar.close()
+    bar.phase("writing run folder")  # a large run spends seconds here after 100%
     extra: dict[str, object] = {"command": " ".join(["batchsim", *sys.argv[1:]])}
     if assumed:
         extra["assumptions"] = assumed
     write_run(out, result, extra=extra, writers=_writers())
+    bar.close()
     behind = overload(result.requests)
     if behind is not None:  # on stderr, so --quiet and pipes still see it
         print(f"batchsim: warning: {behind.message()}", file=sys.stderr)

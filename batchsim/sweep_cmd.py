@@ -180,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(len(points), f"sweeping ({workers} workers)", " points")
     start = time.perf_counter()
     table = run_sweep(sweep, workers, progress=bar.update, points=points)
-    bar.close()
     elapsed = time.perf_counter() - start
+    bar.phase("writing sweep folder")
     meta = sweep_meta(sweep, args, len(points))
     preset_tables = get_preset(args.preset).tables(table) if args.preset else []
 
@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         render_sweep_report(pd.read_csv(tmp / "sweep.csv"), meta, tmp / "report.html")
 
     write_sweep(out, table, meta, writers=(report,))
+    bar.close()
     if not args.quiet:
         for sentence in sweep.assumptions:
             print(f"note: {sentence}")

@@ -96,9 +96,10 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(total, "validating", " req")
     result = run_validation(plan, engine, bar.update)
     bar.update(total)
-    bar.close()
+    bar.phase("writing validation folder")
     doc = result.document(command_line(args, out))
     write_validation(out, doc, result.tables(), result.jsons(), report=_report)
+    bar.close()
     if not args.quiet:
         print(format_error_table(doc))
         host = [p["host_overhead"]["per_step_mean_s"] * 1e3 for p in doc["points"]]
