@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_bytes=int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None,
         threads=args.threads, clock=args.clock,
     )
-    bar = LazyProgress("points")
+    bar = LazyProgress("points", final_line=not args.quiet)
     try:
         # transformers' FutureWarnings and our logging would break the bar's line: silence the
         # former, route the latter through tqdm

@@ -26,7 +26,8 @@ class Progress:
     the counted work is over and something else runs (writing the outputs); close() at the end.
 
     Drawn live only on a terminal or in a notebook (or force=True); elsewhere close() writes
-    one line, e.g. `simulating: 200/200 req in 0.4 s`.
+    one line, e.g. `writing run folder: 200/200 req in 0.4 s` (final_line=False: nothing, for
+    --quiet).
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class Progress:
         force: bool = False,
         interval_s: float = 0.2,
         show_counts: bool = True,
+        final_line: bool = True,
     ) -> None:
         self.total = max(float(total), 0.0)
         self.label = label
@@ -49,6 +51,7 @@ class Progress:
         self._closed = False
         self._note = ""
         self.show_counts = show_counts
+        self.final_line = final_line
         self._bar = tqdm(
             total=total, desc=label, unit=unit, file=self.stream, disable=not self.live,
             mininterval=interval_s, dynamic_ncols=True, leave=True,
@@ -77,7 +80,7 @@ class Progress:
             return
         self._closed = True
         self._bar.close()
-        if not self.live:
+        if not self.live and self.final_line:
             elapsed = time.perf_counter() - self.start
             counts = f" {self.done:,.0f}/{self.total:,.0f}{self.unit}" if self.show_counts else ""
             note = f" {self._note}" if self._note else ""
@@ -104,15 +107,18 @@ class LazyProgress:
     point): the bar counts them in `unit` while its fill follows done/total (work-weighted, so
     the ETA is fair when items differ in cost). close() when the work is over."""
 
-    def __init__(self, unit: str = "points", stream: TextIO | None = None) -> None:
+    def __init__(self, unit: str = "points", stream: TextIO | None = None,
+                 final_line: bool = True) -> None:
         self.unit = unit
+        self.final_line = final_line
         self.stream = stream
         self.bar: Progress | None = None
         self.points = 0
 
     def __call__(self, done: float, total: float, label: str) -> None:
         if self.bar is None:
-            self.bar = Progress(total, label, self.unit, stream=self.stream, show_counts=False)
+            self.bar = Progress(total, label, self.unit, stream=self.stream, show_counts=False,
+                                final_line=self.final_line)
         self.points += 1
         self.bar.note(f"{self.points} {self.unit} done")
         self.bar.update(done)

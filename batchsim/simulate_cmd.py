@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
     check_out_dir(out, args.force)
-    bar = Progress(len(prep.workload), "simulating", " req")
+    bar = Progress(len(prep.workload), "simulating", " req", final_line=not args.quiet)
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
     bar.phase("writing run folder")  # a large run spends seconds here after 100%

@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
     check_out_dir(out, args.force)
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))
-    bar = Progress(len(points), f"sweeping ({workers} workers)", " points")
+    bar = Progress(len(points), f"sweeping ({workers} workers)", " points",
+                   final_line=not args.quiet)
     start = time.perf_counter()
     table = run_sweep(sweep, workers, progress=bar.update, points=points)
     elapsed = time.perf_counter() - start

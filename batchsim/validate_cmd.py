@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         f"(simulated makespans {', '.join(_fmt_s(p.predicted_s) for p in plan.points)}) "
         "plus building the model and re-measuring a few profile points before each level")
     total = sum(len(p.workload) for p in plan.points)
-    bar = Progress(total, "validating", " req")
+    bar = Progress(total, "validating", " req", final_line=not args.quiet)
     result = run_validation(plan, engine, bar.update)
     bar.update(total)
     bar.phase("writing validation folder")

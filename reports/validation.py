@@ -17,10 +17,12 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from batchsim.reports import figures
+from batchsim.reports.fmt import metric_label
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS
 
-_REAL, _SIM = "#1f77b4", "#ff7f0e"
+_REAL, _SIM = figures.PALETTE[0], figures.PALETTE[1]
 # Metrics drawn real vs sim across loads (one small chart each).
 _HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
              "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
@@ -55,7 +57,7 @@ def _summary(doc: dict[str, Any]) -> Section:
              "load levels": ", ".join(f"{x:g}" for x in doc["loads"])}
     for m in TARGET_METRICS:
         mape = errors[m]["mape"]
-        items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
+        items[f"MAPE {metric_label(m)}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
     host = np.mean([p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]) * 1e3
     items["host time per step"] = f"{host:.3f} ms"
     levels = [p.get("step_cost_level") for p in doc["points"]]
@@ -63,7 +65,7 @@ def _summary(doc: dict[str, Any]) -> Section:
         items["step cost level (real / predicted)"] = ", ".join(f"{x:.2f}x" for x in levels)
     rows = []
     for name in METRIC_NAMES:
-        row: dict[str, Any] = {"metric": name}
+        row: dict[str, Any] = {"metric": metric_label(name)}
         for p in doc["points"]:
             c = p["comparison"][name]
             lab = f"{p['load']:g}"
@@ -93,7 +95,8 @@ def _jitter_note(doc: dict[str, Any]) -> str:
 def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     cols = 5
     rows = -(-len(_HEADLINE) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=_HEADLINE)
+    fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.22,
+                        subplot_titles=[metric_label(m) for m in _HEADLINE])
     loads = [p["load"] for p in doc["points"]]
     for k, name in enumerate(_HEADLINE):
         r, c = k // cols + 1, k % cols + 1
@@ -103,8 +106,8 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
                 mode="lines+markers", name=side, legendgroup=side, showlegend=k == 0,
                 line={"color": color}), row=r, col=c)
     fig.update_xaxes(title_text="load")
-    fig.update_layout(height=300 * rows, margin={"t": 40})
-    return fig
+    fig.update_layout(height=300 * rows)
+    return figures.styled(fig, "Real and simulated, per load level")
 
 
 def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
@@ -114,11 +117,12 @@ def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
         z.append([np.nan if e is None else e * 100 for e in errs])
         text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
     fig = go.Figure(go.Heatmap(
-        z=z, x=[f"load {p['load']:g}" for p in doc["points"]], y=list(METRIC_NAMES),
+        z=z, x=[f"load {p['load']:g}" for p in doc["points"]],
+        y=[metric_label(m) for m in METRIC_NAMES],
         text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
         colorbar={"title": "%"}))
-    fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})
-    return fig
+    fig.update_layout(height=28 * len(METRIC_NAMES) + 150, yaxis={"autorange": "reversed"})
+    return figures.styled(fig, "Signed error of every metric, (sim − real) / real")
 
 
 def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
@@ -141,8 +145,9 @@ def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
                 x=values, y=np.arange(1, len(values) + 1) / len(values), mode="lines",
                 name=f"{side} @ load {p['load']:g}",
                 line={"color": color, "dash": dashes[k % len(dashes)]}))
-    fig.update_layout(xaxis_title=column, yaxis_title="fraction of requests")
-    return fig
+    name = column.removesuffix("_ms").upper()  # e2el_ms -> E2EL
+    return figures.styled(fig, f"{name} distribution, real and simulated", f"{name} (ms)",
+                          "fraction of requests")
 
 
 def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
@@ -153,15 +158,15 @@ def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
         if df is None or "predicted_s" not in df:
             continue
         for phase, g in df.groupby("phase"):
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(go.Scatter(
                 x=g["duration_s"] * 1e3, y=g["predicted_s"] * 1e3, mode="markers",
                 marker={"size": 4, "opacity": 0.6},
                 name=f"{phase} @ load {p['load']:g}"))
         top = max(top, float(df["duration_s"].max()), float(df["predicted_s"].max()))
     fig.add_trace(go.Scatter(x=[0, top * 1e3], y=[0, top * 1e3], mode="lines",
                              name="prediction = measurement", line={"color": "#888"}))
-    fig.update_layout(xaxis_title="measured step (ms)", yaxis_title="predicted step (ms)")
-    return fig
+    return figures.styled(fig, "Each real step: predicted vs measured", "measured step (ms)",
+                          "predicted step (ms)")
 
 
 def _step_table(doc: dict[str, Any]) -> str:

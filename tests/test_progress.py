@@ -55,3 +55,12 @@ def test_library_future_warnings_are_silenced() -> None:
             warnings.warn("deprecated thing", FutureWarning, stacklevel=1)
         warnings.warn("after", FutureWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["after"]
+
+
+def test_quiet_commands_write_no_final_line() -> None:
+    """final_line=False (the commands' --quiet): nothing at all off a terminal."""
+    out = io.StringIO()
+    bar = Progress(5, "simulating", " req", stream=out, final_line=False)
+    bar.update(5)
+    bar.close()
+    assert out.getvalue() == ""
