@@ -38,11 +38,12 @@ def _f4(x: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
-    # t=80: plotly's toolbar (top right, over the margin) and our buttons (just above the plot
-    # area) each get their own strip
-    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left", "y": 0.98,
-                             "yanchor": "top"},
-                      template=TEMPLATE, margin={"l": 60, "r": 20, "t": 80, "b": 45},
+    # t=90: the title and plotly's toolbar share the top strip (10-30 px from the top, left
+    # and right), our buttons the lower one (just above the plot area); tests/reports/
+    # test_browser.py checks in a browser that none overlap
+    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left", "yref": "container",
+                             "y": 1.0, "yanchor": "top", "pad": {"t": 10}},
+                      template=TEMPLATE, margin={"l": 60, "r": 20, "t": 90, "b": 45},
                       legend={"orientation": "h", "y": -0.18}, hovermode="closest")
     if x_title:
         fig.update_xaxes(title_text=x_title)
@@ -58,7 +59,7 @@ def log_toggle(fig: go.Figure, axes: Sequence[str] = ("xaxis",), label: str = ""
     right) and of subplot titles (centred over each panel)."""
     fig.update_layout(updatemenus=[{
         "type": "buttons", "direction": "left", "x": 0.0, "xanchor": "left", "y": 1.0,
-        "yanchor": "bottom", "pad": {"b": 22}, "showactive": True, "buttons": [
+        "yanchor": "bottom", "pad": {"b": 10}, "showactive": True, "buttons": [
             {"label": f"{label}{scale}", "method": "relayout",
              "args": [{f"{a}.type": scale for a in axes}]}
             for scale in ("linear", "log")

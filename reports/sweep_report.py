@@ -69,7 +69,7 @@ def tradeoff_figure(table: pd.DataFrame, x_col: str = "output_token_throughput")
                         "args": [{"x": xs, "y": ys}, {"yaxis.title.text": label}]})
     # left, in the top margin's lower strip: clear of plotly's toolbar (top right)
     fig.update_layout(updatemenus=[{"type": "dropdown", "x": 0.0, "xanchor": "left", "y": 1.0,
-                                    "yanchor": "bottom", "pad": {"b": 22}, "buttons": buttons}],
+                                    "yanchor": "bottom", "pad": {"b": 10}, "buttons": buttons}],
                       height=520)
     fig.update_yaxes(type="log")
     return figures.styled(fig, "Latency vs throughput as the load grows (one line per "
