@@ -23,7 +23,13 @@ from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.overload import overload
 from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
 from batchsim.sim.workload.synthetic import SyntheticSpec
-from batchsim.summary import format_summary
+from batchsim.summary import (
+    PERCENTILE_METRICS,
+    PERCENTILES,
+    format_summary,
+    parse_metric_percentiles,
+    parse_percentile_metrics,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,6 +48,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
                                     "Vidur (detected)")
     add_jitter_option(p, default=False)
+    p.add_argument("--percentile-metrics", default=",".join(PERCENTILE_METRICS),
+                   help="latency sections the summary prints, comma-separated (as vllm bench "
+                        f"serve; default {','.join(PERCENTILE_METRICS)})")
+    p.add_argument("--metric-percentiles", default="99",
+                   help="percentiles the summary prints beside mean and median, "
+                        f"comma-separated, from {','.join(map(str, PERCENTILES))} (default 99)")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
 
 
@@ -67,6 +79,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    shown = (parse_percentile_metrics(args.percentile_metrics),
+             parse_metric_percentiles(args.metric_percentiles))  # bad names: before any work
     spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -87,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for sentence in assumed:
             print(f"note: {sentence}")
-        print(format_summary(result.metrics, spec.policy, result.requests))
+        print(format_summary(result.metrics, spec.policy, result.requests, *shown))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
     print(f"run folder: {out}")
