@@ -101,6 +101,35 @@ def _fmt_s(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+class Status:
+    """A phase with no count (writing the outputs), as a context: on a terminal the line
+    `label…` while it runs, replaced by `label: 5.1 s` when it ends; elsewhere only that final
+    line (final_line=False: nothing, for --quiet)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, force: bool = False,
+                 final_line: bool = True) -> None:
+        self.label = label
+        self.stream = stream if stream is not None else sys.stderr
+        self.live = force or _isatty(self.stream)
+        self.final_line = final_line
+        self.start = 0.0
+
+    def __enter__(self) -> Status:
+        self.start = time.perf_counter()
+        if self.live:
+            self.stream.write(f"{self.label}…")
+            self.stream.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = _fmt_s(time.perf_counter() - self.start)
+        if self.live:
+            self.stream.write(f"\r{self.label}: {elapsed}\n")
+        elif self.final_line:
+            self.stream.write(f"{self.label}: {elapsed}\n")
+        self.stream.flush()
+
+
 class LazyProgress:
     """A progress callback for library code that reports (done, total, label): the bar is made
     on the first report, when the total is known. Each report is one finished item (a grid

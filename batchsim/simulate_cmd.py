@@ -18,7 +18,7 @@ from batchsim.args import (
     workload_from_args,
 )
 from batchsim.policies.registry import available
-from batchsim.progress import Progress
+from batchsim.progress import Progress, Status
 from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.overload import overload
 from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="percentiles the summary prints beside mean and median, "
                         f"comma-separated, from {','.join(map(str, PERCENTILES))} (default 99)")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html (faster on large runs; `batchsim report RUN_DIR` "
+                        "writes it later)")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -89,27 +92,33 @@ def run(args: argparse.Namespace) -> int:
     bar = Progress(len(prep.workload), "simulating", " req", final_line=not args.quiet)
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
-    bar.phase("writing run folder")  # a large run spends seconds here after 100%
+    bar.close()
     extra: dict[str, object] = {"command": " ".join(["batchsim", *sys.argv[1:]])}
     if assumed:
         extra["assumptions"] = assumed
-    write_run(out, result, extra=extra, writers=_writers())
-    bar.close()
     behind = overload(result.requests)
     if behind is not None:  # on stderr, so --quiet and pipes still see it
         print(f"batchsim: warning: {behind.message()}", file=sys.stderr)
-    if not args.quiet:
+    if not args.quiet:  # before the files: the summary needs only the metrics
         for sentence in assumed:
             print(f"note: {sentence}")
-        print(format_summary(result.metrics, spec.policy, result.requests, *shown))
+        print(format_summary(result.metrics, spec.policy, result.requests, *shown), flush=True)
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
+    # the summary is out; a large run then spends seconds writing: say so
+    with Status("writing run folder", final_line=not args.quiet):
+        write_run(out, result, extra=extra, writers=_writers(args.no_report))
     print(f"run folder: {out}")
     return 0
 
 
-def _writers() -> tuple:
-    """Extra files for the run folder: the HTML report (and the ITL quantiles it draws)."""
+def _writers(no_report: bool) -> tuple:
+    """Extra files for the run folder: the ITL quantiles and (unless no_report) the HTML
+    report, which imports plotly and costs about as much as the tables on a large run."""
+    if no_report:
+        from batchsim.reports.itl_cdf import write_itl_cdf
+
+        return (write_itl_cdf,)
     from batchsim.reports.run_report import write_into_run
 
     return (write_into_run,)

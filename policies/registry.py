@@ -1,4 +1,9 @@
-"""Policy registry: a new policy is one file that registers itself here."""
+"""Policy registry: a policy registers itself here with @register(name, Config).
+
+A leaf: it imports no policy. The package (policies/__init__.py) imports every policy module,
+so importing anything from batchsim.policies fills the registry; a new policy is one file in
+policies/ plus its import line there (docs/POLICIES.md).
+"""
 
 from __future__ import annotations
 
@@ -30,12 +35,11 @@ def register(name: str, config_class: type) -> Callable[[P], P]:
 
 
 def available() -> list[str]:
-    _load_builtin()
+    """Names of the registered policies, sorted (the CLI's --policy choices)."""
     return sorted(_REGISTRY)
 
 
 def get_policy(name: str) -> type[Policy]:
-    _load_builtin()
     if name not in _REGISTRY:
         raise UsageError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]
@@ -132,10 +136,3 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
             continue
     raise UsageError(f"knob {knob}: cannot read {raw!r} as {hint}")
 
-
-def _load_builtin() -> None:
-    # Importing the modules runs their @register decorators.
-    import batchsim.policies.continuous
-    import batchsim.policies.dynamic
-    import batchsim.policies.hybrid
-    import batchsim.policies.static  # noqa: F401

@@ -85,9 +85,9 @@ def with_deltas(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[s
         base = row.get(names[0])
         for name in names[1:]:
             value = row.get(name)
-            numeric = all(isinstance(v, int | float) and not isinstance(v, bool)
-                          for v in (base, value))
-            row[f"Δ {name}"] = change(value, base) if numeric else None
+            numeric = (isinstance(value, int | float) and isinstance(base, int | float)
+                       and not isinstance(value, bool) and not isinstance(base, bool))
+            row[f"Δ {name}"] = change(float(value), float(base)) if numeric else None
         out.append(row)
     return out
 

@@ -21,6 +21,7 @@ import pandas as pd
 from batchsim.reports import figures
 from batchsim.reports.fmt import number
 from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.reports.itl_cdf import ITL_FILE, write_itl_cdf
 from batchsim.reports.series import (
     MAX_POINTS,
     bin_edges,
@@ -34,7 +35,6 @@ from batchsim.sim.overload import overload
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
 
-ITL_FILE = "itl_cdf.csv"
 REPORT_FILE = "report.html"
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"),
              ("queue", "Queue"))
@@ -42,9 +42,12 @@ GPU_BUSY_NOTE = ("GPU busy is the share of the run with a step running, not satu
                  "continuous-batching server runs a step whenever any request is in flight, "
                  "so it reads 100% at moderate load while batches still have room (see the "
                  "running batch and KV panels for how full they are).")
-ANALYTIC_WARNING = ("Profile source: analytic. These step costs are a roofline estimate with "
-                    "assumed efficiencies, not a measurement: compare policies with them, but "
-                    "profile your hardware (`batchsim profile`) before trusting absolute numbers.")
+ANALYTIC_WARNING = ("Profile source: analytic. These step costs are computed from FLOPs, bytes and "
+                    "the GPU's published peaks with kernel efficiencies calibrated on public "
+                    "measurements, not measured on this GPU: per-step error 5-13% where GEMMs "
+                    "dominate, 22-34% for attention-heavy steps of a GPU left out of the "
+                    "calibration (docs/ANALYTIC.md). Compare policies with it; profile your "
+                    "hardware (`batchsim profile`) before trusting absolute numbers.")
 
 
 @dataclass
@@ -265,10 +268,7 @@ def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
     Uses the in-memory tables (reading 200k rows back would double the cost); they hold the same
     values as the CSVs, so `batchsim report RUN_DIR` later rebuilds the same page.
     """
-    values_s, weights = output.recorder.itl_samples()
-    x, p = quantile_cdf(values_s * 1e3, weights)
-    pd.DataFrame({"probability": p, "itl_ms": x}).to_csv(tmp_dir / ITL_FILE, index=False,
-                                                         float_format="%.6f")
+    x, p = write_itl_cdf(tmp_dir, output)
     # write_run's temporary folder is named ".<out name>.<random>"
     name = tmp_dir.name[1:].rsplit(".", 1)[0] or tmp_dir.name
     # config.json as written (with the command line and assumptions write_run added)

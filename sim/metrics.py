@@ -128,7 +128,7 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
                                if len(steps_df) else 0.0),
         "preemptions": int(requests_df["preemptions"].sum()),
     })
-    if recorder.cpu_path:
+    if recorder.prefill_paths:
         metrics.update(_path_metrics(requests_df, cpu_busy or 0.0, duration))
     if goodput:
         good = np.ones(len(done), dtype=bool)

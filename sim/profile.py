@@ -1,12 +1,12 @@
 """Profile files: the versioned JSON contract between the profiler and the simulator.
 
-Schema (schema_version 1), written by `batchsim profile` (profiler/profile.py) and by
-profiler/analytic.py. The simulator reads the keys marked *; the rest document how the numbers
-were obtained and are shown in reports.
+Schema (schema_version 1), written by `batchsim profile` (profiler/profile.py), by
+profiler/analytic.py and by `batchsim profile --import` (profiler/imported/). The simulator
+reads the keys marked *; the rest document how the numbers were obtained and are shown in reports.
 
     schema *          "batchsim.profile"
     schema_version *  1
-    source *          "measured" | "analytic"
+    source *          "measured" | "analytic" | "imported"
     complete *        false while `batchsim profile` is still running or was interrupted: refused
     fingerprint       device, device_type, driver, torch, threads, transformers, dtype, model,
                       config_hash, created (ISO 8601), host
@@ -19,7 +19,9 @@ were obtained and are shown in reports.
     cost_models *     {key: {terms: [{feature: coef}], curve (optional): {feature, knots, slopes},
                              cv: {mape, max_ape, folds, n_points, candidate, train_mape},
                              domain: {feature: [min, max]}}}  keys: sim.cost_model.REQUIRED_MODELS
-                      (+ optional "cpu.packed.prefill"); forms in sim/cost_model.py
+                      (+ optional "cpu.packed.prefill"); forms in sim/cost_model.py; or
+                      {kind: "grid", grid_terms: [{coordinates, knots, values_s}], cv, domain}
+                      (sim/grid_cost_model.py)
     kv_copy           optional {bytes_per_s, latency_s, mape}: CPU->GPU KV transfer (hybrid policy)
     points            raw measurements [{id, model: key, <StepShape fields>, time_s, spread_s,
                       repeats, wall_s, thread_s, gpu_s, prep_s, samples_s}]; samples_s is read
@@ -38,19 +40,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsim.policies.base import Device
+from batchsim.policies.base import Device, Phase
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, KVTransfer
 from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
 from batchsim.sim.errors import UsageError
+from batchsim.sim.grid_cost_model import GridCostModel
 from batchsim.sim.jitter import repeat_ratios
 from batchsim.sim.shipped import default_profile, resolve
+
+# Either form: both answer predict, predict_decode_run and decode_run_array.
+StepCostModel = CostModel | GridCostModel
+SOURCES = ("measured", "analytic", "imported")
 
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-# The default profile (sim.shipped.default_profile): the analytic H100 roofline of qwen2.5-0.5b,
-# until a measured one lands.
+# The default profile (sim.shipped.default_profile): the calibrated analytic qwen2.5-0.5b on
+# an H100 under vLLM (docs/ANALYTIC.md).
 
 
 class ProfileError(UsageError):
@@ -60,24 +67,24 @@ class ProfileError(UsageError):
 @dataclass(frozen=True)
 class Profile:
     path: str
-    source: str  # "measured" or "analytic"
+    source: str  # one of SOURCES
     fingerprint: dict[str, Any]
     model: dict[str, Any]
     memory: MemoryFacts
-    cost_models: dict[str, CostModel]
+    cost_models: dict[str, StepCostModel]
     cv: dict[str, dict[str, Any]]
     kv_copy: dict[str, float] | None
     digest: str  # sha256 of the file bytes, first 12 hex digits
     # per cost model: sorted repeat ratios sample / median of the raw points (sim.jitter)
     jitter_ratios: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _by_shape: dict[tuple[str, str, str], CostModel] = field(default_factory=dict, repr=False,
-                                                               compare=False)
+    _by_shape: dict[tuple[str, str, str], StepCostModel] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @property
     def max_model_len(self) -> int:
         return int(self.model["max_model_len"])
 
-    def cost_model(self, layout: str, phase: str, device: str = "gpu") -> CostModel:
+    def cost_model(self, layout: str, phase: str, device: str = "gpu") -> StepCostModel:
         # Called once per simulated step: cache by the (layout, phase, device) tuple.
         found = self._by_shape.get((layout, phase, device))
         if found is None:
@@ -136,8 +143,8 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
             f"with `batchsim profile --model MODEL --out {path} --resume`"
         )
     source = data["source"]
-    if source not in ("measured", "analytic"):
-        raise ValueError(f"source must be 'measured' or 'analytic', got {source!r}")
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
     mem = data["memory"]
     memory = MemoryFacts(
         total_bytes=int(mem["total_bytes"]),
@@ -147,11 +154,15 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
     )
     if memory.kv_bytes_per_token <= 0 or memory.total_bytes <= 0:
         raise ValueError("memory.total_bytes and memory.kv_bytes_per_token must be positive")
-    models: dict[str, CostModel] = {}
+    models: dict[str, StepCostModel] = {}
     cv: dict[str, dict[str, Any]] = {}
     for key, entry in data["cost_models"].items():
         try:
-            models[key] = CostModel.from_json(entry)
+            kind = entry.get("kind", "linear")
+            if kind not in ("linear", "grid"):
+                raise ValueError(f"unknown kind {kind!r}; known: linear, grid")
+            models[key] = (GridCostModel.from_json(entry) if kind == "grid"
+                           else CostModel.from_json(entry))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"cost model {key!r}: {e}") from None
         cv[key] = dict(entry.get("cv") or {})
@@ -180,17 +191,19 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
 
 
 @dataclass(frozen=True)
-class CpuPath:
-    """The CPU path of a hybrid run: its prefill cost model, the CPU->GPU KV copy, provenance."""
+class CpuCostModel:
+    """What the CPU path of a hybrid run costs: its prefill cost model, the CPU->GPU KV copy,
+    and where each came from."""
 
-    prefill: CostModel
+    prefill: StepCostModel
     kv_copy_bytes_per_s: float
     kv_copy_latency_s: float
     source: dict[str, Any]  # where each part came from, for the run's config.json
 
 
-def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
-             kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0) -> CpuPath:
+def cpu_cost_model(profile: Profile, cpu_profile: Profile | None = None,
+                   kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0
+                   ) -> CpuCostModel:
     """Compose the CPU path: the prefill model from `cpu_profile`'s packed.prefill (a CPU
     profile of the same model, standing in when the main profile was not measured on CUDA) or
     from the profile's own cpu.packed.prefill; the KV copy measured in the profile (`kv_copy`)
@@ -225,16 +238,20 @@ def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
         raise ValueError(
             f"{profile.path} has no measured CPU->GPU KV copy (kv_copy): give --kv-copy-gbps "
             "GB/s, which the run records as an assumption")
-    return CpuPath(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
-                                           "kv_copy_bytes_per_s": bps,
-                                           "kv_copy_latency_s": latency})
+    return CpuCostModel(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
+                                                "kv_copy_bytes_per_s": bps,
+                                                "kv_copy_latency_s": latency})
 
 
-def execution_paths(profile: Profile, cpu: CpuPath | None) -> dict[Device, ExecutionPath]:
-    """The GPU path (packed cost models) and, if given, the CPU path (prefill + KV copy into
-    the GPU pool, at the GPU profile's KV bytes per token)."""
+def execution_paths(profile: Profile, cpu: CpuCostModel | None = None
+                    ) -> dict[Device, ExecutionPath]:
+    """The GPU path (the profile's packed cost models) and, if given, the CPU path (prefill + KV
+    copy into the GPU pool, at the GPU profile's KV bytes per token). Every policy gets its
+    paths; one with a CPU path needs all three packed models, others get those there are."""
+    phases: list[Phase] = [p for p in ("prefill", "decode", "mixed")
+              if cpu is not None or phase_key("packed", p, "gpu") in profile.cost_models]
     gpu = ExecutionPath("gpu", {phase: profile.cost_model("packed", phase).predict
-                                for phase in ("prefill", "decode", "mixed")})
+                                for phase in phases})
     paths: dict[Device, ExecutionPath] = {"gpu": gpu}
     if cpu is not None:
         transfer = KVTransfer(profile.memory.kv_bytes_per_token, cpu.kv_copy_bytes_per_s,

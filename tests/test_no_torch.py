@@ -1,4 +1,5 @@
-"""torch and transformers stay inside profiler/: the simulator side never imports them."""
+"""torch and transformers stay inside profiler/: the simulator side, and the profile import
+(profiler/imported/), never import them."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ import sys
 import batchsim.sim.run, batchsim.sim.simulator, batchsim.sim.metrics
 import batchsim.sim.workload.synthetic, batchsim.sim.workload.workload
 import batchsim.policies, batchsim.reports
-import batchsim.cli, batchsim.profiler.analytic.roofline
+import batchsim.cli, batchsim.profiler.analytic.builder
+import batchsim.profiler.imported.llmservingsim
 from batchsim.policies.registry import available
 available()
 batchsim.cli.build_parser()
+from pathlib import Path
+from batchsim.profiler.imported.llmservingsim import ImportConfig, import_profile
+data = Path("tests/data/llmservingsim")
+import_profile(ImportConfig(data / "perf/TINYGPU/org/tiny-moe/bf16", data / "configs/tiny-moe.json",
+                            tp=2, gpu_memory_gb=4, num_points=40, num_heldout=20))
 heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
 print(",".join(heavy))
 """

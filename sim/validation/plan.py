@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
-from batchsim.sim.profile import Profile
-from batchsim.sim.run import Prepared, RunOutput, RunSpec, check_jitter, resolve_cpu_path, simulate
+from batchsim.sim.csv_table import write_csv
+from batchsim.sim.grid_cost_model import GridCostModel
+from batchsim.sim.profile import Profile, StepCostModel
+from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
 from batchsim.sim.workload.traces import load_trace
 from batchsim.sim.workload.transform import TraceOptions
@@ -152,27 +153,15 @@ def at_rate(base: Workload, rate: float) -> Workload:
 
 def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
                   rate: float) -> Prepared:
-    """A fresh policy and the base workload sent at `rate`, checked like `batchsim.sim.run.prepare`
-    checks a run."""
-    config = make_config(spec.policy, dict(spec.knobs))
-    policy = get_policy(spec.policy)(config, profile.memory, profile.max_model_len)
-    work = at_rate(base, rate)
-    total = work.input_tokens + work.output_tokens
-    over = np.flatnonzero(total > profile.max_model_len)
-    if len(over):
-        i = int(over[0])
-        raise WorkloadError(f"{work.where(i)}: request of {int(total[i])} tokens exceeds the "
-                            f"model's context ({profile.max_model_len})")
-    policy.check_workload(int(work.input_tokens.max()), int(total.max()))
+    """A fresh policy and the base workload sent at `rate`, prepared as any run is
+    (`batchsim.sim.run.prepare_workload`)."""
     ws = spec.workload
     run_spec = RunSpec(policy=spec.policy, knobs=dict(spec.knobs), profile=spec.profile,
                        trace=ws.trace, synthetic=None if ws.trace else ws.synthetic(rate),
                        seed=spec.seed, cpu_profile=spec.cpu_profile,
                        kv_copy_gbps=spec.kv_copy_gbps, kv_copy_latency_us=spec.kv_copy_latency_us,
                        step_jitter=spec.step_jitter)
-    check_jitter(run_spec, profile)
-    return Prepared(run_spec, profile, policy, work, set(),
-                    resolve_cpu_path(run_spec, profile, policy))
+    return prepare_workload(run_spec, profile, at_rate(base, rate))
 
 
 def simulate_point(spec: ValidationSpec, profile: Profile, base: Workload,
@@ -209,8 +198,11 @@ def scaled_profile(profile: Profile, factor: float) -> Profile:
     """The profile with every step cost multiplied by `factor`: the same cost model on a machine
     `factor` times slower. Exact, because costs are maxima of non-negative linear terms plus a
     curve with non-negative slopes."""
-    models = {}
+    models: dict[str, StepCostModel] = {}
     for key, model in profile.cost_models.items():
+        if isinstance(model, GridCostModel):
+            models[key] = model.scaled(factor)
+            continue
         curve = model.curve
         if curve is not None:
             curve = dataclasses.replace(curve, slopes=tuple(v * factor for v in curve.slopes))
@@ -385,7 +377,7 @@ def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.
             tmp / "validation.csv", index=False, float_format="%.6g")
         for rel, df in tables.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            df.to_csv(tmp / rel, index=False, float_format="%.6f")
+            write_csv(df, tmp / rel)
         for rel, data in jsons.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
