@@ -8,8 +8,6 @@ import shlex
 import sys
 from pathlib import Path
 
-from tqdm.contrib.logging import logging_redirect_tqdm
-
 from batchsim.extras import require_profile_extra
 from batchsim.progress import LazyProgress, quiet_library_warnings
 from batchsim.sim.errors import UsageError
@@ -147,9 +145,8 @@ def run(args: argparse.Namespace) -> int:
     )
     bar = LazyProgress("points", final_line=not args.quiet)
     try:
-        # transformers' FutureWarnings and our logging would break the bar's line: silence the
-        # former, route the latter through tqdm
-        with quiet_library_warnings(), logging_redirect_tqdm():
+        # transformers' FutureWarnings would break the bar's line: the user cannot act on them
+        with quiet_library_warnings():
             result = run_profile(config, progress=bar)
     except ProfileInterrupted as e:
         bar.close()

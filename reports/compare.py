@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from batchsim.reports import figures
 from batchsim.reports.fmt import change, percent
@@ -76,6 +76,10 @@ def columns_with_deltas(names: Sequence[str]) -> list[str]:
     return cols
 
 
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def with_deltas(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
     """Rows with a `Δ <run>` cell: the change from the first run (reports.fmt.change); empty
     where a value is missing or not a number, or the baseline is zero."""
@@ -85,9 +89,8 @@ def with_deltas(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[s
         base = row.get(names[0])
         for name in names[1:]:
             value = row.get(name)
-            numeric = (isinstance(value, int | float) and isinstance(base, int | float)
-                       and not isinstance(value, bool) and not isinstance(base, bool))
-            row[f"Δ {name}"] = change(float(value), float(base)) if numeric else None
+            row[f"Δ {name}"] = (change(float(value), float(base))
+                                if _is_number(value) and _is_number(base) else None)
         out.append(row)
     return out
 
