@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from batchsim.extras import require_profile_extra
-from batchsim.progress import LazyProgress
+from batchsim.progress import LazyProgress, quiet_library_warnings
 from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
 
@@ -148,9 +148,11 @@ def run(args: argparse.Namespace) -> int:
         memory_cap_bytes=int(args.memory_cap_gb * 2**30) if args.memory_cap_gb else None,
         threads=args.threads, clock=args.clock,
     )
-    bar = LazyProgress(" tok")
+    bar = LazyProgress("points", final_line=not args.quiet)
     try:
-        result = run_profile(config, progress=bar)
+        # transformers' FutureWarnings would break the bar's line: the user cannot act on them
+        with quiet_library_warnings():
+            result = run_profile(config, progress=bar)
     except ProfileInterrupted as e:
         bar.close()
         again = ["batchsim", "profile", "--model", args.model, "--device", device, "--dtype",

@@ -21,12 +21,18 @@ from batchsim.args import (
     workload_from_args,
 )
 from batchsim.policies.registry import available
-from batchsim.progress import Progress
+from batchsim.progress import Progress, Status
 from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.overload import overload
 from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
 from batchsim.sim.workload.synthetic import SyntheticSpec
-from batchsim.summary import format_summary
+from batchsim.summary import (
+    PERCENTILE_METRICS,
+    PERCENTILES,
+    format_summary,
+    parse_metric_percentiles,
+    parse_percentile_metrics,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake, "
                                     "Vidur, a vLLM request log or LLMServingSim (detected)")
     add_jitter_option(p, default=False)
+    p.add_argument("--percentile-metrics", default=",".join(PERCENTILE_METRICS),
+                   help="latency sections the summary prints, comma-separated (as vllm bench "
+                        f"serve; default {','.join(PERCENTILE_METRICS)})")
+    p.add_argument("--metric-percentiles", default="99",
+                   help="percentiles the summary prints beside mean and median, "
+                        f"comma-separated, from {','.join(map(str, PERCENTILES))} (default 99)")
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (faster on large runs; `batchsim report RUN_DIR` "
@@ -77,6 +89,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    shown = (parse_percentile_metrics(args.percentile_metrics),
+             parse_metric_percentiles(args.metric_percentiles))  # bad names: before any work
     spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
     for line in prep.engine_warnings:
@@ -84,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
     check_out_dir(out, args.force)
-    bar = Progress(len(prep.workload), "simulating", " req")
+    bar = Progress(len(prep.workload), "simulating", " req", final_line=not args.quiet)
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
     bar.close()
@@ -97,10 +111,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:  # before the files: the summary needs only the metrics
         for sentence in assumed:
             print(f"note: {sentence}")
-        print(format_summary(result.metrics, spec.policy, result.requests), flush=True)
+        print(format_summary(result.metrics, spec.policy, result.requests,
+                             percentile_metrics=shown[0], metric_percentiles=shown[1]),
+              flush=True)
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
-    write_run(out, result, extra=extra, writers=_writers(args.no_report))
+    # the summary is out; a large run then spends seconds writing: say so
+    with Status("writing run folder", final_line=not args.quiet):
+        write_run(out, result, extra=extra, writers=_writers(args.no_report))
     print(f"run folder: {out}")
     return 0
 

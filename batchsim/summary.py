@@ -9,6 +9,47 @@ import pandas as pd
 
 WIDTH = 50
 
+# The summary's latency sections, in print order: (metrics.json key, title, short name); the
+# --percentile-metrics names are the keys without `_ms`, as vllm bench serve spells them.
+SECTIONS = (
+    ("ttft_ms", "Time to First Token", "TTFT"),
+    ("tpot_ms", "Time per Output Token (excl. 1st token)", "TPOT"),
+    ("itl_ms", "Inter-token Latency", "ITL"),
+    ("e2el_ms", "End-to-end Latency", "E2EL"),
+    ("queue_ms", "Queueing Delay", "Queue"),
+)
+PERCENTILE_METRICS = tuple(key.removesuffix("_ms") for key, _, _ in SECTIONS)
+# percentiles metrics.json holds (the median is p50)
+PERCENTILES = {50: "median", 90: "p90", 95: "p95", 99: "p99"}
+
+
+def parse_percentile_metrics(text: str) -> tuple[str, ...]:
+    """`ttft,tpot,itl` (vllm bench serve's --percentile-metrics); ValueError naming the valid
+    names."""
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in PERCENTILE_METRICS]
+    if bad or not names:
+        raise ValueError(f"--percentile-metrics: unknown metric {', '.join(bad) or '(none)'}; "
+                         f"choose from {','.join(PERCENTILE_METRICS)}")
+    return names
+
+
+def parse_metric_percentiles(text: str) -> tuple[int, ...]:
+    """`90,99` (vllm bench serve's --metric-percentiles); only the percentiles a run stores."""
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            value = float(part)
+        except ValueError:
+            value = float("nan")
+        if value not in PERCENTILES:
+            raise ValueError(f"--metric-percentiles: {part} is not one the run stores; choose "
+                             f"from {','.join(map(str, PERCENTILES))}")
+        out.append(int(value))
+    if not out:
+        raise ValueError("--metric-percentiles: give at least one, e.g. 99")
+    return tuple(out)
+
 
 def _title(text: str, fill: str = "-") -> str:
     return f"{text:{fill}^{WIDTH}}"
@@ -38,9 +79,13 @@ def peak_concurrency(requests: pd.DataFrame) -> int:
 
 def format_summary(metrics: dict[str, Any], policy: str,
                    requests: pd.DataFrame | None = None,
-                   title: str = "Simulation Result") -> str:
+                   title: str = "Simulation Result",
+                   percentile_metrics: tuple[str, ...] = PERCENTILE_METRICS,
+                   metric_percentiles: tuple[int, ...] = (99,)) -> str:
     """requests: the run's requests table, for the token totals and the peak concurrency that
-    `vllm bench serve` also prints."""
+    `vllm bench serve` also prints. percentile_metrics / metric_percentiles: which latency
+    sections and which percentiles (besides mean and median) to print, as vllm bench serve's
+    --percentile-metrics / --metric-percentiles."""
     m = metrics
     lines = [
         _title(f" {title} ", "="),
@@ -64,19 +109,16 @@ def format_summary(metrics: dict[str, Any], policy: str,
     ]
     if "goodput" in m:
         lines.append(_row("Request goodput (req/s):", m["goodput"]["request_goodput"]))
-    sections = [
-        ("ttft_ms", "Time to First Token", "TTFT"),
-        ("tpot_ms", "Time per Output Token (excl. 1st token)", "TPOT"),
-        ("itl_ms", "Inter-token Latency", "ITL"),
-        ("e2el_ms", "End-to-end Latency", "E2EL"),
-        ("queue_ms", "Queueing Delay", "Queue"),
-    ]
-    for key, title, short in sections:
+    for key, title, short in SECTIONS:
+        if key.removesuffix("_ms") not in percentile_metrics:
+            continue
         lines.append(_title(title))
         stats = m[key]
         lines.append(_row(f"Mean {short} (ms):", stats["mean"]))
         lines.append(_row(f"Median {short} (ms):", stats["median"]))
-        lines.append(_row(f"P99 {short} (ms):", stats["p99"]))
+        for pct in metric_percentiles:
+            if pct != 50:  # the median row already is p50
+                lines.append(_row(f"P{pct} {short} (ms):", stats[PERCENTILES[pct]]))
     lines += [
         _title("Server"),
         # busy is not saturated: a continuous batch runs a step whenever anyone is waiting or

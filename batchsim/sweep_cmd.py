@@ -192,11 +192,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
     check_output(out, args.force, "folder", SWEEP_FILES)
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))
-    bar = Progress(len(points), f"sweeping ({workers} workers)", " points")
+    bar = Progress(len(points), f"sweeping ({workers} workers)", " points",
+                   final_line=not args.quiet)
     start = time.perf_counter()
     table = run_sweep(sweep, workers, progress=bar.update, points=points)
-    bar.close()
     elapsed = time.perf_counter() - start
+    bar.phase("writing sweep folder")
     meta = sweep_meta(sweep, args, len(points))
     preset_tables = get_preset(args.preset).tables(table) if args.preset else []
 
@@ -206,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         render_sweep_report(pd.read_csv(tmp / "sweep.csv"), meta, tmp / "report.html")
 
     write_sweep(out, table, meta, writers=(report,))
+    bar.close()
     if not args.quiet:
         for sentence in sweep.assumptions:
             print(f"note: {sentence}")

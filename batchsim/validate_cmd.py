@@ -127,12 +127,13 @@ def run(args: argparse.Namespace) -> int:
         f"(simulated makespans {', '.join(_fmt_s(p.predicted_s) for p in plan.points)}) "
         "plus building the model and re-measuring a few profile points before each level")
     total = sum(len(p.workload) for p in plan.points)
-    bar = Progress(total, "validating", " req")
+    bar = Progress(total, "validating", " req", final_line=not args.quiet)
     result = run_validation(plan, engine, bar.update)
     bar.update(total)
-    bar.close()
+    bar.phase("writing validation folder")
     doc = result.document(command_line(args, out))
     write_validation(out, doc, result.tables(), result.jsons(), report=_report)
+    bar.close()
     if not args.quiet:
         print(format_error_table(doc))
         host = [p["host_overhead"]["per_step_mean_s"] * 1e3 for p in doc["points"]]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from batchsim.reports import figures
+from batchsim.reports.fmt import change, percent
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import (
     ANALYTIC_WARNING,
@@ -28,7 +29,8 @@ SCALARS = (
     ("request_throughput", "request throughput (req/s)"),
     ("output_token_throughput", "output throughput (tok/s)"),
     ("total_token_throughput", "total throughput (tok/s)"),
-    ("gpu_busy_fraction", "GPU busy fraction"), ("prefill_time_share", "prefill time share"),
+    ("gpu_busy_fraction", "GPU busy (not saturation)"),
+    ("prefill_time_share", "prefill time share"),
     ("mean_batch_size", "mean batch size"), ("max_kv_utilization", "peak KV utilization"),
     ("preemptions", "preemptions"),
 )
@@ -41,11 +43,19 @@ def unique_names(dirs: Sequence[Path]) -> list[str]:
             for d, n in zip(dirs, names, strict=True)]
 
 
+FRACTIONS = {"gpu_busy_fraction", "prefill_time_share", "max_kv_utilization"}
+
+
+def _shown(key: str, value: Any) -> Any:
+    """Fractions as percentages (99.9%, not 0.999); other values as they are."""
+    return percent(value) if key in FRACTIONS and isinstance(value, float) else value
+
+
 def side_by_side(runs: Sequence[RunData]) -> list[dict[str, Any]]:
     """One row per metric, one column per run."""
     rows: list[dict[str, Any]] = [{"metric": "policy", **{r.name: r.config.get("policy")
                                                           for r in runs}}]
-    rows += [{"metric": label, **{r.name: r.metrics.get(key) for r in runs}}
+    rows += [{"metric": label, **{r.name: _shown(key, r.metrics.get(key)) for r in runs}}
              for key, label in SCALARS]
     for key, label in LATENCIES:
         for stat in ("mean", "median", "p99"):
@@ -56,6 +66,33 @@ def side_by_side(runs: Sequence[RunData]) -> list[dict[str, Any]]:
             r.name: r.metrics["goodput"]["request_goodput"] if "goodput" in r.metrics else None
             for r in runs}})
     return rows
+
+
+def columns_with_deltas(names: Sequence[str]) -> list[str]:
+    """Each run's column, and after every run but the baseline (the first) its Δ column."""
+    cols = [names[0]]
+    for name in names[1:]:
+        cols += [name, f"Δ {name}"]
+    return cols
+
+
+def _is_number(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def with_deltas(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows with a `Δ <run>` cell: the change from the first run (reports.fmt.change); empty
+    where a value is missing or not a number, or the baseline is zero."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        base = row.get(names[0])
+        for name in names[1:]:
+            value = row.get(name)
+            row[f"Δ {name}"] = (change(float(value), float(base))
+                                if _is_number(value) and _is_number(base) else None)
+        out.append(row)
+    return out
 
 
 def differing_config(runs: Sequence[RunData]) -> list[dict[str, Any]]:
@@ -87,11 +124,14 @@ def compare_sections(runs: Sequence[RunData]) -> list[Section]:
     shares = [time_share(r) for r in runs]
     share_fig = figures.grouped_bar_figure("Wall-clock time by step phase", names, {
         part: [s[part] / max(sum(s.values()), 1e-300) for s in shares]
-        for part in ("prefill", "decode", "mixed", "idle")}, "share of the run")
+        for part in ("prefill", "decode", "mixed", "idle")}, "share of the run",
+        colors=figures.PHASE_COLORS, log=False)
     share_fig.update_layout(barmode="stack")
     diff = differing_config(runs)
     return [
-        Section("Metrics", html=table(side_by_side(runs), ["metric", *names])),
+        Section("Metrics", html=table(with_deltas(side_by_side(runs), names),
+                                      ["metric", *columns_with_deltas(names)]),
+                notes=[f"Δ: the change from the baseline, {names[0]} (the first run named)."]),
         Section("Latency distributions", [figures.cdf_figure(cdfs)]),
         Section("Latency and throughput", [*bars, throughput]),
         Section("Where the time goes", [share_fig]),

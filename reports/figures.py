@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
@@ -19,7 +20,14 @@ from batchsim.reports.series import decimate
 # One colour per step phase, the same on every page.
 PHASE_COLORS = {"prefill": "#d62728", "decode": "#1f77b4", "mixed": "#9467bd", "idle": "#c7c7c7"}
 
+# One colour per run (or series) in every report, in this order (phases have their own
+# colours above).
 PALETTE: list[str] = list(qualitative.Plotly)
+
+# The one template every report uses (registered once; each figure names it).
+TEMPLATE = "batchsim"
+pio.templates[TEMPLATE] = go.layout.Template(pio.templates["plotly_white"])
+pio.templates[TEMPLATE].layout.colorway = PALETTE
 
 Curve = tuple[np.ndarray, np.ndarray]
 
@@ -30,8 +38,13 @@ def _f4(x: np.ndarray | Sequence[float]) -> np.ndarray:
 
 
 def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
-    fig.update_layout(title=title, template="plotly_white", margin={"l": 60, "r": 20, "t": 50,
-                      "b": 45}, legend={"orientation": "h", "y": -0.18}, hovermode="closest")
+    # t=90: the title and plotly's toolbar share the top strip (10-30 px from the top, left
+    # and right), our buttons the lower one (just above the plot area); tests/reports/
+    # test_browser.py checks in a browser that none overlap
+    fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left", "yref": "container",
+                             "y": 1.0, "yanchor": "top", "pad": {"t": 10}},
+                      template=TEMPLATE, margin={"l": 60, "r": 20, "t": 90, "b": 45},
+                      legend={"orientation": "h", "y": -0.18}, hovermode="closest")
     if x_title:
         fig.update_xaxes(title_text=x_title)
     if y_title:
@@ -39,12 +52,16 @@ def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> 
     return fig
 
 
-def _log_toggle(fig: go.Figure, axes: Sequence[str] = ("xaxis",)) -> None:
-    """Linear/log buttons: latency distributions span decades (a 20 ms TTFT and a 20 s one)."""
+def log_toggle(fig: go.Figure, axes: Sequence[str] = ("xaxis",), label: str = "") -> None:
+    """Linear/log buttons: latency distributions span decades (a 20 ms TTFT and a 20 s one).
+
+    Placed in the top margin's lower strip, left of centre, clear of plotly's toolbar (top
+    right) and of subplot titles (centred over each panel)."""
     fig.update_layout(updatemenus=[{
-        "type": "buttons", "direction": "left", "x": 1.0, "xanchor": "right", "y": 1.08,
-        "yanchor": "bottom", "buttons": [
-            {"label": scale, "method": "relayout", "args": [{f"{a}.type": scale for a in axes}]}
+        "type": "buttons", "direction": "left", "x": 0.0, "xanchor": "left", "y": 1.0,
+        "yanchor": "bottom", "pad": {"b": 10}, "showactive": True, "buttons": [
+            {"label": f"{label}{scale}", "method": "relayout",
+             "args": [{f"{a}.type": scale for a in axes}]}
             for scale in ("linear", "log")
         ],
     }])
@@ -75,7 +92,7 @@ def cdf_figure(curves_by_metric: Mapping[str, Mapping[str, Curve]],
                 row=row + 1, col=col + 1)
     fig.update_yaxes(range=[0, 1.01], title_text="fraction ≤ x", col=1)
     axes = [f"xaxis{'' if i == 0 else i + 1}" for i in range(len(metrics))]
-    _log_toggle(fig, axes)
+    log_toggle(fig, axes)
     fig.update_layout(height=max(380, 330 * nrows))
     return styled(fig, title)
 
@@ -119,8 +136,12 @@ def step_timeline_figure(start_s: np.ndarray, duration_s: np.ndarray, phase: np.
 def time_share_figure(seconds_by_part: Mapping[str, float], title: str) -> go.Figure:
     """Where the wall-clock time went: a pie of seconds per part (prefill, decode, idle, ...)."""
     labels = [k for k, v in seconds_by_part.items() if v > 0]
+    values = [seconds_by_part[k] for k in labels]
+    total = sum(values) or 1.0
+    # a slice too thin for its text gets it outside, with its phase's name (never unlabelled)
     fig = go.Figure(go.Pie(
-        labels=labels, values=[seconds_by_part[k] for k in labels], sort=False,
+        labels=labels, values=values, sort=False, textinfo="label+percent",
+        textposition=["inside" if v / total >= 0.06 else "outside" for v in values],
         marker={"colors": [PHASE_COLORS.get(k, "#7f7f7f") for k in labels]},
         hovertemplate="%{label}: %{value:.3f} s (%{percent})<extra></extra>"))
     return styled(fig, title)
@@ -142,11 +163,16 @@ def batch_histogram_figure(batch_size: np.ndarray, duration_s: np.ndarray) -> go
 
 
 def grouped_bar_figure(title: str, categories: Sequence[str],
-                       series: Mapping[str, Sequence[float | None]], y_title: str) -> go.Figure:
-    """Bars per category, one colour per series (e.g. mean and p99 TTFT of each run)."""
+                       series: Mapping[str, Sequence[float | None]], y_title: str,
+                       colors: Mapping[str, str] | None = None, log: bool = True) -> go.Figure:
+    """Bars per category, one colour per series (e.g. mean and p99 TTFT of each run; colors
+    names them, e.g. PHASE_COLORS); log: linear/log buttons on the value axis."""
     fig = go.Figure([
-        go.Bar(x=list(categories), y=[np.nan if v is None else v for v in values], name=name)
+        go.Bar(x=list(categories), y=[np.nan if v is None else v for v in values], name=name,
+               marker={"color": colors[name]} if colors and name in colors else None)
         for name, values in series.items()
     ])
     fig.update_layout(barmode="group")
+    if log:
+        log_toggle(fig, ("yaxis",), "y ")
     return styled(fig, title, "", y_title)

@@ -16,6 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from batchsim.reports.fmt import number
 from batchsim.sim.atomic import atomic_file
 
 _CSS = """
@@ -27,6 +28,8 @@ h1{font-size:1.5rem;margin:.2rem 0} h2{font-size:1.15rem;margin:1.6rem 0 .4rem;
 .warn{background:#fff4d6;border:1px solid #e6c35c;padding:.5rem .8rem;margin:.6rem 0;
   border-radius:4px}
 .note{color:#566;font-size:.9rem;margin:.3rem 0}
+.cmd{color:#566;font-size:.85rem;margin:.2rem 0 .6rem} .cmd code{background:#f3f5f9;
+  padding:.1rem .3rem;border-radius:3px;word-break:break-all}
 .cards{display:flex;flex-wrap:wrap;gap:.6rem;margin:.6rem 0}
 .card{border:1px solid #dde;border-radius:6px;padding:.5rem .8rem;min-width:9rem}
 .card .v{font-size:1.3rem;font-weight:600} .card .k{color:#566;font-size:.8rem}
@@ -70,8 +73,9 @@ def cards(items: Mapping[str, str]) -> str:
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None,
-          fmt: str = "{:,.4g}") -> str:
-    """An HTML table of rows; numbers formatted with fmt, None shown as an en dash."""
+          fmt: str | None = None) -> str:
+    """An HTML table of rows; numbers formatted by reports.fmt.number (or fmt, a format
+    string), None shown as an en dash."""
     if not rows:
         return '<p class="note">(no rows)</p>'
     cols = list(columns) if columns is not None else list(rows[0].keys())
@@ -82,7 +86,7 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
         if isinstance(value, bool):
             return str(value)
         if isinstance(value, int | float):
-            return fmt.format(value)
+            return number(value) if fmt is None else fmt.format(value)
         return html.escape(str(value))
 
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)

@@ -20,6 +20,7 @@ from plotly.subplots import make_subplots
 
 from batchsim.policies.base import StepShape
 from batchsim.reports import figures
+from batchsim.reports.fmt import percent
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
 from batchsim.sim.outputs import read_json
@@ -70,27 +71,53 @@ def fit_figure(key: str, pts: pd.DataFrame) -> go.Figure:
                            "step time (ms)")
 
 
-def model_curves_figure(profile: Profile) -> go.Figure:
+def _measured_range(pts: pd.DataFrame | None, key: str, col: str) -> tuple[float, float] | None:
+    """(min, max) of col over the measured points of cost model key; None: none measured."""
+    if pts is None or not len(pts):
+        return None
+    values = pts.loc[pts["model"] == key, col]
+    return (float(values.min()), float(values.max())) if len(values) else None
+
+
+def _curve(fig: go.Figure, x: np.ndarray, y: list[float], name: str, color: str,
+           measured: tuple[float, float] | None, col: int) -> None:
+    """A model curve: solid over the measured range, dotted where it extrapolates."""
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=name,
+                             line={"color": color, "width": 1.5,
+                                   "dash": "dot" if measured else "solid"}), row=1, col=col)
+    if measured:
+        inside = (x >= measured[0]) & (x <= measured[1])
+        fig.add_trace(go.Scatter(x=x[inside], y=np.asarray(y)[inside], mode="lines",
+                                 name=name, legendgroup=name, showlegend=False,
+                                 line={"color": color, "width": 3}), row=1, col=col)
+
+
+def model_curves_figure(profile: Profile, pts: pd.DataFrame | None = None) -> go.Figure:
     """What the simulator will charge: decode steps vs batch size at three contexts, packed
-    prefill vs prompt length. Drawn for every profile, measured or analytic."""
+    prefill vs prompt length. Drawn for every profile, measured or analytic; with measured
+    points, each curve is solid over the measured range and dotted beyond it."""
     batch = np.unique(np.geomspace(1, 256, 40).astype(int))
     fig = make_subplots(rows=1, cols=2, subplot_titles=[
         "packed.decode: step time vs batch", "packed.prefill: one prompt, step time vs tokens"])
     decode = profile.cost_models["packed.decode"]
+    decode_range = _measured_range(pts, "packed.decode", "num_decode_seqs")
     for i, ctx in enumerate((512, 2048, 8192)):
         y = [decode.predict(StepShape(int(b), 0, int(b), 0, int(b) * ctx)) * 1e3 for b in batch]
-        fig.add_trace(go.Scatter(x=batch, y=y, mode="lines", name=f"context {ctx}",
-                                 line={"color": figures.PALETTE[i]}), row=1, col=1)
+        _curve(fig, batch, y, f"context {ctx}", figures.PALETTE[i], decode_range, 1)
     tokens = np.unique(np.geomspace(16, profile.max_model_len, 40).astype(int))
     prefill = profile.cost_models["packed.prefill"]
     y = [prefill.predict(StepShape(1, int(n), 0, int(n) * (int(n) + 1) // 2, 0)) * 1e3
          for n in tokens]
-    fig.add_trace(go.Scatter(x=tokens, y=y, mode="lines", name="prefill",
-                             line={"color": figures.PALETTE[3]}), row=1, col=2)
+    _curve(fig, tokens, y, "prefill", figures.PALETTE[3],
+           _measured_range(pts, "packed.prefill", "num_prefill_tokens"), 2)
     fig.update_xaxes(type="log")
-    fig.update_yaxes(type="log")
-    fig.update_yaxes(title_text="step time (ms)", col=1)
-    return figures.styled(fig, "The fitted models over their whole range")
+    fig.update_yaxes(type="log", title_text="step time (ms)")
+    fig.update_xaxes(title_text="batch size (decode sequences)", col=1)
+    fig.update_xaxes(title_text="prompt tokens", col=2)
+    measured = decode_range is not None
+    return figures.styled(fig, "The fitted models over their whole range"
+                          + (" (thick: measured range; dotted: extrapolated)" if measured
+                             else ""))
 
 
 def residual_figure(pts: pd.DataFrame) -> go.Figure:
@@ -107,9 +134,14 @@ def residual_figure(pts: pd.DataFrame) -> go.Figure:
                            "relative error (%)")
 
 
+def _pct(fraction: float | None) -> str | None:
+    """CV errors as the CLI prints them (15.5%), not as fractions."""
+    return None if fraction is None else percent(fraction)
+
+
 def cv_rows(profile: Profile) -> list[dict[str, Any]]:
-    return [{"cost model": key, "form": cv.get("candidate"), "CV MAPE": cv.get("mape"),
-             "CV max APE": cv.get("max_ape"), "train MAPE": cv.get("train_mape"),
+    return [{"cost model": key, "form": cv.get("candidate"), "CV MAPE": _pct(cv.get("mape")),
+             "CV max APE": _pct(cv.get("max_ape")), "train MAPE": _pct(cv.get("train_mape")),
              "points": cv.get("n_points"), "folds": cv.get("folds")}
             for key, cv in sorted(profile.cv.items())]
 
@@ -148,7 +180,7 @@ def profile_sections(profile: Profile, doc: dict[str, Any]) -> list[Section]:
         Section("Cross-validated error of each cost model", html=table(cv_rows(profile)),
                 notes=["MAPE = mean absolute percentage error on held-out grid points (k-fold); "
                        "a model is only as trustworthy as this number."]),
-        Section("Measured points vs fitted models", [model_curves_figure(profile), *fits],
+        Section("Measured points vs fitted models", [model_curves_figure(profile, pts), *fits],
                 notes=fit_notes),
         Section("Residuals", residual),
         Section("Memory", html=table(memory_rows(profile, doc))),

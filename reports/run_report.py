@@ -9,6 +9,7 @@ quantiles in `itl_cdf.csv` (a few KB) when the run is written.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from batchsim.reports import figures
+from batchsim.reports.fmt import number
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.reports.itl_cdf import ITL_FILE, write_itl_cdf
 from batchsim.reports.series import (
@@ -28,6 +30,7 @@ from batchsim.reports.series import (
     waiting_count,
 )
 from batchsim.sim.outputs import read_json, read_table
+from batchsim.sim.overload import overload
 
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
@@ -35,6 +38,10 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.html"
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"),
              ("queue", "Queue"))
+GPU_BUSY_NOTE = ("GPU busy is the share of the run with a step running, not saturation: a "
+                 "continuous-batching server runs a step whenever any request is in flight, "
+                 "so it reads 100% at moderate load while batches still have room (see the "
+                 "running batch and KV panels for how full they are).")
 ANALYTIC_WARNING = ("Profile source: analytic. These step costs are computed from FLOPs, bytes and "
                     "the GPU's published peaks with kernel efficiencies calibrated on public "
                     "measurements, not measured on this GPU: per-step error 5-13% where GEMMs "
@@ -104,7 +111,7 @@ def summary_cards(metrics: dict[str, Any]) -> str:
         "output throughput": f"{m['output_token_throughput']:,.0f} tok/s",
         "mean TTFT": ms("ttft_ms", "mean"), "p99 TTFT": ms("ttft_ms", "p99"),
         "mean TPOT": ms("tpot_ms", "mean"), "p99 E2EL": ms("e2el_ms", "p99"),
-        "GPU busy": frac("gpu_busy_fraction"),
+        "GPU busy (not saturation)": frac("gpu_busy_fraction"),
         "prefill time share": frac("prefill_time_share"),
         "mean batch size": frac("mean_batch_size", ".1f"),
         "peak KV use": frac("max_kv_utilization"),
@@ -118,6 +125,8 @@ def summary_cards(metrics: dict[str, Any]) -> str:
 
 def metrics_table(metrics: dict[str, Any]) -> str:
     rows = [{"metric": f"{label} (ms)", **metrics[f"{key}_ms"]} for key, label in LATENCIES]
+    # one precision per table: latencies in ms to 0.1 (a 305,970.2 ms TTFT, an 8.3 ms TPOT)
+    rows = [{k: f"{v:,.1f}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
     return table(rows, ["metric", "mean", "median", "p90", "p95", "p99"])
 
 
@@ -163,6 +172,17 @@ def time_share(run: RunData) -> dict[str, float]:
     return parts
 
 
+def _setting(value: Any) -> str:
+    """A setting's value for people: numbers (and lists of them) via reports.fmt.number."""
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return ", ".join(number(v) for v in value)
+    return str(value)
+
+
 def config_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
     """The resolved configuration as (setting, value) rows, nested keys dotted."""
     rows: list[dict[str, Any]] = []
@@ -172,7 +192,7 @@ def config_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
         else:
-            rows.append({"setting": prefix, "value": "–" if value is None else str(value)})
+            rows.append({"setting": prefix, "value": _setting(value)})
 
     walk("", config)
     return rows
@@ -195,8 +215,8 @@ def run_sections(run: RunData) -> list[Section]:
         Section("Summary", html=summary_cards(run.metrics) + metrics_table(run.metrics)),
         Section("Latency distributions", [figures.cdf_figure(
             {k: {run.name: v} for k, v in latency_cdfs(run).items()})],
-            notes=["CDFs drawn from 220 quantiles per metric (finer above p99). ITL pools every "
-                   "gap between consecutive tokens of all requests."]),
+            notes=[f"CDFs drawn from {_num_quantiles(run)} quantiles per metric (finer above "
+                   "p99). ITL pools every gap between consecutive tokens of all requests."]),
         Section("Over time", [ts_fig], notes=notes),
     ]
     if not len(steps):  # an observed run (batchsim bench): the client sees no engine steps
@@ -209,20 +229,41 @@ def run_sections(run: RunData) -> list[Section]:
             figures.time_share_figure(time_share(run), "Wall-clock time by step phase"),
             figures.batch_histogram_figure(steps["batch_size"].to_numpy(),
                                            steps["duration_s"].to_numpy())],
-            notes=[f"prefill_time_share = {share:.1%} of busy time (mixed steps counted in "
-                   "proportion to their prefill tokens)."]),
+            notes=[f"Prefill time share = {share:.1%} of busy time (mixed steps counted in "
+                   "proportion to their prefill tokens).", GPU_BUSY_NOTE]),
         Section("Configuration and profile", html=table(config_rows(run.config))),
     ]
+
+
+def _num_quantiles(run: RunData) -> int:
+    """How many quantiles each CDF is drawn from (the stored ITL one's, else quantile_cdf's)."""
+    if run.itl_cdf is not None:
+        return len(run.itl_cdf[0])
+    return len(quantile_cdf(np.arange(1000.0))[0])
 
 
 def render_run_report(run: RunData, out: Path) -> Path:
     policy = run.config.get("policy", "?")
     workload = run.config.get("workload", {}).get("source", "?")
     profile = run.config.get("profile", {})
+    # the source word once: "(analytic roofline, 8543ef7)", not "(analytic roofline) (analytic"
+    device = str(profile.get("device"))
+    source = str(profile.get("source"))
+    detail = ", ".join(str(x) for x in (None if source in device else source,
+                                        profile.get("digest")) if x)
     subtitle = (f"policy {policy} · workload {workload} · profile {profile.get('model')} on "
-                f"{profile.get('device')} ({profile.get('source')}, {profile.get('digest')})")
+                f"{device}" + (f" ({detail})" if detail else ""))
     warnings = [ANALYTIC_WARNING] if run.metrics.get("profile_source") == "analytic" else []
-    return write_report(out, f"batchsim run: {run.name}", run_sections(run), subtitle, warnings)
+    behind = overload(run.requests)
+    if behind is not None:  # the same facts as simulate's stderr warning
+        warnings.insert(0, "Overloaded: " + behind.message()[0].upper() + behind.message()[1:]
+                        + ".")
+    sections = run_sections(run)
+    command = run.config.get("command")
+    if command:
+        sections.insert(0, Section("", html=f'<p class="cmd">Made by <code>'
+                                            f"{html.escape(str(command))}</code></p>"))
+    return write_report(out, f"batchsim run: {run.name}", sections, subtitle, warnings)
 
 
 def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
@@ -239,5 +280,7 @@ def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
     """
     x, p = write_itl_cdf(tmp_dir, output)
     name = tmp_dir.name  # sim.atomic builds the folder under the run folder's own name
-    run = RunData(name, output.config, output.metrics, output.requests, output.steps, (x, p))
+    # config.json as written (with the command line and assumptions write_run added)
+    config = read_json(tmp_dir / "config.json")
+    run = RunData(name, config, output.metrics, output.requests, output.steps, (x, p))
     render_run_report(run, tmp_dir / REPORT_FILE)

@@ -20,6 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from batchsim.reports import figures
+from batchsim.reports.fmt import metric_label
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
 from batchsim.sim.outputs import read_json, read_table
@@ -29,7 +30,6 @@ from batchsim.sim.sweep.analysis import SLO_TARGET, max_rate_under_slo, pareto_m
 LATENCY_CHOICES = (("e2el_p99_ms", "p99 E2EL (ms)"), ("e2el_mean_ms", "mean E2EL (ms)"),
                    ("ttft_p99_ms", "p99 TTFT (ms)"), ("ttft_mean_ms", "mean TTFT (ms)"),
                    ("tpot_p99_ms", "p99 TPOT (ms)"), ("tpot_mean_ms", "mean TPOT (ms)"))
-NUMBER_FORMAT = "{:,.5g}"  # 27,050 ms rather than 2.705e+04
 TABLE_COLUMNS = ("config", "request_rate", "request_throughput", "output_token_throughput",
                  "ttft_mean_ms", "ttft_p99_ms", "tpot_mean_ms", "tpot_p99_ms", "e2el_mean_ms",
                  "e2el_p99_ms", "gpu_busy_fraction", "mean_batch_size", "preemptions",
@@ -45,7 +45,8 @@ def tradeoff_figure(table: pd.DataFrame, x_col: str = "output_token_throughput")
     for i, (config, g) in enumerate(zip(configs, groups, strict=True)):
         fig.add_trace(go.Scatter(
             x=g[x_col], y=g[LATENCY_CHOICES[0][0]], mode="lines+markers", name=config,
-            line={"color": figures.PALETTE[i % len(figures.PALETTE)]},
+            line={"color": figures.PALETTE[i % len(figures.PALETTE)], "width": 1.5},
+            marker={"size": 6},
             customdata=np.stack([g["request_rate"], g["request_throughput"]], axis=1),
             hovertemplate="%{x:,.0f} tok/s, %{y:,.1f} ms<br>rate %{customdata[0]:.3g} req/s"
                           "<extra>" + html.escape(config) + "</extra>"))
@@ -56,16 +57,21 @@ def tradeoff_figure(table: pd.DataFrame, x_col: str = "output_token_throughput")
         return pts[x_col].tolist(), pts[y_col].tolist()
 
     fx, fy = frontier(LATENCY_CHOICES[0][0])
-    fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines", name="Pareto frontier",
-                             line={"color": "#222", "dash": "dot", "width": 2}))
+    # drawn last, wide and translucent under open markers: visible where it runs along a curve
+    fig.add_trace(go.Scatter(x=fx, y=fy, mode="lines+markers", name="Pareto frontier",
+                             line={"color": "rgba(20,20,20,0.35)", "width": 7},
+                             marker={"symbol": "circle-open", "size": 12, "color": "#111",
+                                     "line": {"width": 2}}))
     buttons = []
     for y_col, label in LATENCY_CHOICES:
         xs = [g[x_col].tolist() for g in groups] + [frontier(y_col)[0]]
         ys = [g[y_col].tolist() for g in groups] + [frontier(y_col)[1]]
         buttons.append({"label": label, "method": "update",
                         "args": [{"x": xs, "y": ys}, {"yaxis.title.text": label}]})
-    fig.update_layout(updatemenus=[{"type": "dropdown", "x": 1.0, "xanchor": "right", "y": 1.1,
-                                    "yanchor": "bottom", "buttons": buttons}], height=520)
+    # left, in the top margin's lower strip: clear of plotly's toolbar (top right)
+    fig.update_layout(updatemenus=[{"type": "dropdown", "x": 0.0, "xanchor": "left", "y": 1.0,
+                                    "yanchor": "bottom", "pad": {"b": 10}, "buttons": buttons}],
+                      height=520)
     fig.update_yaxes(type="log")
     return figures.styled(fig, "Latency vs throughput as the load grows (one line per "
                           "configuration)", "output throughput (tok/s)", LATENCY_CHOICES[0][1])
@@ -88,7 +94,7 @@ def attainment_figure(table: pd.DataFrame) -> go.Figure:
 
 def _display_rows(df: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
     cols = [c for c in columns if c in df]
-    return [{str(c): None if isinstance(v, float) and math.isnan(v) else v
+    return [{metric_label(str(c)): None if isinstance(v, float) and math.isnan(v) else v
              for c, v in row.items()} for row in df[cols].to_dict("records")]
 
 
@@ -97,25 +103,25 @@ def sweep_sections(df: pd.DataFrame, meta: Mapping[str, Any],
     slo = meta.get("goodput")
     lead = f'<p class="lead"><b>{html.escape(recommendation(df, slo))}</b></p>'
     sections = [Section("", html=lead)]
-    sections += [Section(title, html=_scroll(table(rows, fmt=NUMBER_FORMAT)))
+    sections += [Section(title, html=_scroll(table(rows)))
                  for title, rows in preset_tables]
     finite = df[np.isfinite(df["request_rate"])]
     sections.append(Section("Latency–throughput trade-off", [tradeoff_figure(df)], notes=[
         "Each line is one configuration; its points are the tested request rates, lowest on the "
-        "left. The dotted line is the Pareto frontier over all points: no point beats a frontier "
-        "point on both throughput and latency. Use the menu to change the latency metric."]))
+        "left. The wide grey line with open circles is the Pareto frontier over all points: no "
+        "point beats a frontier point on both throughput and latency. Use the menu to change "
+        "the latency metric."]))
     if slo and "slo_attainment" in df:
         limits = max_rate_under_slo(df)
         sections.append(Section(
             "Highest request rate meeting the SLO",
             [attainment_figure(finite)] if len(finite) else [],
-            html=table(_display_rows(limits, list(limits.columns)), fmt=NUMBER_FORMAT),
+            html=table(_display_rows(limits, list(limits.columns))),
             notes=[f"A rate counts when ≥ {SLO_TARGET:.0%} of its requests meet every SLO "
                    f"({json.dumps(slo)}) and so does every lower tested rate. fails_at is the "
                    "first tested rate that does not; empty max_rate: even the lowest fails; "
                    "empty fails_at: the limit is above the tested range."]))
-    sections.append(Section("All points", html=_scroll(table(_display_rows(df, TABLE_COLUMNS),
-                                                             fmt=NUMBER_FORMAT))))
+    sections.append(Section("All points", html=_scroll(table(_display_rows(df, TABLE_COLUMNS)))))
     sections.append(Section("Sweep configuration", html=table(config_rows(shown_meta(meta)))))
     return sections
 
@@ -160,7 +166,9 @@ def render_sweep_report(table_df: pd.DataFrame, meta: Mapping[str, Any], out: Pa
     subtitle = (f"{len(table_df)} points: {n_configs} configurations × "
                 f"{len(table_df) // max(n_configs, 1)} loads · workload "
                 f"{(meta.get('workload') or {}).get('source', '?')} · profile "
-                f"{profile.get('model')} on {profile.get('device')} ({profile.get('source')})")
+                f"{profile.get('model')} on {profile.get('device')}"
+                + ("" if str(profile.get("source")) in str(profile.get("device"))
+                   else f" ({profile.get('source')})"))
     title = f"batchsim sweep{': ' + meta['preset'] if meta.get('preset') else ''}"
     return write_report(out, title, sweep_sections(table_df, meta, preset_tables), subtitle,
                         warnings)

@@ -2,7 +2,7 @@
 length and gap distributions.
 
 Figures are pure functions from arrays to plotly figures. They draw histograms computed here
-(bars), never the raw points, so a million-request trace gives a page of a few hundred KB.
+(filled steps), never the raw points, so a million-request trace gives a page of a few hundred KB.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from batchsim.reports import figures
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.sim.workload.stats import arrivals_per_bin
 
@@ -28,11 +29,9 @@ def rate_figure(arrival_s: np.ndarray) -> go.Figure:
     counts = arrivals_per_bin(arrival_s, bin_s)
     starts = arrival_s[0] + bin_s * np.arange(len(counts))
     fig = go.Figure(go.Scatter(x=starts, y=counts / bin_s, mode="lines", line_shape="hv",
-                               name="arrival rate"))
-    fig.update_layout(title=f"Arrival rate over time ({bin_s:.3g} s bins)",
-                      xaxis_title="time since the first request (s)",
-                      yaxis_title="requests / s")
-    return fig
+                               name="arrival rate", line={"color": figures.PALETTE[0]}))
+    return figures.styled(fig, f"Arrival rate over time ({bin_s:.3g} s bins)",
+                          "time since the first request (s)", "requests / s")
 
 
 def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = True) -> go.Figure:
@@ -53,14 +52,20 @@ def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = Tr
         log_x = False
     edges = np.unique(edges)
     counts, edges = np.histogram(positive if log_x else values, bins=edges)
-    fig = go.Figure(go.Bar(x=np.sqrt(edges[:-1] * edges[1:]) if log_x else edges[:-1],
-                           y=counts, name=axis))
+    # each bin drawn from its left edge to its right edge (a filled step line), so on a log axis
+    # the log-spaced bins have equal widths; plotly's bars would be linear-width slivers there
+    x = np.repeat(edges, 2)[1:-1]
+    y = np.repeat(counts, 2)
+    fig = go.Figure(go.Scatter(
+        x=x, y=y, mode="lines", fill="tozeroy", name=axis,
+        line={"color": figures.PALETTE[0], "width": 1},
+        hovertemplate="%{x:.3g}: %{y:,} requests<extra></extra>"))
     zeros = int((values == 0).sum())
     if log_x and zeros:
         title += f" ({zeros:,} zero values not shown)"
-    fig.update_layout(title=title, xaxis_title=axis, yaxis_title="requests", bargap=0.05,
-                      xaxis_type="log" if log_x else "linear")
-    return fig
+    fig.update_xaxes(type="log" if log_x else "linear")
+    return figures.styled(fig, title, axis, f"requests per bin ({len(counts)} "
+                          + ("log-spaced bins)" if log_x else "bins)"))
 
 
 def _fmt(value: float | None, spec: str = ",.3f") -> str:

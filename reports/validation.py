@@ -15,6 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from batchsim.reports import figures
+from batchsim.reports.fmt import metric_label
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.reports.validation_parts import (
     REAL_COLOR,
@@ -84,7 +86,8 @@ def _summary(doc: dict[str, Any]) -> Section:
 def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     cols = 5
     rows = -(-len(_HEADLINE) // cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=_HEADLINE)
+    fig = make_subplots(rows=rows, cols=cols, vertical_spacing=0.22,
+                        subplot_titles=[metric_label(m) for m in _HEADLINE])
     loads = [p["load"] for p in doc["points"]]
     for k, name in enumerate(_HEADLINE):
         r, c = k // cols + 1, k % cols + 1
@@ -94,8 +97,8 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
                 mode="lines+markers", name=side, legendgroup=side, showlegend=k == 0,
                 line={"color": color}), row=r, col=c)
     fig.update_xaxes(title_text="load")
-    fig.update_layout(height=300 * rows, margin={"t": 40})
-    return fig
+    fig.update_layout(height=300 * rows)
+    return figures.styled(fig, "Real and simulated, per load level")
 
 
 def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
@@ -106,15 +109,15 @@ def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
         if df is None or "predicted_s" not in df:
             continue
         for phase, g in df.groupby("phase"):
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(go.Scatter(
                 x=g["duration_s"] * 1e3, y=g["predicted_s"] * 1e3, mode="markers",
                 marker={"size": 4, "opacity": 0.6},
                 name=f"{phase} @ load {p['load']:g}"))
         top = max(top, float(df["duration_s"].max()), float(df["predicted_s"].max()))
     fig.add_trace(go.Scatter(x=[0, top * 1e3], y=[0, top * 1e3], mode="lines",
                              name="prediction = measurement", line={"color": "#888"}))
-    fig.update_layout(xaxis_title="measured step (ms)", yaxis_title="predicted step (ms)")
-    return fig
+    return figures.styled(fig, "Each real step: predicted vs measured", "measured step (ms)",
+                          "predicted step (ms)")
 
 
 def _step_table(doc: dict[str, Any]) -> str:

@@ -29,3 +29,28 @@ def test_simulate_prints_token_totals_and_peak_concurrency(tmp_path, capsys):
     assert "Total input tokens:                           3000" in printed
     assert "Total generated tokens:                        210" in printed
     assert "Peak concurrent requests:                       30" in printed  # all at t=0
+
+
+def test_percentile_metrics_and_metric_percentiles_choose_the_rows(tmp_path, capsys):
+    """--percentile-metrics picks the latency sections, --metric-percentiles the P rows (as
+    vllm bench serve); the values are metrics.json's."""
+    out = tmp_path / "run"
+    assert main(["simulate", "--policy", "continuous", "--num-prompts", "30", "--request-rate",
+                 "10", "--percentile-metrics", "ttft,e2el", "--metric-percentiles", "90,99",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "TPOT" not in text and "ITL" not in text and "Queueing" not in text
+    assert f"{metrics['ttft_ms']['p90']:.2f}" in text.split("P90 TTFT (ms):")[1].split("\n")[0]
+    assert "P99 E2EL (ms):" in text and "P95" not in text
+
+
+def test_bad_percentile_flags_are_one_line(tmp_path, capsys):
+    """An unknown metric or a percentile the run does not store: exit 2, one line, no folder."""
+    for flag, value, word in (("--percentile-metrics", "ttft,foo", "foo"),
+                              ("--metric-percentiles", "97", "97")):
+        out = tmp_path / word
+        assert main(["simulate", "--policy", "continuous", "--num-prompts", "5", flag, value,
+                     "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert word in err and err.count("\n") == 1 and not out.exists()

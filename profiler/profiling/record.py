@@ -45,7 +45,10 @@ def experiment_record(doc: Mapping[str, Any], name: str | None = None) -> str:
         f"Model: {fp['model']} @ {fp['dtype']} ({model['num_params'] / 1e6:.1f} M params, "
         + ("checkpoint weights)" if model.get("weights") == "checkpoint" else "random weights)"),
         f"Software: torch {fp['torch']}, transformers {fp['transformers']}",
-        f"Grid: {run['grid']} ({len(points)} points, {run['repeats']} repeats + {run['warmup']} "
+        # grid points as the progress bar counted them; one grid point can give two step
+        # records (padded prefill and its decode)
+        f"Grid: {run['grid']} ({len(doc['measured'])} points, {len(points)} step records, "
+        f"{run['repeats']} repeats + {run['warmup']} "
         f"warm-up, seed {run['seed']}); step time = "
         + ("host wall time" if run.get("timing", "wall") == "wall" else "thread CPU time")
         + f", {fp.get('threads', '?')} torch thread(s)",

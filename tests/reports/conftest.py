@@ -71,8 +71,15 @@ def build_observed_report(tmp: Path) -> Path:
     return out / "report.html"
 
 
+def build_trace_report(tmp: Path) -> Path:
+    out = tmp / "trace.html"
+    assert main(["trace", "stats", "chat.jsonl", "--html", str(out)]) == 0
+    return out
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "observed": build_observed_report,
+    "trace": build_trace_report,
     "run": build_run_report,
     "comparison": build_comparison_report,
     "profile": build_profile_report,

@@ -96,3 +96,26 @@ def test_profile_refit_writes_the_profile_report_next_to_it(tmp_path, capsys):
     assert main(["profile", "--refit", str(profile), "--quiet"]) == 0
     assert (tmp_path / "tiny.html").is_file()
     assert f"report: {tmp_path / 'tiny.html'}" in capsys.readouterr().out
+
+
+def test_run_report_shows_the_command_and_an_overload_banner(tmp_path):
+    """An overloaded run's report says so as simulate's warning does, and names its command."""
+    out = tmp_path / "over"
+    assert main(["simulate", "--policy", "static", "--request-rate", "200", "--num-requests",
+                 "400", "--input-len", "256", "--output-len", "64", "--out", str(out),
+                 "--quiet"]) == 0
+    text = (out / "report.html").read_text()
+    assert "Overloaded: The server did not keep up with its arrivals" in text
+    assert "Made by <code>batchsim" in text  # (sys.argv is pytest's here)
+    calm = simulate_run(tmp_path / "calm")
+    assert "Overloaded" not in (calm / "report.html").read_text()
+
+
+def test_comparison_has_delta_columns(tmp_path):
+    """The first run is the baseline; each other run gets a Δ column."""
+    from batchsim.reports.compare import columns_with_deltas, with_deltas
+
+    assert columns_with_deltas(["a", "b", "c"]) == ["a", "b", "Δ b", "c", "Δ c"]
+    rows = with_deltas([{"metric": "x", "a": 100.0, "b": 110.0},
+                        {"metric": "policy", "a": "static", "b": "continuous"}], ["a", "b"])
+    assert rows[0]["Δ b"] == "+10.0%" and rows[1]["Δ b"] is None
