@@ -197,7 +197,12 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
         words += ["--scheduling-policy", args.scheduling_policy]
     words += ["--loads", args.loads, "--seed", str(args.seed)]
     # jitter is on by default: spell out both states, and the replicas it averages over
-    words += ["--jitter-replicas", str(args.jitter_replicas)] if args.jitter else ["--no-jitter"]
+    # (None = the default: on, except with --observed)
+    if args.jitter is False:
+        words += ["--no-jitter"]
+    else:
+        words += (["--jitter"] if args.jitter else []) + ["--jitter-replicas",
+                                                         str(args.jitter_replicas)]
     if args.kv_copy_latency_us:
         words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
     for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",

@@ -421,6 +421,12 @@ class Continuous(Policy):
 
     def abort(self, request: Request) -> bool:
         index = request.index
+        # under async_scheduling an arrival may still be held back a step, and a finished
+        # request may still hold its blocks for one: both leave at once
+        self._held = [s for s in self._held if s.req is not request]
+        if index in self._finished:
+            self._release(*self._finished.pop(index))
+            return True
         seq = self._running.get(index)
         if seq is None:
             for queued in self._waiting:
