@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from types import ModuleType
 from typing import NoReturn
 
-from batchsim import __version__
+from batchsim import __version__, signals
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,14 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)  # imports pandas: Ctrl-C may land here too
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="batchsim: %(levelname)s: %(message)s")
-        return int(args.handler(args))
-    except KeyboardInterrupt:
-        print("batchsim: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as e:  # UsageError is a ValueError
-        print(f"batchsim: error: {e or type(e).__name__}", file=sys.stderr)
-        return 2
+    with signals.handled():
+        try:
+            args = build_parser().parse_args(argv)  # imports pandas: Ctrl-C may land here too
+            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                                format="batchsim: %(levelname)s: %(message)s")
+            with warnings.catch_warnings():
+                # inputs are checked before use (sim.checks), so a numpy RuntimeWarning
+                # (overflow, invalid value) says nothing the user can act on: shown with -v only
+                if not args.verbose:
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                return int(args.handler(args))
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (batchsim.signals)
+            print(signals.message(e), file=sys.stderr)
+            return signals.exit_status(e)
+        except (ValueError, OSError) as e:  # UsageError is a ValueError
+            print(f"batchsim: error: {e or type(e).__name__}", file=sys.stderr)
+            return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 from batchsim.extras import require_profile_extra
 from batchsim.progress import LazyProgress
 from batchsim.sim.errors import UsageError
+from batchsim.sim.outputs import check_output
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="profile file (default: ./profile-<model>-<device>-<dtype>.json; with "
                         "--refit: the refitted copy, default the input itself)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing finished profile at --out")
     p.add_argument("--seed", type=int, help="seed of the grid order and random weights (default 0)")
     p.add_argument("--repeats", type=int, help="timed steps per grid point (default: per grid)")
     p.add_argument("--memory-cap-gb", type=float,
@@ -52,7 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "llmservingsim, PERF_DIR .../profiler/perf/<hw>/<org>/<model>/<variant>, "
                         "--model the model's config.json (docs/IMPORT.md); no torch needed")
     p.add_argument("--tp", type=int, default=1,
-                   help="--import: tensor-parallel degree (reads PERF_DIR/tp<N>; default 1)")
+                   help="--import, --analytic: tensor-parallel degree (--import reads "
+                        "PERF_DIR/tp<N>; default 1)")
     p.add_argument("--tp-link-gbps", type=float, default=None,
                    help="--import, tp > 1: GPU-to-GPU link bandwidth of the ring all-reduce "
                         "(default 25 GB/s, an assumption recorded in the profile)")
@@ -64,6 +68,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decode-spread", type=float, default=None,
                    help="--import: decode contexts of a step assumed spread over mean*(1+-F) "
                         "for the skew correction (default 1; 0 = all equal)")
+    g = p.add_argument_group("analytic profile (no hardware: docs/ANALYTIC.md)")
+    g.add_argument("--analytic", action="store_true",
+                   help="compute the profile from FLOPs, bytes and a GPU's published figures with "
+                        "calibrated kernel efficiencies; without --gpu, list the known GPUs")
+    g.add_argument("--gpu", help="with --analytic: a known GPU (h100-sxm, a100-80gb, l40s, ...) "
+                                 "or a JSON file of your own figures")
+    g.add_argument("--engine", choices=("vllm", "eager"), default=None,
+                   help="with --analytic: vllm (CUDA graphs, the default) or eager (batchsim's "
+                        "own transformers engine)")
     p.add_argument("--merge", type=Path, nargs="+", metavar="PROFILE",
                    help="merge finished passes over the same grid into --out (each point's "
                         "time: the median of all passes' samples), refit; no torch needed")
@@ -98,6 +111,11 @@ def _resolve_dtype(dtype: str | None, device: str, model: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.analytic:
+        return _analytic(args)
+    for flag in ("gpu", "engine"):
+        if getattr(args, flag) is not None:
+            raise ValueError(f"--{flag} goes with --analytic")
     if args.refit is not None:
         return _refit(args)
     if args.merge is not None:
@@ -122,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if args.memory_cap_gb is not None and args.memory_cap_gb <= 0:
         raise ValueError(f"--memory-cap-gb must be positive, got {args.memory_cap_gb}")
     out = args.out or default_out(args.model, device, dtype)
+    if not args.resume:
+        check_output(out, args.force, "file")  # before loading the model for nothing
     config = ProfileConfig(
         model=args.model, out=out, device=device, dtype=dtype, grid=args.grid, seed=args.seed,
         repeats=args.repeats, resume=args.resume,
@@ -139,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         again += ["--clock", args.clock] if args.clock else []
         again += ["--memory-cap-gb", str(args.memory_cap_gb)] if args.memory_cap_gb else []
         print(f"batchsim: {e}\nresume with: {shlex.join(again)}", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(e.__context__, "signum", 2))  # 130 Ctrl-C, 143 SIGTERM
     finally:
         bar.close()
     if not args.quiet:
@@ -183,8 +203,8 @@ def _merge(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--merge needs --out FILE for the merged profile")
-    if args.out.exists() and args.out.resolve() not in {p.resolve() for p in args.merge}:
-        raise ValueError(f"{args.out} already exists: choose another --out")
+    if args.out.resolve() not in {p.resolve() for p in args.merge}:
+        check_output(args.out, args.force, "file")
     doc = merge_profiles(list(args.merge), args.out)
     if not args.quiet:
         print(experiment_record(doc), end="")
@@ -242,4 +262,50 @@ def _import(args: argparse.Namespace) -> int:
               "B KV per token")
     print(f"wrote {out}")
     print(f"report: {_write_report(out)}")
+    return 0
+
+
+def _analytic(args: argparse.Namespace) -> int:
+    """`profile --analytic`: no torch, no hardware; the file says "source": "analytic"."""
+    from batchsim.profiler.analytic.arch import resolve_arch
+    from batchsim.profiler.analytic.builder import analytic_profile
+    from batchsim.profiler.analytic.gpus import GPUS, resolve_gpu
+    from batchsim.sim.atomic import atomic_file
+
+    if args.gpu is None:
+        print("GPUs known to --analytic --gpu (or give a JSON file of your own figures):")
+        for g in GPUS.values():
+            print(f"  {g.name:<13} {g.family:<9} {g.peak_flops / 1e12:7.1f} TFLOP/s bf16  "
+                  f"{g.mem_bandwidth / 1e9:6.0f} GB/s  {g.mem_bytes / 2**30:4.0f} GiB  {g.link}")
+        if args.model is None:
+            return 0
+        raise ValueError("--analytic needs --gpu (one of the GPUs listed above)")
+    if args.model is None:
+        raise ValueError("--analytic needs --model (a preset, a config.json or a directory)")
+    for flag in ("device", "grid", "resume", "repeats", "memory_cap_gb", "threads", "clock",
+                 "refit", "merge", "import_from", "tp_link_gbps", "tp_link_latency_us",
+                 "gpu_memory_gb", "decode_spread"):
+        if getattr(args, flag) not in (None, False):
+            raise ValueError(f"--{flag.replace('_', '-')} does not apply to --analytic")
+    arch, raw = resolve_arch(args.model)
+    gpu = resolve_gpu(args.gpu)
+    tp = args.tp
+    engine = args.engine or "vllm"
+    dtype = args.dtype or "bfloat16"
+    tag = f"-tp{tp}" if tp > 1 else ""
+    out = args.out or Path(f"profile-{arch.name}-{gpu.name}{tag}-analytic.json")
+    if out.exists() and not getattr(args, "force", False):
+        raise ValueError(f"{out} already exists: choose another --out or remove it")
+    doc = analytic_profile(arch, raw, gpu, tp, dtype, engine)
+    import json
+
+    with atomic_file(out) as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
+    if not args.quiet:
+        cv = {k: m["cv"]["mape"] for k, m in doc["cost_models"].items()}
+        print(f"analytic profile: {arch.name} on {gpu.name}, tp {tp}, {dtype}, {engine} engine "
+              f"(not a measurement; scores: python bench/analytic_accuracy.py)")
+        print("fit to the analytic step times (CV MAPE): "
+              + ", ".join(f"{k} {100 * v:.1f}%" for k, v in cv.items() if v is not None))
+    print(f"wrote {out}")
     return 0

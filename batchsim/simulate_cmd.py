@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "Vidur (detected)")
     add_jitter_option(p, default=False)
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip report.html (faster on large runs; `batchsim report RUN_DIR` "
+                        "writes it later)")
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -79,22 +82,27 @@ def run(args: argparse.Namespace) -> int:
     extra: dict[str, object] = {"command": " ".join(["batchsim", *sys.argv[1:]])}
     if assumed:
         extra["assumptions"] = assumed
-    write_run(out, result, extra=extra, writers=_writers())
     behind = overload(result.requests)
     if behind is not None:  # on stderr, so --quiet and pipes still see it
         print(f"batchsim: warning: {behind.message()}", file=sys.stderr)
-    if not args.quiet:
+    if not args.quiet:  # before the files: the summary needs only the metrics
         for sentence in assumed:
             print(f"note: {sentence}")
-        print(format_summary(result.metrics, spec.policy, result.requests))
+        print(format_summary(result.metrics, spec.policy, result.requests), flush=True)
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
+    write_run(out, result, extra=extra, writers=_writers(args.no_report))
     print(f"run folder: {out}")
     return 0
 
 
-def _writers() -> tuple:
-    """Extra files for the run folder: the HTML report (and the ITL quantiles it draws)."""
+def _writers(no_report: bool) -> tuple:
+    """Extra files for the run folder: the ITL quantiles and (unless no_report) the HTML
+    report, which imports plotly and costs about as much as the tables on a large run."""
+    if no_report:
+        from batchsim.reports.itl_cdf import write_itl_cdf
+
+        return (write_itl_cdf,)
     from batchsim.reports.run_report import write_into_run
 
     return (write_into_run,)

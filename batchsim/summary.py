@@ -97,5 +97,5 @@ def format_summary(metrics: dict[str, Any], policy: str,
         ]
     lines.append("=" * WIDTH)
     if m["profile_source"] == "analytic":
-        lines.append("note: analytic roofline profile (not measured); run `batchsim profile`")
+        lines.append("note: analytic profile (calibrated, not measured); run `batchsim profile`")
     return "\n".join(lines)

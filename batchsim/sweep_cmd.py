@@ -29,12 +29,14 @@ from batchsim.policies.registry import available, get_policy
 from batchsim.progress import Progress
 from batchsim.sim.errors import UsageError
 from batchsim.sim.metrics import parse_goodput
+from batchsim.sim.outputs import check_output
 from batchsim.sim.profile import load_profile
-from batchsim.sim.run import RunSpec, check_out_dir
+from batchsim.sim.run import RunSpec
 from batchsim.sim.sweep.analysis import max_rate_under_slo, recommendation
 from batchsim.sim.sweep.presets import PRESETS, get_preset
 from batchsim.sim.sweep.sweep import (
     BACKENDS,
+    SWEEP_FILES,
     SweepSpec,
     check,
     expand,
@@ -190,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     sweep = sweep_from_args(args)
     points = check(sweep)  # unknown knob, bad value, bad workload: one line, nothing run
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
-    check_out_dir(out, args.force)
+    check_output(out, args.force, "folder", SWEEP_FILES)
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))
     where = (f"on Ray ({args.address or 'local instance'})" if args.backend == "ray"
              else f"with {workers} workers")

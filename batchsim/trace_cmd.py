@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batchsim.args import add_format_options, add_trace_options, trace_options
+from batchsim.sim.outputs import check_output
 from batchsim.sim.workload.stats import trace_stats
 from batchsim.sim.workload.traces import read_trace
 from batchsim.sim.workload.transform import TraceOptions, write_native
@@ -22,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="print the statistics as JSON")
     s.add_argument("--html", type=Path, metavar="FILE",
                    help="also write an HTML report of the distributions (default: none)")
+    s.add_argument("--force", action="store_true", help="replace an existing --html file")
     s.set_defaults(trace_handler=run_stats)
     c = sub.add_parser("convert", help="window, speed up, filter or sample a trace and write it "
                        "in the native JSONL format",
@@ -40,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    if args.html is not None:
+        check_output(args.html, args.force, "file", flag="--html")
     workload = read_trace(args.file, TraceOptions(format=args.trace_format, strict=args.strict))
     stats = trace_stats(workload)
     if args.html is not None:
@@ -54,8 +58,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    if args.out.exists() and not args.force:  # before reading a large file for nothing
-        raise ValueError(f"{args.out} already exists: choose another --out or pass --force")
+    check_output(args.out, args.force, "file")  # before reading a large file for nothing
     workload = read_trace(args.file, trace_options(args))
     write_native(workload, args.out, force=args.force)
     print(f"wrote {args.out}: {describe(workload.provenance)}")

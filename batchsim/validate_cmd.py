@@ -21,9 +21,11 @@ from batchsim.args import (
 from batchsim.extras import require_profile_extra
 from batchsim.policies.registry import available, make_config
 from batchsim.progress import Progress
+from batchsim.sim.outputs import check_output
 from batchsim.sim.profile import load_profile
 from batchsim.sim.validation.plan import (
     DEFAULT_LOADS,
+    VALIDATION_FILES,
     ValidationSpec,
     WorkloadSpec,
     format_error_table,
@@ -79,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     profile = load_profile(spec.profile)
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-validate-{spec.policy}")
-    if out.exists() and not args.force:
-        raise ValueError(f"{out} already exists: choose another --out or pass --force")
+    check_output(out, args.force, "folder", VALIDATION_FILES)
     from batchsim.profiler.real.validate import engine_spec, run_validation
 
     engine = engine_spec(profile, args.model, args.device)

@@ -27,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from batchsim.sim.profile import cpu_path, execution_paths, load_profile  # noqa: E402
+from batchsim.sim.profile import cpu_cost_model, execution_paths, load_profile  # noqa: E402
 from batchsim.sim.run import RunSpec, prepare, simulate  # noqa: E402
 from batchsim.sim.workload.synthetic import SyntheticSpec  # noqa: E402
 
@@ -103,8 +103,8 @@ def break_even(args: argparse.Namespace) -> list[str]:
     """Speed-up of the CPU's prefill needed for a prompt of n tokens to pass B1 against the
     analytic H100: s * C(n) + X(n) < G(8192) + G(n)."""
     gpu_profile = load_profile(GPU_ANALYTIC)
-    paths = execution_paths(gpu_profile, cpu_path(gpu_profile, load_profile(VM_CPU),
-                                                  args.kv_copy_gbps))
+    paths = execution_paths(gpu_profile, cpu_cost_model(gpu_profile, load_profile(VM_CPU),
+                                                        args.kv_copy_gbps))
     gpu, cpu = paths["gpu"], paths["cpu"]
     assert cpu.transfer is not None
     full = gpu.prefill_latency(8192)

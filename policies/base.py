@@ -1,11 +1,10 @@
-"""The contract between a batching policy and the two executors (simulated and real).
+"""The contract between a batching policy and the serving core that drives it.
 
 A policy is a pure decision object: given the requests it was handed and the time it is told,
 it says what the next step executes, or that the server should wait. It owns the queues and
 the KV-block accounting (as vLLM's scheduler does) but has no clock, no randomness and no I/O,
-so the simulator and the real engine drive the very same code.
-
-Executor loop (both executors)::
+so the simulator, the real engine and a live server drive the very same code, all through one
+core (`batchsim.sim.server.Server`), whose loop is::
 
     policy.add_request(req, now_s)              # for every arrival up to now
     decision = policy.schedule(now_s, arrivals_done)
@@ -13,9 +12,9 @@ Executor loop (both executors)::
     else: run decision (a Plan) num_steps <= plan.max_repeats times, then
           events = policy.complete(plan, num_steps)
 
-A policy whose `paths` include "cpu" (the hybrid policy) is driven by a second loop, the CPU
-worker, beside the GPU one: before the run the executor hands it one `ExecutionPath` per device
-(`bind_paths`), keeps each path's `busy_until_s` up to date, and the CPU loop is::
+Before the first step every policy is handed one `ExecutionPath` per device in its `paths`
+(`bind_paths`), whose `busy_until_s` the core keeps current. A policy whose `paths` include
+"cpu" (the hybrid policy) is also driven by a second loop, the CPU worker, beside the GPU one::
 
     decision = policy.schedule_cpu(now_s, arrivals_done)   # at arrivals, at its own completions
                                                            # and after every GPU schedule
@@ -208,9 +207,8 @@ class Policy(ABC):
         return 16
 
     def bind_paths(self, paths: Mapping[Device, ExecutionPath]) -> None:  # noqa: B027
-        """Receive the executor's execution paths (latency estimators), before the first step.
-
-        Only policies with a CPU path use them; the default ignores them."""
+        """Receive the execution paths (latency estimators, one per device in `paths`) before
+        the first step; the default ignores them."""
 
     def schedule_cpu(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
         """Decide the CPU worker's next step (policies whose `paths` include "cpu")."""

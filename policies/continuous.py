@@ -10,16 +10,20 @@ While preempting, no new request is admitted in that step (as in vLLM).
 
 Bookkeeping is per event, not per token: a decoding request's context grows by one per step,
 so its length is derived from the global step count, its finishing step sits in a heap, and
-the number of new blocks each step needs is a count per (step mod block_size).
+the blocks each step needs are counted by the `BlockLedger` per (step mod block_size).
+
+Variants extend `Continuous` through its hooks (docs/POLICIES.md), never its private fields:
+`queue_order`, `token_budget`, `chunk_cap`, `admission_tokens`, `admit`,
+`preemption_victim` and `max_decode_repeats`, with the helpers below them (`waiting`,
+`ledger`, `admit_head`, `return_to_queue`, `can_adopt`/`adopt`, `step_shape`, ...).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import ValuesView
 from dataclasses import dataclass
 from typing import Literal
-
-import numpy as np
 
 from batchsim.policies.base import (
     Plan,
@@ -30,10 +34,13 @@ from batchsim.policies.base import (
     Wait,
     chunk_attn_pairs,
 )
-from batchsim.policies.kv import MemoryFacts, blocks_for
-from batchsim.policies.queues import WaitingQueue
+from batchsim.policies.block_ledger import BlockLedger
+from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.queues import QueueKey, WaitingQueue
 from batchsim.policies.registry import register
 from batchsim.policies.request import Request
+from batchsim.policies.seq import Seq
+from batchsim.policies.vllm_versions import vllm_defaults
 
 
 @dataclass(frozen=True)
@@ -45,8 +52,26 @@ class ContinuousConfig:
     block_size: int = 16  # tokens per KV block
     gpu_memory_utilization: float = 0.9  # fraction of device memory for weights + activations + KV
     policy: Literal["fcfs", "priority"] = "fcfs"
+    # vLLM's scheduling behaviours (policies/vllm_versions.py: which versions do what). None =
+    # the default of vllm_version, the vLLM release to match ("" = the newest read, 0.33; a
+    # profile that states its vLLM version sets it, unless --set).
+    vllm_version: str = ""
+    # admit a waiting or preempted request only when blocks for its whole sequence (prompt +
+    # tokens generated before a preemption) are free, not just its first chunk's (vLLM >= 0.19)
+    scheduler_reserve_full_isl: bool | None = None
+    # while running + waiting <= 1, long_prefill_token_threshold is ignored: a lone request
+    # prefills in full-budget chunks (vLLM >= 0.31; vLLM has no knob for it)
+    long_prefill_uncapped_when_alone: bool | None = None
+    # the engine schedules one step ahead (vLLM >= 0.14 on GPUs): step k+1 is decided when
+    # step k starts, so a request arriving during step k first runs in step k+2 and a request
+    # finishing in step k frees its seat and blocks for step k+2
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
+        # Resolve the None behaviours now, so the run's config records what was simulated.
+        for knob, default in vllm_defaults(self.vllm_version).items():
+            if getattr(self, knob) is None:
+                object.__setattr__(self, knob, default)
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
@@ -66,36 +91,6 @@ class ContinuousConfig:
             raise ValueError(f"policy must be 'fcfs' or 'priority', got {self.policy!r}")
 
 
-class _Seq:
-    """A request's scheduling state inside the continuous policy."""
-
-    __slots__ = (
-        "computed",
-        "entry_len",
-        "entry_step",
-        "finish_step",
-        "gen",
-        "req",
-        "residue",
-        "target",
-        "version",
-    )
-
-    def __init__(self, req: Request) -> None:
-        self.req = req
-        self.target = req.input_tokens  # tokens to prefill: prompt (+ generated, on recompute)
-        self.computed = 0  # tokens in KV while prefilling
-        self.gen = 0  # tokens generated when it last entered decode or was preempted
-        self.entry_step = 0  # first step index it decodes in
-        self.entry_len = 0  # KV length before that step
-        self.finish_step = 0  # step index producing its last token
-        self.residue = 0  # it needs a new block at steps s with s % block_size == residue
-        self.version = 0  # bumped on preemption: stale heap entries are skipped
-
-    @property
-    def sort_key(self) -> tuple[int, float, int]:
-        return (self.req.priority, self.req.arrival_s, self.req.index)
-
 
 @register("continuous", ContinuousConfig)
 class Continuous(Policy):
@@ -103,87 +98,273 @@ class Continuous(Policy):
 
     def __init__(self, config: ContinuousConfig, memory: MemoryFacts, max_model_len: int) -> None:
         super().__init__(config, memory, max_model_len)
-        self._bs = config.block_size
         capacity = memory.kv_capacity_tokens(config.gpu_memory_utilization)
-        self._num_blocks = capacity // self._bs
-        self._free = self._num_blocks
-        self._chunk_cap = config.long_prefill_token_threshold or config.max_num_batched_tokens
-        self._waiting: WaitingQueue[_Seq] = WaitingQueue(config.policy == "priority")
-        self._running: dict[int, _Seq] = {}  # scheduling order: newest last
-        self._prefilling: dict[int, _Seq] = {}
+        self.ledger = BlockLedger(capacity // config.block_size, config.block_size)
+        self._waiting: WaitingQueue[Seq] = WaitingQueue(self.queue_order())
+        self._running: dict[int, Seq] = {}  # scheduling order: newest last
+        self._prefilling: dict[int, Seq] = {}
         self._decoding: dict[int, Request] = {}
-        self._finish_heap: list[tuple[int, int, int, _Seq]] = []  # (finish_step, index, version)
-        self._need = [0] * self._bs  # decoding requests needing a new block, by step % bs
+        self._finish_heap: list[tuple[int, int, int, Seq]] = []  # (finish_step, index, version)
         self._decode_kv = 0  # sum of KV lengths of decoding requests before the current step
         self._kv_tokens = 0  # tokens held in KV by all running requests
         self._step = 0  # index of the next step
+        self._step_budget = config.max_num_batched_tokens  # token_budget() of this step
+        self._alone = False  # this step: running + waiting <= 1 (vLLM's lone-request rule)
+        # async_scheduling: requests handed over since the last schedule call (schedulable
+        # from the next one), and requests that finished in the last step, still holding
+        # their seat and blocks (with their KV length) until the end of this schedule call
+        self._held: list[Seq] = []
+        self._finished: dict[int, tuple[Seq, int]] = {}
+
+    # -- hooks: override these to make a variant ---------------------------------------------
+
+    def queue_order(self) -> QueueKey | None:
+        """Order of the waiting queue, asked once at construction: a key function of a `Seq`
+        (smallest first, unique per request, evaluated when it is queued or re-queued after a
+        preemption), or None for arrival order with preempted requests first in line (FCFS)."""
+        return (lambda seq: seq.sort_key) if self.config.policy == "priority" else None
+
+    def token_budget(self) -> int:
+        """Tokens (prefill + decode) the step being formed may hold; asked once per step."""
+        return self.config.max_num_batched_tokens
+
+    def chunk_cap(self, seq: Seq) -> int:
+        """Most prefill tokens seq may get in one step (long_prefill_token_threshold, unless
+        it is alone in the scheduler and long_prefill_uncapped_when_alone)."""
+        cfg = self.config
+        if self._alone and cfg.long_prefill_uncapped_when_alone:
+            return cfg.max_num_batched_tokens
+        return cfg.long_prefill_token_threshold or cfg.max_num_batched_tokens
+
+    def admission_tokens(self, seq: Seq, budget: int) -> int:
+        """Admission check for the waiting seq, with budget tokens left in the step: the size
+        of its first chunk if it can start now (token budget, free KV blocks: for its whole
+        sequence under scheduler_reserve_full_isl, else for the first chunk), else 0."""
+        ledger = self.ledger
+        if self.config.scheduler_reserve_full_isl and not ledger.can_allocate(
+                ledger.blocks_for(seq.target)):
+            return 0
+        n = min(seq.target, self.chunk_cap(seq))
+        if n > budget:
+            # Without chunking a prompt waits for a step with room; a recompute longer than
+            # the whole budget could never fit, so it is chunked regardless.
+            if not self.config.enable_chunked_prefill and n <= self._step_budget:
+                return 0
+            n = budget
+        ledger = self.ledger
+        return n if ledger.can_allocate(ledger.blocks_for(n)) else 0
+
+    def admit(self, budget: int, chunks: list[PrefillChunk]) -> None:
+        """Admit waiting requests into the step being formed (chunks: its prefill chunks so
+        far), with budget tokens left; not called in a step that had to preempt."""
+        waiting, max_seqs = self._waiting, self.config.max_num_seqs
+        while len(waiting) and len(self._running) < max_seqs and budget > 0:
+            n = self.admission_tokens(waiting.peek(), budget)
+            if n == 0:
+                break
+            self.admit_head(n, chunks)
+            budget -= n
+
+    def preemption_victim(self, exclude: set[int]) -> Seq:
+        """The running request to preempt when blocks run out: the newest (fcfs) or the least
+        urgent (priority), skipping the workload rows in exclude (chunks already planned)."""
+        if self.config.policy == "priority" or exclude:
+            candidates = [s for s in self._running.values() if s.req.index not in exclude]
+            if self.config.policy == "priority":
+                return max(candidates, key=lambda s: s.sort_key)
+            return candidates[-1]
+        return self._running[next(reversed(self._running))]
+
+    def max_decode_repeats(self) -> int:
+        """How many identical decode steps the plan may offer (the fast-forward): until the
+        first finish or until the free blocks run out. Return 1 whenever something the
+        executor cannot see could change the next step."""
+        if self._held or self._finished:
+            return 1  # the next schedule call sees them (async_scheduling)
+        limit = self.steps_until_first_finish()
+        if limit <= 1:
+            return 1
+        return self.ledger.growth_steps(self._step, limit)
+
+    # -- helpers for hooks -------------------------------------------------------------------
+
+    @property
+    def waiting(self) -> WaitingQueue[Seq]:
+        """Requests not running, in queue_order (pop one only to admit or route it)."""
+        return self._waiting
+
+    @property
+    def running(self) -> ValuesView[Seq]:
+        """Running requests (prefilling or decoding), oldest admission first."""
+        return self._running.values()
+
+    @property
+    def current_step(self) -> int:
+        """Index of the step being formed (or next to be)."""
+        return self._step
+
+    @property
+    def num_decoding(self) -> int:
+        return len(self._decoding)
+
+    def is_decoding(self, request: Request) -> bool:
+        return request.index in self._decoding
+
+    def has_seat(self) -> bool:
+        """Fewer than max_num_seqs requests are running."""
+        return len(self._running) < self.config.max_num_seqs
+
+    def admit_head(self, num_tokens: int, chunks: list[PrefillChunk]) -> None:
+        """Move the queue's head into the running set with a first chunk of num_tokens
+        (appended to chunks), taking its blocks; the caller checked admission_tokens."""
+        seq = self._waiting.pop()
+        index = seq.req.index
+        self.ledger.allocate(index, self.ledger.blocks_for(num_tokens))
+        self._running[index] = seq
+        self._prefilling[index] = seq
+        chunks.append(PrefillChunk(seq.req, 0, num_tokens))
+
+    def return_to_queue(self, chunk: PrefillChunk) -> None:
+        """Undo admit_head of this schedule call: free the request's blocks and put it back
+        at the head of the queue (undo in reverse admission order to keep the order)."""
+        index = chunk.request.index
+        seq = self._running.pop(index)
+        del self._prefilling[index]
+        self.ledger.free(index)
+        self._waiting.push_front(seq)
+
+    def can_adopt(self, seq: Seq) -> bool:
+        """A request prefilled elsewhere (seq.computed tokens of KV ready) can join this
+        step's decodes: a seat is free and its blocks, plus the one its next token opens, fit
+        beside this step's decode growth without preempting anyone."""
+        if not self.has_seat():
+            return False
+        ledger = self.ledger
+        own = ledger.blocks_for(seq.computed) + (seq.computed % ledger.block_size == 0)
+        return own <= ledger.num_free - ledger.growth_at(self._step)
+
+    def adopt(self, seq: Seq) -> None:
+        """Start decoding a request prefilled elsewhere (after can_adopt)."""
+        index = seq.req.index
+        self.ledger.allocate(index, self.ledger.blocks_for(seq.computed))
+        self._running[index] = seq
+        self._kv_tokens += seq.computed
+        self._start_decode(seq)
+
+    def step_shape(self, chunks: list[PrefillChunk], extra_tokens: int = 0) -> StepShape:
+        """Shape of the step being formed (this step's decodes plus chunks), plus a fresh
+        prompt of extra_tokens if given."""
+        n_dec = len(self._decoding)
+        tokens = extra_tokens
+        pairs = chunk_attn_pairs(0, extra_tokens) if extra_tokens else 0
+        for _, start, n in chunks:
+            tokens += n
+            pairs += chunk_attn_pairs(start, n)
+        seqs = n_dec + len(chunks) + (1 if extra_tokens else 0)
+        return StepShape(seqs, tokens, n_dec, pairs, self._decode_kv + n_dec)
+
+    def steps_until_first_finish(self) -> int:
+        """Steps from the current one (included) until a decoding request produces its last
+        token and frees its seat and blocks; 1 if none is decoding."""
+        heap = self._finish_heap
+        while heap and heap[0][2] != heap[0][3].version:
+            heapq.heappop(heap)  # stale: preempted since it was pushed
+        return heap[0][0] - self._step + 1 if heap else 1
 
     # -- Policy interface -------------------------------------------------------------------
 
     @property
     def kv_capacity_blocks(self) -> int:
-        return self._num_blocks
+        return self.ledger.num_blocks
 
     @property
     def kv_block_size(self) -> int:
-        return self._bs
+        return self.ledger.block_size
 
     def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:
-        cfg = self.config
+        cfg, ledger = self.config, self.ledger
         if not cfg.enable_chunked_prefill and max_input_tokens > cfg.max_num_batched_tokens:
             raise ValueError(
                 f"max_num_batched_tokens ({cfg.max_num_batched_tokens}) is smaller than the "
                 f"longest prompt ({max_input_tokens}): raise it or enable chunked prefill"
             )
-        needed = blocks_for(max_total_tokens, self._bs)
-        if needed > self._num_blocks:
+        needed = ledger.blocks_for(max_total_tokens)
+        if needed > ledger.num_blocks:
             raise ValueError(
                 f"the longest request ({max_total_tokens} tokens, {needed} blocks) does not fit "
-                f"the KV cache ({self._num_blocks} blocks of {self._bs} tokens): raise "
-                "gpu_memory_utilization or reject long requests"
+                f"the KV cache ({ledger.num_blocks} blocks of {ledger.block_size} tokens): "
+                "raise gpu_memory_utilization or reject long requests"
             )
 
     def add_request(self, request: Request, now_s: float) -> str | None:
-        self._waiting.push(_Seq(request))
+        if self.config.async_scheduling:
+            self._held.append(Seq(request))  # the step being decided now was decided already
+        else:
+            self._waiting.push(Seq(request))
         return None
 
     def has_work(self) -> bool:
-        return bool(self._running) or len(self._waiting) > 0
+        return bool(self._running) or len(self._waiting) > 0 or bool(self._held)
 
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
-        step, budget = self._step, self.config.max_num_batched_tokens
+        if not self.config.async_scheduling:
+            return self._schedule_step()
+        # One step ahead: vLLM decided this step when the previous one started, before that
+        # step's arrivals (held) and before the requests finishing in it (_finished) left.
+        decision = self._schedule_step()
+        if isinstance(decision, Wait) and (self._held or self._finished):
+            # vLLM's step here is empty and takes no time: right after it, it schedules again
+            # knowing everything, as a synchronous scheduler does now.
+            self._catch_up()
+            decision = self._schedule_step()
+        self._catch_up()
+        return decision
+
+    def _catch_up(self) -> None:
+        """async_scheduling: what the next decision knows that this one did not."""
+        for seq, kv_len in self._finished.values():
+            self._release(seq, kv_len)
+        self._finished.clear()
+        for seq in self._held:
+            self._waiting.push(seq)
+        self._held.clear()
+
+    def _schedule_step(self) -> Plan | Wait:
+        step, ledger = self._step, self.ledger
+        # vLLM >= 0.31 ignores long_prefill_token_threshold for a request alone in the
+        # scheduler (running, finishing ones included, + waiting; held arrivals are unseen)
+        self._alone = len(self._running) + len(self._waiting) <= 1
+        budget = self._step_budget = self.token_budget()
         preempted: list[Request] = []
-        # 1. Decodes: one token each; blocks for those crossing a block boundary this step.
-        need = self._need[step % self._bs]
-        while need > self._free:
-            victim = self._victim()
-            if victim.req.index in self._decoding and self._needs_block(victim, step):
-                need -= 1  # the victim's own block is no longer needed
-            self._preempt(victim, step, decode_block_taken=False)
+        # 1. Decodes: one token each; blocks for those crossing a block boundary this step
+        # (preempting a decoding request also drops its own need).
+        while not ledger.take_step_growth(step):
+            victim = self.preemption_victim(set())
+            self._preempt(victim)
             preempted.append(victim.req)
-        self._free -= need
         budget -= len(self._decoding)
         # 2. Requests part-way through their prefill, in running order.
         chunks: list[PrefillChunk] = []
         for seq in list(self._prefilling.values()):
             if budget <= 0:
                 break
-            if seq.req.index not in self._prefilling:
+            index = seq.req.index
+            if index not in self._prefilling:
                 continue  # preempted while making room for an earlier one
-            n = min(seq.target - seq.computed, budget, self._chunk_cap)
-            blocks = blocks_for(seq.computed + n, self._bs) - blocks_for(seq.computed, self._bs)
-            while blocks > self._free and seq.req.index in self._running:
-                victim = self._victim(exclude={c.request.index for c in chunks})
-                self._preempt(victim, step, decode_block_taken=True)
+            n = min(seq.target - seq.computed, budget, self.chunk_cap(seq))
+            blocks = ledger.extra_blocks(seq.computed, n)
+            while blocks > ledger.num_free and index in self._running:
+                victim = self.preemption_victim({c.request.index for c in chunks})
+                self._preempt(victim)
                 preempted.append(victim.req)
-            if seq.req.index not in self._running:
+            if index not in self._running:
                 continue
-            self._free -= blocks
+            ledger.allocate(index, blocks)
             chunks.append(PrefillChunk(seq.req, seq.computed, n))
             budget -= n
         # 3. Admit waiting requests, unless this step had to preempt.
         if not preempted:
-            budget = self._admit(budget, chunks)
+            self.admit(budget, chunks)
         return self._plan(chunks, preempted)
 
     def complete(self, plan: Plan, num_steps: int) -> StepEvents:
@@ -191,17 +372,15 @@ class Continuous(Policy):
         step, last = self._step, self._step + num_steps - 1
         n_dec = len(self._decoding)
         events = StepEvents()
-        # KV after each step of the run (blocks for step 0 were taken in schedule()).
-        # Reported as held during each step, before finished requests free theirs.
-        used = self._num_blocks - self._free
+        # KV during each step of the run (blocks for step 0 were taken in schedule()),
+        # reported as held during each step, before finished requests free theirs.
         tokens0 = self._kv_tokens + plan.shape.num_prefill_tokens + n_dec
         if num_steps > 1:
-            events.kv_blocks_used = blocks = self._run_blocks(used, step, num_steps)
-            self._free -= blocks[-1] - used
+            events.kv_blocks_used = self.ledger.take_run_growth(step, num_steps)
             events.kv_tokens_used = (list(range(tokens0, tokens0 + n_dec * num_steps, n_dec))
                                      if n_dec else [tokens0] * num_steps)
         else:
-            events.kv_blocks_used = [used]
+            events.kv_blocks_used = [self.ledger.num_blocks - self.ledger.num_free]
             events.kv_tokens_used = [tokens0]
         self._kv_tokens = tokens0 + n_dec * (num_steps - 1)
         self._decode_kv += n_dec * num_steps
@@ -214,22 +393,19 @@ class Continuous(Policy):
                 continue
             assert finish_step == last, (finish_step, step, last)
             kv_len = seq.entry_len + (self._step - seq.entry_step)
-            self._release(seq, kv_len)
-            self._need[seq.residue] -= 1
             self._decode_kv -= kv_len
             del self._decoding[seq.req.index]
+            self._finish(seq, kv_len)
             events.finished.append((seq.req, num_steps - 1))
         # Prefill chunks: a chunk that completes its target samples a token.
         for chunk in plan.prefills:
             seq = self._running[chunk.request.index]
-            seq.computed += chunk.num_tokens
-            if seq.computed < seq.target:
+            if not seq.advance_prefill(chunk.num_tokens):
                 continue
             del self._prefilling[seq.req.index]
-            seq.gen += 1
             (events.resumed if seq.gen > 1 else events.first_tokens).append((seq.req, 0))
             if seq.gen >= seq.req.output_tokens:
-                self._release(seq, seq.computed)
+                self._finish(seq, seq.computed)
                 events.finished.append((seq.req, 0))
             else:
                 self._start_decode(seq)
@@ -237,127 +413,50 @@ class Continuous(Policy):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _admit(self, budget: int, chunks: list[PrefillChunk]) -> int:
-        cfg = self.config
-        while len(self._waiting) and len(self._running) < cfg.max_num_seqs and budget > 0:
-            n = self._admissible(self._waiting.peek(), budget)
-            if n == 0:
-                break
-            budget = self._admit_head(n, budget, chunks)
-        return budget
-
-    def _admissible(self, seq: _Seq, budget: int) -> int:
-        """Tokens of seq's first chunk if it can be admitted now (budget, blocks), else 0."""
-        n = min(seq.target, self._chunk_cap)
-        if n > budget:
-            # Without chunking a prompt waits for a step with room; a recompute longer than
-            # the whole budget could never fit, so it is chunked regardless.
-            cfg = self.config
-            if not cfg.enable_chunked_prefill and n <= cfg.max_num_batched_tokens:
-                return 0
-            n = budget
-        return n if blocks_for(n, self._bs) <= self._free else 0
-
-    def _admit_head(self, n: int, budget: int, chunks: list[PrefillChunk]) -> int:
-        """Move the queue's head into the running set with a first chunk of n tokens."""
-        seq = self._waiting.pop()
-        self._free -= blocks_for(n, self._bs)
-        self._running[seq.req.index] = seq
-        self._prefilling[seq.req.index] = seq
-        chunks.append(PrefillChunk(seq.req, 0, n))
-        return budget - n
-
     def _plan(self, chunks: list[PrefillChunk], preempted: list[Request]) -> Plan | Wait:
-        n_dec = len(self._decoding)
-        if not chunks and not n_dec:
-            assert not self._running, "running requests but nothing scheduled"
+        if not chunks and not self._decoding:
+            assert len(self._running) == len(self._finished), "running requests, none scheduled"
             return Wait()
-        num_prefill = pairs = 0
-        for _, start, n in chunks:
-            num_prefill += n
-            pairs += chunk_attn_pairs(start, n)
-        shape = StepShape(n_dec + len(chunks), num_prefill, n_dec, pairs, self._decode_kv + n_dec)
-        repeats = 1 if chunks or preempted else self._max_decode_repeats()
+        repeats = 1 if chunks or preempted else self.max_decode_repeats()
         return Plan(
             prefills=chunks,
             decodes=list(self._decoding.values()),
-            shape=shape,
+            shape=self.step_shape(chunks),
             max_repeats=repeats,
             preempted=preempted,
         )
 
-    def _max_decode_repeats(self) -> int:
-        """Identical decode steps from now until the first finish or until blocks run out."""
-        heap = self._finish_heap
-        while heap and heap[0][2] != heap[0][3].version:
-            heapq.heappop(heap)
-        limit = heap[0][0] - self._step + 1 if heap else 1
-        if limit <= 1:
-            return 1
-        # Step 0's blocks are taken; count how many further steps the free blocks cover.
-        per_cycle = sum(self._need)
-        free = self._free
-        if per_cycle == 0:
-            return limit
-        cycles = free // per_cycle
-        steps = 1 + cycles * self._bs
-        free -= cycles * per_cycle
-        while steps < limit:
-            need = self._need[(self._step + steps) % self._bs]
-            if need > free:
-                break
-            free -= need
-            steps += 1
-        return min(steps, limit)
-
-    def _run_blocks(self, used: int, step: int, num_steps: int) -> list[int]:
-        """Blocks held during each step of a decode run whose first step holds `used`."""
-        if num_steps > 12:
-            extra = np.cumsum(np.asarray(self._need)[(step + np.arange(1, num_steps)) % self._bs])
-            return [used, *(used + extra).tolist()]
-        out = [used]
-        need, bs, r = self._need, self._bs, (step + 1) % self._bs
-        for _ in range(num_steps - 1):
-            used += need[r]
-            out.append(used)
-            r = r + 1 if r + 1 < bs else 0
-        return out
-
-    def _start_decode(self, seq: _Seq) -> None:
+    def _start_decode(self, seq: Seq) -> None:
         seq.entry_step = self._step
         seq.entry_len = seq.computed
         seq.finish_step = seq.entry_step + seq.req.output_tokens - seq.gen - 1
-        seq.residue = (seq.entry_step - seq.entry_len) % self._bs
-        self._need[seq.residue] += 1
+        self.ledger.start_growth(seq.req.index, seq.computed, self._step)
         self._decode_kv += seq.entry_len
         self._decoding[seq.req.index] = seq.req
         heapq.heappush(self._finish_heap, (seq.finish_step, seq.req.index, seq.version, seq))
 
-    def _needs_block(self, seq: _Seq, step: int) -> bool:
-        return (step - seq.residue) % self._bs == 0
+    def _finish(self, seq: Seq, kv_len: int) -> None:
+        """seq produced its last token: it leaves now, or after the next schedule call under
+        async_scheduling (its blocks, no longer growing, are held until then)."""
+        if not self.config.async_scheduling:
+            self._release(seq, kv_len)
+            return
+        index = seq.req.index
+        self.ledger.allocate(index, self.ledger.free(index))
+        self._finished[index] = (seq, kv_len)
 
-    def _victim(self, exclude: set[int] | None = None) -> _Seq:
-        """Newest running request (fcfs) or least urgent (priority), not already chunked."""
-        if self.config.policy == "priority" or exclude:
-            candidates = [s for s in self._running.values() if not exclude or
-                          s.req.index not in exclude]
-            if self.config.policy == "priority":
-                return max(candidates, key=lambda s: s.sort_key)
-            return candidates[-1]
-        return self._running[next(reversed(self._running))]
-
-    def _preempt(self, seq: _Seq, step: int, decode_block_taken: bool) -> None:
+    def _preempt(self, seq: Seq) -> None:
         """Recompute preemption: free all of seq's blocks and queue it again, first in line.
 
-        decode_block_taken: this step's decode blocks were already allocated (seq's included).
-        """
+        A request whose last token is in flight (async_scheduling) is running to vLLM and can
+        be its victim: its blocks are freed early, and there is nothing left to recompute."""
         index = seq.req.index
+        if index in self._finished:
+            self._release(*self._finished.pop(index))
+            return
         if index in self._decoding:
-            kv_len = seq.entry_len + (step - seq.entry_step)
-            if decode_block_taken and self._needs_block(seq, step):
-                self._free += 1
-            seq.gen += step - seq.entry_step
-            self._need[seq.residue] -= 1
+            kv_len = seq.entry_len + (self._step - seq.entry_step)
+            seq.gen += self._step - seq.entry_step
             self._decode_kv -= kv_len
             del self._decoding[index]
             seq.version += 1
@@ -365,11 +464,10 @@ class Continuous(Policy):
             kv_len = seq.computed
             del self._prefilling[index]
         self._release(seq, kv_len)
-        seq.target = seq.req.input_tokens + seq.gen
-        seq.computed = 0
+        seq.restart()
         self._waiting.push_front(seq)
 
-    def _release(self, seq: _Seq, kv_len: int) -> None:
+    def _release(self, seq: Seq, kv_len: int) -> None:
         del self._running[seq.req.index]
-        self._free += blocks_for(kv_len, self._bs)
+        self.ledger.free(seq.req.index)
         self._kv_tokens -= kv_len

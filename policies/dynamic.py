@@ -83,11 +83,11 @@ class Dynamic(PaddedBatchPolicy):
         return None
 
     def has_work(self) -> bool:
-        return self._batch is not None or self._num_queued > 0
+        return self.batch is not None or self._num_queued > 0
 
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
-        if self._batch is not None:
-            return self._batch.plan()
+        if self.batch is not None:
+            return self.batch.plan()
         rejected = self._expire(now_s)
         cfg = self.config
         n = self._num_queued
@@ -105,7 +105,7 @@ class Dynamic(PaddedBatchPolicy):
             target = n
         if not target:
             return Wait(until_s=min(deadline, self._next_timeout()), rejected=rejected)
-        batch = self._start(self._ordered(target))
+        batch = self.start_batch(self._ordered(target))
         for r in batch.requests:
             self._remove(r)
         plan = batch.plan()

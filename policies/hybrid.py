@@ -23,25 +23,17 @@ The GPU side is the continuous policy (Orca / vLLM V1 semantics, same knobs). On
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from batchsim.policies.base import (
-    Device,
-    Plan,
-    PrefillChunk,
-    StepEvents,
-    StepShape,
-    Wait,
-    chunk_attn_pairs,
-)
-from batchsim.policies.continuous import Continuous, ContinuousConfig, _Seq
-from batchsim.policies.kv import MemoryFacts, blocks_for
+from batchsim.policies.base import Device, Plan, PrefillChunk, StepEvents, Wait
+from batchsim.policies.continuous import Continuous, ContinuousConfig
+from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, prefill_shape
 from batchsim.policies.registry import register
 from batchsim.policies.request import Request
+from batchsim.policies.seq import Seq
 
 AUTO = -1
 
@@ -55,6 +47,10 @@ class HybridConfig(ContinuousConfig):
     # the gain/cost rule only, 0 = never hold
     hold_max_batch: int = AUTO
     arrival_gap_weight: float = 0.2  # EWMA weight of the newest arrival gap and prompt length
+    # Off, unlike continuous: the CPU path routes requests from the waiting queue as they
+    # arrive, and a request held back one step would arrive late to both paths (the GPU side
+    # keeps continuous's other vLLM behaviours and their per-version defaults).
+    async_scheduling: bool | None = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -78,10 +74,10 @@ class Hybrid(Continuous):
         self._cpu: ExecutionPath | None = None
         self._b1 = 0  # set by bind_paths
         self._now = 0.0  # time of the schedule call in progress
-        self._cpu_queue: deque[_Seq] = deque()  # routed to the CPU, not started
+        self._cpu_queue: deque[Seq] = deque()  # routed to the CPU, not started
         self._cpu_backlog_s = 0.0  # estimated CPU time of _cpu_queue
-        self._cpu_running: _Seq | None = None
-        self._handoff: deque[_Seq] = deque()  # prefilled on the CPU, not yet decoding on the GPU
+        self._cpu_running: Seq | None = None
+        self._handoff: deque[Seq] = deque()  # prefilled on the CPU, not yet decoding on the GPU
         self._joined: list[Request] = []  # handed off in the schedule call in progress
         self._hold_until: float | None = None
         self._arrivals_done = False
@@ -155,13 +151,14 @@ class Hybrid(Continuous):
     def schedule_cpu(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
         if self._cpu_running is not None:
             return Wait()
-        if not self._cpu_queue and len(self._waiting):
+        waiting = self.waiting
+        if not self._cpu_queue and len(waiting):
             # Between GPU steps only the head is considered (FCFS), against the GPU's next step.
             gpu, _ = self._paths()
-            seq = self._waiting.peek()
+            seq = waiting.peek()
             if self._cpu_eligible(seq) and self._cpu_done_s(seq, now_s) < (
                     gpu.free_at(now_s) + gpu.prefill_latency(seq.target)):
-                self._route_to_cpu(self._waiting.pop())
+                self._route_to_cpu(waiting.pop())
         if not self._cpu_queue:
             return Wait()
         seq = self._cpu_queue.popleft()
@@ -176,7 +173,7 @@ class Hybrid(Continuous):
     def complete(self, plan: Plan, num_steps: int) -> StepEvents:
         if plan.device == "cpu":
             return self._complete_cpu(plan)
-        joined = [r for r in self._joined if r.index in self._decoding]
+        joined = [r for r in self._joined if self.is_decoding(r)]
         events = super().complete(plan, num_steps)
         # A handed-off request's first GPU token is its second: the recorder treats it as the
         # end of a gap that began with the CPU's token.
@@ -191,13 +188,12 @@ class Hybrid(Continuous):
         assert seq is not None and plan.prefills[0].request is seq.req, "unexpected CPU plan"
         self._cpu_running = None
         self.num_cpu_prefills += 1
-        seq.computed = seq.target
-        seq.gen = 1
+        seq.advance_prefill(seq.target - seq.computed)  # its first token
         events = StepEvents()
         events.first_tokens.append((seq.req, 0))
         events.finished.extend([(seq.req, 0)] if seq.req.output_tokens == 1 else [])
         # The step's KV figures: its own tokens, and the GPU blocks they will take.
-        events.kv_blocks_used = [blocks_for(seq.computed, self._bs)]
+        events.kv_blocks_used = [self.ledger.blocks_for(seq.computed)]
         events.kv_tokens_used = [seq.computed]
         if seq.req.output_tokens > 1:
             self._handoff.append(seq)
@@ -206,58 +202,52 @@ class Hybrid(Continuous):
     def _join_handoffs(self) -> None:
         """Start decoding CPU-prefilled requests on the GPU, oldest first, while their blocks
         fit without preempting anyone (this step's decodes keep the blocks they need)."""
-        bs, step = self._bs, self._step
-        while self._handoff and len(self._running) < self.config.max_num_seqs:
-            seq = self._handoff[0]
-            own = blocks_for(seq.computed, bs) + (1 if seq.computed % bs == 0 else 0)
-            if own > self._free - self._need[step % bs]:
-                break
-            self._handoff.popleft()
-            self._free -= blocks_for(seq.computed, bs)
-            self._running[seq.req.index] = seq
-            self._kv_tokens += seq.computed
-            self._start_decode(seq)
+        while self._handoff and self.can_adopt(self._handoff[0]):
+            seq = self._handoff.popleft()
+            self.adopt(seq)
             self._joined.append(seq.req)
 
-    def _cpu_eligible(self, seq: _Seq) -> bool:
+    def _cpu_eligible(self, seq: Seq) -> bool:
         """Fresh prompts up to B1 (a recompute after preemption stays on the GPU)."""
-        return seq.gen == 0 and seq.target <= self._b1
+        return seq.is_fresh and seq.target <= self._b1
 
-    def _cpu_cost_s(self, seq: _Seq) -> float:
+    def _cpu_cost_s(self, seq: Seq) -> float:
         return self._paths()[1].prefill_latency(seq.target)
 
-    def _cpu_done_s(self, seq: _Seq, now_s: float) -> float:
+    def _cpu_done_s(self, seq: Seq, now_s: float) -> float:
         """When seq's KV would be in the GPU pool if routed to the CPU now (queue + compute +
         copy)."""
         cpu = self._paths()[1]
         return cpu.free_at(now_s) + self._cpu_backlog_s + self._cpu_cost_s(seq)
 
-    def _route_to_cpu(self, seq: _Seq) -> None:
+    def _route_to_cpu(self, seq: Seq) -> None:
         self._cpu_queue.append(seq)
         self._cpu_backlog_s += self._cpu_cost_s(seq)
 
     # -- GPU admission: route, hold, admit ---------------------------------------------------
 
-    def _admit(self, budget: int, chunks: list[PrefillChunk]) -> int:
-        cfg = self.config
-        prefill_only = not self._decoding and not chunks
+    def admit(self, budget: int, chunks: list[PrefillChunk]) -> None:
+        waiting = self.waiting
+        prefill_only = not self.num_decoding and not chunks
         first = len(chunks)
-        while len(self._waiting):
-            seq = self._waiting.peek()
-            no_seat = len(self._running) >= cfg.max_num_seqs
-            n = 0 if no_seat or budget <= 0 else self._admissible(seq, budget)
+        while len(waiting):
+            seq = waiting.peek()
+            no_seat = not self.has_seat()
+            n = 0 if no_seat or budget <= 0 else self.admission_tokens(seq, budget)
             if self._cpu_eligible(seq) and self._cpu_done_s(seq, self._now) < self._gpu_done_s(
                     seq, n, chunks, no_seat):
-                self._route_to_cpu(self._waiting.pop())
+                self._route_to_cpu(waiting.pop())
                 continue
             if n == 0:
                 break
-            budget = self._admit_head(n, budget, chunks)
+            self.admit_head(n, chunks)
+            budget -= n
         if prefill_only and len(chunks) > first and self._should_hold(chunks[first:]):
-            budget = self._undo_admissions(chunks, first, budget)
-        return budget
+            for chunk in reversed(chunks[first:]):  # undo them, keeping the queue's order
+                self.return_to_queue(chunk)
+            del chunks[first:]
 
-    def _gpu_done_s(self, seq: _Seq, n: int, chunks: list[PrefillChunk], no_seat: bool) -> float:
+    def _gpu_done_s(self, seq: Seq, n: int, chunks: list[PrefillChunk], no_seat: bool) -> float:
         """When seq's first token would come from the GPU: the end of this step if it fits
         whole; else steps like this one until there is room (one step if only this step's
         token budget is short; until the first running request finishes if a seat or KV
@@ -265,33 +255,14 @@ class Hybrid(Continuous):
         may be longer, others may be first in line), so the CPU must beat an optimistic GPU."""
         gpu, _ = self._paths()
         if n == seq.target:
-            return self._now + gpu.estimate_latency(self._step_shape(chunks, n))
-        current = gpu.estimate_latency(self._step_shape(chunks)) if (
-            chunks or self._decoding) else 0.0
-        first = min(seq.target, self._chunk_cap)
+            return self._now + gpu.estimate_latency(self.step_shape(chunks, n))
+        current = gpu.estimate_latency(self.step_shape(chunks)) if (
+            chunks or self.num_decoding) else 0.0
+        first = min(seq.target, self.chunk_cap(seq))
         steps = 1
-        if no_seat or blocks_for(first, self._bs) > self._free:
-            steps = self._steps_until_first_finish()
+        if no_seat or not self.ledger.can_allocate(self.ledger.blocks_for(first)):
+            steps = self.steps_until_first_finish()
         return self._now + steps * current + gpu.prefill_latency(seq.target)
-
-    def _steps_until_first_finish(self) -> int:
-        """Steps from this one (included) until a decoding request finishes and frees its seat
-        and blocks; 1 if none is decoding."""
-        heap = self._finish_heap
-        while heap and heap[0][2] != heap[0][3].version:
-            heapq.heappop(heap)  # stale: preempted since it was pushed
-        return heap[0][0] - self._step + 1 if heap else 1
-
-    def _step_shape(self, chunks: list[PrefillChunk], extra_tokens: int = 0) -> StepShape:
-        """Shape of the step being formed, plus a fresh prompt of extra_tokens if given."""
-        n_dec = len(self._decoding)
-        tokens = extra_tokens
-        pairs = chunk_attn_pairs(0, extra_tokens)
-        for _, start, n in chunks:
-            tokens += n
-            pairs += chunk_attn_pairs(start, n)
-        seqs = n_dec + len(chunks) + (1 if extra_tokens else 0)
-        return StepShape(seqs, tokens, n_dec, pairs, self._decode_kv + n_dec)
 
     def _should_hold(self, batch: list[PrefillChunk]) -> bool:
         """Hold a prefill-only GPU batch for one more request while gain > cost.
@@ -301,15 +272,15 @@ class Hybrid(Continuous):
         finish max(G(W), g) + G(r) - g - G(W+r) sooner (gain). The oldest request never waits
         longer than the most batching can save, G(W) + G(r) - G(W+r)."""
         cfg = self.config
-        waiting = len(batch) + len(self._waiting)
+        waiting = len(batch) + len(self.waiting)
         g = self._gap_s
         if (cfg.hold_max_batch == 0 or self._arrivals_done or g <= 0.0
                 or (cfg.hold_max_batch > 0 and waiting >= cfg.hold_max_batch)):
             return False
         gpu, _ = self._paths()
         r = max(1, round(self._mean_prompt))
-        g_now = gpu.estimate_latency(self._step_shape(batch))
-        g_plus = gpu.estimate_latency(self._step_shape(batch, r))
+        g_now = gpu.estimate_latency(self.step_shape(batch))
+        g_plus = gpu.estimate_latency(self.step_shape(batch, r))
         g_alone = gpu.prefill_latency(r)
         saving = g_now + g_alone - g_plus
         oldest = min(c.request.arrival_s for c in batch)
@@ -322,25 +293,14 @@ class Hybrid(Continuous):
         self._hold_until = min(self._now + g, oldest + saving)
         return self._hold_until > self._now
 
-    def _undo_admissions(self, chunks: list[PrefillChunk], first: int, budget: int) -> int:
-        """Put the requests admitted from chunks[first:] back at the head of the queue."""
-        for chunk in reversed(chunks[first:]):
-            seq = self._running.pop(chunk.request.index)
-            del self._prefilling[chunk.request.index]
-            self._free += blocks_for(chunk.num_tokens, self._bs)
-            self._waiting.push_front(seq)
-            budget += chunk.num_tokens
-        del chunks[first:]
-        return budget
-
-    def _max_decode_repeats(self) -> int:
+    def max_decode_repeats(self) -> int:
         # One step at a time while a waiting head could go to the CPU (the routing comparison
         # is taken at every GPU step, as stepping one by one would), or while the CPU is about
         # to start work (its end is not known to the executor yet).
-        if len(self._waiting) and self._cpu_eligible(self._waiting.peek()):
+        if len(self.waiting) and self._cpu_eligible(self.waiting.peek()):
             return 1
         if self._cpu_running is None and self._cpu_queue:
             return 1
         if self._handoff:
             return 1  # a parked hand-off may fit after any step
-        return super()._max_decode_repeats()
+        return super().max_decode_repeats()

@@ -3,10 +3,10 @@
 Seed 003's interface is ``ExecutionPath { estimate_latency(batch); execute(batch) }`` with a
 scheduler over several paths. Here the two halves live on the two sides of the policy contract:
 the policy reads `estimate_latency` (a cost model, no clock) to decide where a request goes, and
-the executor owns `execute` (the simulator advances a SimPy clock, the real executor runs an
-engine). The executor also keeps `busy_until_s` current: the (estimated) end of the step or run
-of steps in flight on that path, so a policy asked mid-step can tell when the path frees up
-without reading a clock.
+the driver owns `execute` (the simulator advances a SimPy clock, the real executor runs an
+engine). The serving core (`batchsim.sim.server.Server`) keeps `busy_until_s` current: the
+(estimated) end of the step or run of steps in flight on that path, so a policy asked mid-step
+can tell when the path frees up without reading a clock. Every policy gets its paths.
 
 A CPU path's latency includes handing the KV it computed to the GPU pool (`KVTransfer`): until
 the copy is done the request cannot decode on the GPU, so that is when the path's work ends.
@@ -45,7 +45,7 @@ def prefill_shape(num_tokens: int) -> StepShape:
 
 
 class ExecutionPath:
-    """One device's step-latency estimator, plus when the executor says it is busy until."""
+    """One device's step-latency estimator, plus when the core says it is busy until."""
 
     __slots__ = ("_models", "busy_until_s", "device", "transfer")
 
@@ -72,5 +72,5 @@ class ExecutionPath:
         return self.estimate_latency(prefill_shape(num_tokens))
 
     def free_at(self, now_s: float) -> float:
-        """Earliest time this path could start a new step, as the executor last reported."""
+        """Earliest time this path could start a new step, as the core last reported."""
         return self.busy_until_s if self.busy_until_s > now_s else now_s

@@ -1,49 +1,48 @@
-"""Waiting queues: FCFS, or by priority (lower value first, then arrival order)."""
+"""Waiting queues: arrival order (FCFS), or smallest key first (priority, shortest prompt, ...)."""
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
+T = TypeVar("T")
 
-class HasRequest(Protocol):
-    @property
-    def sort_key(self) -> tuple[int, float, int]: ...
-
-
-T = TypeVar("T", bound=HasRequest)
+# Orders the waiting queue, smallest first; keys must be unique (end with a tie-breaker such
+# as the workload row) because equal keys would make the heap compare the items themselves.
+QueueKey = Callable[[Any], tuple[Any, ...]]
 
 
 class WaitingQueue(Generic[T]):
-    """FCFS deque, or a heap on (priority, arrival_s, index) when by_priority.
+    """FCFS deque when key is None, else a heap on key(item), computed when the item is pushed.
 
     Preempted requests are pushed back with push_front: first in line under FCFS (as vLLM
-    does), and at their own priority under priority scheduling.
+    does), and at their own key (computed anew) in a keyed queue.
     """
 
-    def __init__(self, by_priority: bool) -> None:
-        self.by_priority = by_priority
+    def __init__(self, key: QueueKey | None = None) -> None:
+        self.key = key
         self._fifo: deque[T] = deque()
-        self._heap: list[tuple[tuple[int, float, int], T]] = []
+        self._heap: list[tuple[tuple[Any, ...], T]] = []
 
     def __len__(self) -> int:
-        return len(self._heap) if self.by_priority else len(self._fifo)
+        return len(self._fifo) if self.key is None else len(self._heap)
 
     def push(self, item: T) -> None:
-        if self.by_priority:
-            heapq.heappush(self._heap, (item.sort_key, item))
-        else:
+        if self.key is None:
             self._fifo.append(item)
+        else:
+            heapq.heappush(self._heap, (self.key(item), item))
 
     def push_front(self, item: T) -> None:
-        if self.by_priority:
-            heapq.heappush(self._heap, (item.sort_key, item))
-        else:
+        if self.key is None:
             self._fifo.appendleft(item)
+        else:
+            heapq.heappush(self._heap, (self.key(item), item))
 
     def peek(self) -> T:
-        return self._heap[0][1] if self.by_priority else self._fifo[0]
+        return self._fifo[0] if self.key is None else self._heap[0][1]
 
     def pop(self) -> T:
-        return heapq.heappop(self._heap)[1] if self.by_priority else self._fifo.popleft()
+        return self._fifo.popleft() if self.key is None else heapq.heappop(self._heap)[1]

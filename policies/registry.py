@@ -1,14 +1,20 @@
-"""Policy registry: a new policy is one file that registers itself here."""
+"""Policy registry: a policy registers itself here with @register(name, Config).
+
+A leaf: it imports no policy. The package (policies/__init__.py) imports every policy module,
+so importing anything from batchsim.policies fills the registry; a new policy is one file in
+policies/ plus its import line there (docs/POLICIES.md).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from batchsim.policies.base import Policy
+from batchsim.sim.checks import check_knobs
 from batchsim.sim.errors import UsageError
 
 P = TypeVar("P", bound=type[Policy])
@@ -30,30 +36,35 @@ def register(name: str, config_class: type) -> Callable[[P], P]:
 
 
 def available() -> list[str]:
-    _load_builtin()
+    """Names of the registered policies, sorted (the CLI's --policy choices)."""
     return sorted(_REGISTRY)
 
 
 def get_policy(name: str) -> type[Policy]:
-    _load_builtin()
     if name not in _REGISTRY:
         raise UsageError(f"unknown policy {name!r}; choose one of: {', '.join(available())}")
     return _REGISTRY[name]
 
 
-def make_config(name: str, overrides: dict[str, str | Any]) -> Any:
-    """Build a policy's config from knob=value overrides (strings are parsed by field type)."""
+def make_config(name: str, overrides: dict[str, str | Any],
+                defaults: Mapping[str, str | Any] | None = None) -> Any:
+    """Build a policy's config from knob=value overrides (strings are parsed by field type).
+
+    defaults: values for knobs the overrides leave unset, applied only to policies that have
+    the knob (e.g. a profile's vLLM version for `vllm_version`)."""
     config_class = get_policy(name).config_class
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
     kwargs: dict[str, Any] = {}
-    for knob, raw in overrides.items():
+    implied = {k: v for k, v in (defaults or {}).items() if k in fields and k not in overrides}
+    for knob, raw in {**implied, **overrides}.items():
         if knob not in fields:
             raise UsageError(
                 f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
             )
         kwargs[knob] = (parse_value(knob, raw, hints[knob]) if isinstance(raw, str)
                         else check_value(knob, raw, hints[knob]))
+    check_knobs(name, kwargs)  # finite, and within what a real server accepts
     return config_class(**kwargs)
 
 
@@ -119,7 +130,11 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
                 return raw
             continue
         if origin is tuple:
-            return tuple(int(x) for x in raw.split(",") if x)
+            try:
+                return tuple(int(x) for x in raw.split(",") if x)
+            except ValueError:
+                raise UsageError(f"knob {knob}: cannot read {raw!r} as a list of integers "
+                                 "(e.g. 4,8)") from None
         if option is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -132,10 +147,3 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
             continue
     raise UsageError(f"knob {knob}: cannot read {raw!r} as {hint}")
 
-
-def _load_builtin() -> None:
-    # Importing the modules runs their @register decorators.
-    import batchsim.policies.continuous
-    import batchsim.policies.dynamic
-    import batchsim.policies.hybrid
-    import batchsim.policies.static  # noqa: F401

@@ -37,6 +37,11 @@ class PaddedBatchPolicy(Policy):
         self._batch: PaddedBatch | None = None
 
     @property
+    def batch(self) -> PaddedBatch | None:
+        """The batch running now, if any (nobody joins it)."""
+        return self._batch
+
+    @property
     def kv_capacity_blocks(self) -> int:
         return self._capacity_tokens // BLOCK_SIZE
 
@@ -59,7 +64,8 @@ class PaddedBatchPolicy(Policy):
             self._batch = None
         return events
 
-    def _start(self, candidates: list[Request]) -> PaddedBatch:
+    def start_batch(self, candidates: list[Request]) -> PaddedBatch:
+        """Start a batch of the longest prefix of candidates whose reservation fits."""
         requests = take_fitting(candidates, self._capacity_tokens)
         assert requests, f"request {candidates[0].index} does not fit; check_workload missed it"
         self._batch = PaddedBatch(requests, BLOCK_SIZE)
@@ -93,7 +99,7 @@ class Static(PaddedBatchPolicy):
         if not (full or timed_out or arrivals_done):
             return Wait(until_s=deadline if cfg.max_queue_delay_ms > 0 else None)
         candidates = [self._waiting[i] for i in range(min(cfg.max_batch_size, len(self._waiting)))]
-        batch = self._start(candidates)
+        batch = self.start_batch(candidates)
         for _ in batch.requests:
             self._waiting.popleft()
         return batch.plan()

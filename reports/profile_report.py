@@ -10,7 +10,6 @@ CV table (empty) and memory facts are shown, under the analytic warning.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from batchsim.policies.base import StepShape
 from batchsim.reports import figures
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
+from batchsim.sim.outputs import read_json
 from batchsim.sim.profile import Profile, load_profile
 from batchsim.sim.shipped import is_shipped, resolve
 
@@ -169,7 +169,7 @@ def write_profile_report(path: Path, out: Path | None = None) -> Path:
     """Report of a profile file; default output: `default_report_path(path)`."""
     path = resolve(Path(path), "profiles")
     profile = load_profile(path)
-    doc = json.loads(path.read_text())
+    doc = read_json(path)
     out = out or default_report_path(path)
     warnings = [ANALYTIC_WARNING] if profile.source == "analytic" else []
     subtitle = (f"{profile.model.get('name')} · {profile.fingerprint.get('device')} · "

@@ -9,7 +9,6 @@ quantiles in `itl_cdf.csv` (a few KB) when the run is written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ import pandas as pd
 
 from batchsim.reports import figures
 from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.reports.itl_cdf import ITL_FILE, write_itl_cdf
 from batchsim.reports.series import (
     MAX_POINTS,
     bin_edges,
@@ -27,17 +27,20 @@ from batchsim.reports.series import (
     token_rate,
     waiting_count,
 )
+from batchsim.sim.outputs import read_json, read_table
 
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
 
-ITL_FILE = "itl_cdf.csv"
 REPORT_FILE = "report.html"
 LATENCIES = (("ttft", "TTFT"), ("tpot", "TPOT"), ("itl", "ITL"), ("e2el", "E2EL"),
              ("queue", "Queue"))
-ANALYTIC_WARNING = ("Profile source: analytic. These step costs are a roofline estimate with "
-                    "assumed efficiencies, not a measurement: compare policies with them, but "
-                    "profile your hardware (`batchsim profile`) before trusting absolute numbers.")
+ANALYTIC_WARNING = ("Profile source: analytic. These step costs are computed from FLOPs, bytes and "
+                    "the GPU's published peaks with kernel efficiencies calibrated on public "
+                    "measurements, not measured on this GPU: per-step error 5-13% where GEMMs "
+                    "dominate, 22-34% for attention-heavy steps of a GPU left out of the "
+                    "calibration (docs/ANALYTIC.md). Compare policies with it; profile your "
+                    "hardware (`batchsim profile`) before trusting absolute numbers.")
 
 
 @dataclass
@@ -60,14 +63,14 @@ def load_run(run_dir: Path) -> RunData:
             raise ValueError(f"{run_dir} is not a run folder: it has no {name}")
     itl = None
     if (run_dir / ITL_FILE).is_file():
-        df = pd.read_csv(run_dir / ITL_FILE)
+        df = read_table(run_dir / ITL_FILE)
         itl = (df["itl_ms"].to_numpy(), df["probability"].to_numpy())
     return RunData(
         name=run_dir.name,
-        config=json.loads((run_dir / "config.json").read_text()),
-        metrics=json.loads((run_dir / "metrics.json").read_text()),
-        requests=pd.read_csv(run_dir / "requests.csv"),
-        steps=pd.read_csv(run_dir / "steps.csv"),
+        config=read_json(run_dir / "config.json"),
+        metrics=read_json(run_dir / "metrics.json"),
+        requests=read_table(run_dir / "requests.csv"),
+        steps=read_table(run_dir / "steps.csv"),
         itl_cdf=itl,
     )
 
@@ -224,11 +227,7 @@ def write_into_run(tmp_dir: Path, output: RunOutput) -> None:
     Uses the in-memory tables (reading 200k rows back would double the cost); they hold the same
     values as the CSVs, so `batchsim report RUN_DIR` later rebuilds the same page.
     """
-    values_s, weights = output.recorder.itl_samples()
-    x, p = quantile_cdf(values_s * 1e3, weights)
-    pd.DataFrame({"probability": p, "itl_ms": x}).to_csv(tmp_dir / ITL_FILE, index=False,
-                                                         float_format="%.6f")
-    # write_run's temporary folder is named ".<out name>.<random>"
-    name = tmp_dir.name[1:].rsplit(".", 1)[0] or tmp_dir.name
+    x, p = write_itl_cdf(tmp_dir, output)
+    name = tmp_dir.name  # sim.atomic builds the folder under the run folder's own name
     run = RunData(name, output.config, output.metrics, output.requests, output.steps, (x, p))
     render_run_report(run, tmp_dir / REPORT_FILE)

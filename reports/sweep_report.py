@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from batchsim.reports import figures
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
+from batchsim.sim.outputs import read_json, read_table
 from batchsim.sim.sweep.analysis import SLO_TARGET, max_rate_under_slo, pareto_mask, recommendation
 
 # y-axis choices of the trade-off figure (first = shown on opening)
@@ -142,8 +143,8 @@ def write_sweep_report(sweep_dir: Path, out: Path | None = None) -> Path:
     sweep_dir = Path(sweep_dir)
     if not (sweep_dir / "sweep.csv").is_file():
         raise ValueError(f"{sweep_dir} is not a sweep folder: it has no sweep.csv")
-    table_df = pd.read_csv(sweep_dir / "sweep.csv")
-    meta = json.loads((sweep_dir / "sweep.json").read_text())
+    table_df = read_table(sweep_dir / "sweep.csv")
+    meta = read_json(sweep_dir / "sweep.json")
     return render_sweep_report(table_df, meta, out or sweep_dir / "report.html")
 
 

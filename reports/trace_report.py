@@ -37,11 +37,21 @@ def rate_figure(arrival_s: np.ndarray) -> go.Figure:
 
 def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = True) -> go.Figure:
     """A histogram drawn as bars; log-spaced bins for heavy-tailed values (zeros get their own)."""
+    if len(values) == 0:  # e.g. the gaps of a one-request trace
+        fig = go.Figure()
+        fig.update_layout(title=f"{title} (none)", xaxis_title=axis, yaxis_title="requests")
+        return fig
     positive = values[values > 0]
-    if log_x and len(positive) and positive.max() > positive.min():
+    # values equal up to rounding (gaps of 0.1 s come out 1 ulp apart) get linear bins; the
+    # width floor keeps edges distinct at any magnitude, as np.histogram requires
+    if log_x and len(positive) and positive.max() > positive.min() * (1 + 1e-6):
         edges = np.geomspace(positive.min(), positive.max(), _NUM_BINS + 1)
     else:
-        edges = np.linspace(values.min(), max(values.max(), values.min() + 1), _NUM_BINS + 1)
+        low = float(values.min())
+        high = max(float(values.max()), low + max(1.0, abs(low) * 1e-6))
+        edges = np.linspace(low, high, _NUM_BINS + 1)
+        log_x = False
+    edges = np.unique(edges)
     counts, edges = np.histogram(positive if log_x else values, bins=edges)
     fig = go.Figure(go.Bar(x=np.sqrt(edges[:-1] * edges[1:]) if log_x else edges[:-1],
                            y=counts, name=axis))

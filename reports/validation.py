@@ -8,7 +8,6 @@ model judged step by step on the steps that really ran.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from batchsim.reports.html import Section, cards, table, write_report
+from batchsim.sim.outputs import read_json, read_table
 from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS
 
 _REAL, _SIM = "#1f77b4", "#ff7f0e"
@@ -30,7 +30,7 @@ _HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean"
 def write_validation_report(run_dir: Path, out: Path) -> Path:
     """Render run_dir's validation.json (+ per-point CSVs) to the HTML file `out`."""
     run_dir = Path(run_dir)
-    doc = json.loads((run_dir / "validation.json").read_text())
+    doc = read_json(run_dir / "validation.json")
     sections = [
         _summary(doc),
         Section("Real vs simulated across load levels", [_headline_figure(doc)]),
@@ -123,7 +123,7 @@ def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
 
 def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
     path = run_dir / point["folder"] / side / name
-    return pd.read_csv(path) if path.exists() else None
+    return read_table(path) if path.exists() else None
 
 
 def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:

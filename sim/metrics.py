@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.checks import MAX_SLO_MS, number
 from batchsim.sim.recorder import Recorder
 
 STATS = ("mean", "median", "p90", "p95", "p99")
@@ -32,8 +33,7 @@ def parse_goodput(items: list[str]) -> dict[str, float]:
             slo[f"{name}_ms"] = float(value)
         except ValueError:
             raise ValueError(f"--goodput {item!r}: {value!r} is not a number of ms") from None
-        if slo[f"{name}_ms"] <= 0:
-            raise ValueError(f"--goodput {item!r}: the SLO must be positive")
+        number(f"--goodput {name}", slo[f"{name}_ms"], 0, MAX_SLO_MS, low_open=True)
     return slo
 
 
@@ -128,7 +128,7 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
                                if len(steps_df) else 0.0),
         "preemptions": int(requests_df["preemptions"].sum()),
     })
-    if recorder.cpu_path:
+    if recorder.prefill_paths:
         metrics.update(_path_metrics(requests_df, cpu_busy or 0.0, duration))
     if goodput:
         good = np.ones(len(done), dtype=bool)

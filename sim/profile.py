@@ -40,9 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchsim.policies.base import Device
+from batchsim.policies.base import Device, Phase, StepShape
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.paths import ExecutionPath, KVTransfer
+from batchsim.sim.checks import integer, number
 from batchsim.sim.cost_model import REQUIRED_MODELS, CostModel, phase_key
 from batchsim.sim.errors import UsageError
 from batchsim.sim.grid_cost_model import GridCostModel
@@ -56,8 +57,8 @@ SOURCES = ("measured", "analytic", "imported")
 SCHEMA = "batchsim.profile"
 SCHEMA_VERSION = 1
 
-# The default profile (sim.shipped.default_profile): the analytic H100 roofline of qwen2.5-0.5b,
-# until a measured one lands.
+# The default profile (sim.shipped.default_profile): the calibrated analytic qwen2.5-0.5b on
+# an H100 under vLLM (docs/ANALYTIC.md).
 
 
 class ProfileError(UsageError):
@@ -83,6 +84,21 @@ class Profile:
     @property
     def max_model_len(self) -> int:
         return int(self.model["max_model_len"])
+
+    @property
+    def vllm_version(self) -> str | None:
+        """The vLLM release the profile's step times were measured with, when it says (an
+        imported profile's `fingerprint.imported.vllm_version`, or `fingerprint.vllm_version`):
+        the continuous policy then takes that release's scheduling defaults."""
+        imported = self.fingerprint.get("imported")
+        found = self.fingerprint.get("vllm_version") or (
+            imported.get("vllm_version") if isinstance(imported, dict) else None)
+        return str(found) if found else None
+
+    def policy_defaults(self) -> dict[str, str]:
+        """Knob values this profile implies for policies that have the knob (under --set)."""
+        version = self.vllm_version
+        return {"vllm_version": version} if version else {}
 
     def cost_model(self, layout: str, phase: str, device: str = "gpu") -> StepCostModel:
         # Called once per simulated step: cache by the (layout, phase, device) tuple.
@@ -116,11 +132,11 @@ def load_profile(path: str | Path | None = None) -> Profile:
         raise ProfileError(f"{file}: cannot read profile: {e.strerror}") from None
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ProfileError(f"{file}: not a valid profile (corrupted JSON: {e})") from None
     try:
         return _parse(str(file), data, hashlib.sha256(raw).hexdigest()[:12])
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
         if isinstance(e, ProfileError):
             raise
         detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
@@ -145,34 +161,44 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
     source = data["source"]
     if source not in SOURCES:
         raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
-    mem = data["memory"]
+    mem = _section(data, "memory")
     memory = MemoryFacts(
-        total_bytes=int(mem["total_bytes"]),
-        weight_bytes=int(mem["weight_bytes"]),
-        kv_bytes_per_token=int(mem["kv_bytes_per_token"]),
-        activation_reserve_bytes=int(mem.get("activation_reserve_bytes", 0)),
+        total_bytes=_whole(mem, "memory", "total_bytes", 1, _MAX_BYTES),
+        weight_bytes=_whole(mem, "memory", "weight_bytes", 0, _MAX_BYTES),
+        kv_bytes_per_token=_whole(mem, "memory", "kv_bytes_per_token", 1, 2**40),
+        activation_reserve_bytes=_whole(mem, "memory", "activation_reserve_bytes", 0,
+                                        _MAX_BYTES, default=0),
     )
-    if memory.kv_bytes_per_token <= 0 or memory.total_bytes <= 0:
-        raise ValueError("memory.total_bytes and memory.kv_bytes_per_token must be positive")
     models: dict[str, StepCostModel] = {}
     cv: dict[str, dict[str, Any]] = {}
-    for key, entry in data["cost_models"].items():
+    for key, entry in _section(data, "cost_models").items():
         try:
+            if not isinstance(entry, Mapping):
+                raise ValueError(f"must be an object, got {type(entry).__name__}")
             kind = entry.get("kind", "linear")
             if kind not in ("linear", "grid"):
                 raise ValueError(f"unknown kind {kind!r}; known: linear, grid")
             models[key] = (GridCostModel.from_json(entry) if kind == "grid"
                            else CostModel.from_json(entry))
+            _check_costs(key, models[key])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"cost model {key!r}: {e}") from None
-        cv[key] = dict(entry.get("cv") or {})
+        cv_entry = entry.get("cv")
+        cv[key] = dict(cv_entry) if isinstance(cv_entry, Mapping) else {}
     missing = [k for k in REQUIRED_MODELS if k not in models]
     if missing:
         raise ValueError(f"cost_models lacks {missing}")
-    model = dict(data["model"])
-    if int(model["max_model_len"]) <= 0:
-        raise ValueError("model.max_model_len must be positive")
+    model = dict(_section(data, "model"))
+    model["max_model_len"] = _whole(model, "model", "max_model_len", 1, _MAX_CONTEXT)
     kv_copy = data.get("kv_copy")
+    if kv_copy:
+        copy = _section(data, "kv_copy")
+        number("kv_copy.bytes_per_s", copy.get("bytes_per_s"), 0, 1e15, low_open=True)
+        number("kv_copy.latency_s", copy.get("latency_s", 0.0), 0, 1e3)
+    for name in ("fingerprint", "points"):
+        if data.get(name) is not None and not isinstance(data[name], dict if name ==
+                                                         "fingerprint" else list):
+            raise ValueError(f"{name} must be an {'object' if name == 'fingerprint' else 'list'}")
     return Profile(
         path=path,
         source=source,
@@ -187,12 +213,49 @@ def _parse(path: str, data: Any, digest: str) -> Profile:
     )
 
 
+_MAX_BYTES = 2**50  # 1 PiB: more device memory than any accelerator has
+_MAX_CONTEXT = 2**30  # tokens of context: beyond any model
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data[name]
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{name} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _whole(section: Mapping[str, Any], where: str, key: str, low: int, high: int,
+           default: int | None = None) -> int:
+    """A whole number from [low, high] (an integral float such as 1e9 is accepted)."""
+    if key not in section and default is not None:
+        return default
+    value = section[key]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    try:
+        return integer(f"{where}.{key}", value, low, high)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+
+
+def _check_costs(key: str, model: StepCostModel) -> None:
+    """A step must cost time: a model that prices the smallest step of its kind at zero (or
+    less) would let the simulated clock stand still."""
+    phase = key.rsplit(".", 1)[-1]
+    smallest = {"prefill": StepShape(1, 1, 0, 1, 0), "decode": StepShape(1, 0, 1, 0, 1),
+                "mixed": StepShape(2, 1, 1, 1, 1)}.get(phase)
+    if smallest is not None and not model.predict(smallest) > 0:
+        raise ValueError("prices the smallest step at 0 s: every step must cost time (a "
+                         "positive constant or per-token coefficient)")
+
+
 # -- the hybrid policy's two paths -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class CpuPath:
-    """The CPU path of a hybrid run: its prefill cost model, the CPU->GPU KV copy, provenance."""
+class CpuCostModel:
+    """What the CPU path of a hybrid run costs: its prefill cost model, the CPU->GPU KV copy,
+    and where each came from."""
 
     prefill: StepCostModel
     kv_copy_bytes_per_s: float
@@ -200,8 +263,9 @@ class CpuPath:
     source: dict[str, Any]  # where each part came from, for the run's config.json
 
 
-def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
-             kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0) -> CpuPath:
+def cpu_cost_model(profile: Profile, cpu_profile: Profile | None = None,
+                   kv_copy_gbps: float | None = None, kv_copy_latency_us: float = 0.0
+                   ) -> CpuCostModel:
     """Compose the CPU path: the prefill model from `cpu_profile`'s packed.prefill (a CPU
     profile of the same model, standing in when the main profile was not measured on CUDA) or
     from the profile's own cpu.packed.prefill; the KV copy measured in the profile (`kv_copy`)
@@ -236,16 +300,20 @@ def cpu_path(profile: Profile, cpu_profile: Profile | None = None,
         raise ValueError(
             f"{profile.path} has no measured CPU->GPU KV copy (kv_copy): give --kv-copy-gbps "
             "GB/s, which the run records as an assumption")
-    return CpuPath(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
-                                           "kv_copy_bytes_per_s": bps,
-                                           "kv_copy_latency_s": latency})
+    return CpuCostModel(prefill, bps, latency, {"prefill": prefill_from, "kv_copy": copy_from,
+                                                "kv_copy_bytes_per_s": bps,
+                                                "kv_copy_latency_s": latency})
 
 
-def execution_paths(profile: Profile, cpu: CpuPath | None) -> dict[Device, ExecutionPath]:
-    """The GPU path (packed cost models) and, if given, the CPU path (prefill + KV copy into
-    the GPU pool, at the GPU profile's KV bytes per token)."""
+def execution_paths(profile: Profile, cpu: CpuCostModel | None = None
+                    ) -> dict[Device, ExecutionPath]:
+    """The GPU path (the profile's packed cost models) and, if given, the CPU path (prefill + KV
+    copy into the GPU pool, at the GPU profile's KV bytes per token). Every policy gets its
+    paths; one with a CPU path needs all three packed models, others get those there are."""
+    phases: list[Phase] = [p for p in ("prefill", "decode", "mixed")
+              if cpu is not None or phase_key("packed", p, "gpu") in profile.cost_models]
     gpu = ExecutionPath("gpu", {phase: profile.cost_model("packed", phase).predict
-                                for phase in ("prefill", "decode", "mixed")})
+                                for phase in phases})
     paths: dict[Device, ExecutionPath] = {"gpu": gpu}
     if cpu is not None:
         transfer = KVTransfer(profile.memory.kv_bytes_per_token, cpu.kv_copy_bytes_per_s,

@@ -34,9 +34,11 @@ _DEVICE_CODE = {name: code for code, name in enumerate(DEVICES)}
 
 
 class Recorder:
-    def __init__(self, num_requests: int, cpu_path: bool = False) -> None:
-        n = num_requests
-        self.cpu_path = cpu_path
+    def __init__(self, num_requests: int, prefill_paths: bool = False) -> None:
+        """prefill_paths: the policy has a CPU path, so record which path prefilled each
+        request (the `prefill_path` column and the per-path metrics)."""
+        n = self.num_requests = num_requests
+        self.prefill_paths = prefill_paths
         # CPU steps (start_s, duration_s, num_seqs, prefill_tokens, kv_blocks, kv_tokens) and
         # the requests whose first token a CPU step produced (one token each).
         self.cpu_steps: list[tuple[float, float, int, int, int, int]] = []
@@ -62,6 +64,16 @@ class Recorder:
         self._kv_tokens: list[int] = []
         self.num_steps = 0
         self._last_end_s = 0.0
+
+    def add_requests(self, num: int) -> None:
+        """Room for num more requests (a server whose requests are not known in advance)."""
+        nan = float("nan")
+        self.first_sched_s += [nan] * num
+        self.first_token_s += [nan] * num
+        self.finish_s += [nan] * num
+        self.seg_start += [-1] * num
+        self.num_preemptions += [0] * num
+        self.num_requests += num
 
     def reject(self, request: Request, reason: str, now_s: float) -> None:
         self.reject_reason[request.index] = reason
@@ -226,7 +238,7 @@ class Recorder:
             "finish_s": finish,
             "preemptions": np.asarray(self.num_preemptions, dtype=np.int64),
         })
-        if self.cpu_path:
+        if self.prefill_paths:
             # where the request's (first) prefill ran; empty if it never ran
             path = np.where(np.isfinite(first_sched), "gpu", "").astype(object)
             path[self.cpu_tokens] = "cpu"

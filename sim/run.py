@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,14 @@ import pandas as pd
 
 from batchsim.policies.base import Policy
 from batchsim.policies.registry import get_policy, make_config
+from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_SLO_MS, MAX_TIME_SCALE, number
+from batchsim.sim.csv_table import write_csv
 from batchsim.sim.jitter import StepJitter
 from batchsim.sim.metrics import summarize
-from batchsim.sim.profile import CpuPath, Profile, cpu_path, load_profile
+from batchsim.sim.outputs import check_output, json_safe
+from batchsim.sim.profile import CpuCostModel, Profile, cpu_cost_model, load_profile
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.simulator import Simulator
 from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
@@ -49,6 +53,15 @@ class RunSpec:
     kv_copy_latency_us: float = 0.0  # hybrid: assumed fixed cost per KV hand-off
     step_jitter: bool = False  # draw GPU step-time noise from the profile's repeats (sim.jitter)
 
+    def __post_init__(self) -> None:
+        # finite and bounded where they enter (sim.checks); NaN would pass `x <= 0` tests
+        number("--time-scale", self.time_scale, 0, MAX_TIME_SCALE, low_open=True)
+        if self.kv_copy_gbps is not None:
+            number("--kv-copy-gbps", self.kv_copy_gbps, 0, 1e6, low_open=True)
+        number("--kv-copy-latency-us", self.kv_copy_latency_us, 0, 1e9)
+        for key, value in (self.goodput or {}).items():
+            number(f"--goodput {key}", value, 0, MAX_SLO_MS, low_open=True)
+
 
 @dataclass
 class Prepared:
@@ -57,7 +70,7 @@ class Prepared:
     policy: Policy
     workload: Workload
     too_long: set[int]
-    cpu: CpuPath | None = None  # the CPU path, for policies that have one
+    cpu_costs: CpuCostModel | None = None  # the CPU path's costs, for policies with one
 
 
 @dataclass
@@ -72,7 +85,7 @@ class RunOutput:
 def prepare(spec: RunSpec) -> Prepared:
     """Load and check every input; raise ValueError/KeyError with a one-line message."""
     policy_class = get_policy(spec.policy)
-    config = make_config(spec.policy, dict(spec.knobs))
+    make_config(policy_class.name, dict(spec.knobs))  # knob errors before file ones
     profile = load_profile(spec.profile)
     check_jitter(spec, profile)
     if spec.trace is not None:
@@ -82,6 +95,20 @@ def prepare(spec: RunSpec) -> Prepared:
     else:
         rng = np.random.default_rng(spec.seed)
         workload = synthesize(spec.synthetic or SyntheticSpec(), rng)
+    return prepare_workload(spec, profile, workload)
+
+
+def prepare_workload(spec: RunSpec, profile: Profile, workload: Workload) -> Prepared:
+    """A fresh policy for `workload`, checked against the model's context and the policy's
+    limits (the one place a run is prepared; `prepare` loads the inputs first)."""
+    policy_class = get_policy(spec.policy)
+    # the profile's own defaults (e.g. the vLLM version it was measured with) under --set
+    config = make_config(policy_class.name, dict(spec.knobs), profile.policy_defaults())
+    check_jitter(spec, profile)
+    if len(workload) and float(workload.arrival_s[-1]) > MAX_ARRIVAL_S:
+        raise WorkloadError(f"{workload.where(len(workload) - 1)}: arrival at "
+                            f"{float(workload.arrival_s[-1]):.3g} s is beyond {MAX_ARRIVAL_S:g} s "
+                            "(about 31 years): lower --time-scale or raise --request-rate")
     policy = policy_class(config, profile.memory, profile.max_model_len)
     total = workload.input_tokens + workload.output_tokens
     over = np.flatnonzero(total > profile.max_model_len)
@@ -96,7 +123,7 @@ def prepare(spec: RunSpec) -> Prepared:
     if keep.any():
         policy.check_workload(int(workload.input_tokens[keep].max()), int(total[keep].max()))
     return Prepared(spec, profile, policy, workload, set(over.tolist()),
-                    resolve_cpu_path(spec, profile, policy))
+                    resolve_cpu_costs(spec, profile, policy))
 
 
 def check_jitter(spec: RunSpec, profile: Profile) -> None:
@@ -111,15 +138,16 @@ def make_jitter(prep: Prepared, seed_offset: int = 0) -> StepJitter | None:
     return StepJitter(prep.profile.jitter_ratios, prep.spec.seed + seed_offset)
 
 
-def resolve_cpu_path(spec: RunSpec, profile: Profile, policy: Policy) -> CpuPath | None:
-    """The CPU path of a policy that has one; CPU options for any other policy are an error."""
+def resolve_cpu_costs(spec: RunSpec, profile: Profile, policy: Policy) -> CpuCostModel | None:
+    """The CPU path's costs for a policy that has one; CPU options for any other policy are an
+    error."""
     if "cpu" not in policy.paths:
         if spec.cpu_profile is not None or spec.kv_copy_gbps is not None:
             raise ValueError(f"--cpu-profile and --kv-copy-gbps apply to policies with a CPU "
                              f"path (hybrid), not {spec.policy!r}")
         return None
     cpu_profile = load_profile(spec.cpu_profile) if spec.cpu_profile is not None else None
-    return cpu_path(profile, cpu_profile, spec.kv_copy_gbps, spec.kv_copy_latency_us)
+    return cpu_cost_model(profile, cpu_profile, spec.kv_copy_gbps, spec.kv_copy_latency_us)
 
 
 def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
@@ -127,15 +155,14 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     """jitter_seed_offset: another draw of the step-time jitter (replicas of one point)."""
     jitter = make_jitter(prep, jitter_seed_offset)
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
-                    fast_forward=fast_forward, progress=progress, cpu=prep.cpu, jitter=jitter)
+                    fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
+                    jitter=jitter)
     result = sim.run()
-    requests = result.recorder.requests_table(result.requests)
-    steps = result.recorder.steps_table()
-    metrics = summarize(result.recorder, requests, steps, prep.policy.kv_capacity_blocks,
-                        prep.profile.source, prep.spec.goodput)
+    requests, steps, metrics = outputs(result.recorder, result.requests, prep.policy,
+                                       prep.profile.source, prep.spec.goodput)
     config = resolved_config(prep)
-    if prep.cpu is not None:
-        config["cpu_path"] = prep.cpu.source
+    if prep.cpu_costs is not None:
+        config["cpu_path"] = prep.cpu_costs.source
     if jitter is not None:
         config["step_jitter"] = {"seed": prep.spec.seed + jitter_seed_offset,
                                  "repeat_ratios": jitter.summary()}
@@ -143,6 +170,18 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     if derived:
         config["derived_knobs"] = derived
     return RunOutput(config, metrics, requests, steps, result.recorder)
+
+
+def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,
+            profile_source: str, goodput: Mapping[str, float] | None = None
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(requests table, steps table, summary metrics) of a recorded run: the one way a
+    recorder becomes outputs, simulated or real."""
+    requests_df = recorder.requests_table(requests)
+    steps_df = recorder.steps_table()
+    metrics = summarize(recorder, requests_df, steps_df, policy.kv_capacity_blocks,
+                        profile_source, goodput)
+    return requests_df, steps_df, metrics
 
 
 def resolved_config(prep: Prepared) -> dict[str, Any]:
@@ -167,21 +206,23 @@ def resolved_config(prep: Prepared) -> dict[str, Any]:
     }
 
 
+RUN_FILES = ("metrics.json", "config.json")  # what an existing run folder holds
+
+
 def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise ValueError(f"{out} already exists: choose another --out or pass --force")
-    if not out.parent.exists():
-        out.parent.mkdir(parents=True)
+    """Before the work: `out` may hold a new run folder (sim.outputs: where, --force, kind)."""
+    check_output(out, force, "folder", RUN_FILES)
 
 
 def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
               writers: tuple[Callable[[Path, RunOutput], None], ...] = ()) -> None:
     """Write config.json, metrics.json, requests.csv, steps.csv (+ writers' files) atomically."""
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "folder", RUN_FILES) as tmp:
         config = {**run.config, **(extra or {})}
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / "metrics.json").write_text(json.dumps(run.metrics, indent=2) + "\n")
-        run.requests.to_csv(tmp / "requests.csv", index=False, float_format="%.6f")
-        run.steps.to_csv(tmp / "steps.csv", index=False, float_format="%.6f")
+        for name, doc in (("config.json", config), ("metrics.json", run.metrics)):
+            text = json.dumps(json_safe(doc), indent=2, allow_nan=False)  # strict JSON
+            (tmp / name).write_text(text + "\n")
+        write_csv(run.requests, tmp / "requests.csv")
+        write_csv(run.steps, tmp / "steps.csv")
         for writer in writers:
             writer(tmp, run)

@@ -33,6 +33,19 @@ def test_simulate_writes_the_run_folder(tmp_path, capsys):
     assert "Successful requests:" in printed and "analytic" in printed
 
 
+def test_no_report_skips_only_the_html(tmp_path):
+    """--no-report writes every table (the ITL quantiles included), identical, but no page."""
+    args = ["simulate", "--policy", "continuous", "--request-rate", "20", "--num-requests", "50",
+            "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    assert main([*args, "--no-report", "--out", str(tmp_path / "bare")]) == 0
+    names = sorted(p.name for p in (tmp_path / "bare").iterdir())
+    assert names == ["config.json", "itl_cdf.csv", "metrics.json", "requests.csv", "steps.csv"]
+    for name in ("itl_cdf.csv", "metrics.json", "requests.csv", "steps.csv"):
+        assert ((tmp_path / "bare" / name).read_bytes()
+                == (tmp_path / "full" / name).read_bytes()), name
+
+
 def test_hybrid_summary_shows_the_cpu_path(tmp_path, capsys):
     """A hybrid run prints its CPU path's use, with counts matching metrics.json."""
     cpu = str(ROOT / "profiles" / "qwen2.5-0.5b-cpu.json")

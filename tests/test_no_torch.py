@@ -14,7 +14,7 @@ import sys
 import batchsim.sim.run, batchsim.sim.simulator, batchsim.sim.metrics
 import batchsim.sim.workload.synthetic, batchsim.sim.workload.workload
 import batchsim.policies, batchsim.reports
-import batchsim.cli, batchsim.profiler.analytic.roofline
+import batchsim.cli, batchsim.profiler.analytic.builder
 import batchsim.profiler.imported.llmservingsim
 from batchsim.policies.registry import available
 available()

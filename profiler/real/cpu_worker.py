@@ -1,8 +1,8 @@
 """The real executor's CPU path (hybrid policy): a CPU copy of the model prefills small prompts
 beside the device engine and hands their KV to it.
 
-Threads. The policy is not thread-safe and need not be: every policy call (`schedule`,
-`schedule_cpu`, `complete`, `add_request`) stays on the executor's main thread, which also owns
+Threads. The policy is not thread-safe and need not be: every policy call (through the serving
+core, `batchsim.sim.server.Server`) stays on the executor's main thread, which also owns
 the device engine and its KV pool. Only the CPU job runs in a worker thread: the CPU prefill on
 the CPU engine, lifting its KV out of the CPU pool, and copying it to the device in the pool's
 dtype (on CUDA: pinned pages, a side stream, synchronised before the job reports done). Torch
@@ -29,19 +29,17 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from batchsim.policies.base import Plan, Policy, StepEvents, Wait
+from batchsim.policies.base import Plan, Wait
 from batchsim.profiler.engine.records import EngineChunk, EnginePlan
 
 if TYPE_CHECKING:
-    from batchsim.policies.base import Device
-    from batchsim.policies.paths import ExecutionPath
     from batchsim.policies.request import Request
     from batchsim.profiler.engine.paged_engine import Engine, SequenceKV
-    from batchsim.sim.recorder import Recorder
+    from batchsim.sim.server import Server
 
 
 @dataclass
@@ -123,13 +121,11 @@ class CpuWorker:
 
 
 @dataclass
-class CpuPathDriver:
-    """The main thread's side of the CPU path: asks the policy, submits, collects, joins."""
+class CpuRunner:
+    """The main thread's side of the CPU path: asks the server, submits, collects, joins."""
 
-    policy: Policy
+    server: Server
     worker: CpuWorker
-    paths: Mapping[Device, ExecutionPath]
-    recorder: Recorder
     prompts: Sequence[Sequence[int]]
     generated: list[int]  # per request, shared with the executor
     staged: dict[int, SequenceKV] = field(default_factory=dict)  # copied, not yet joined
@@ -141,44 +137,37 @@ class CpuPathDriver:
         """A job is in flight or finished and not yet collected."""
         return self.worker.job is not None
 
-    def collect(self, now_s: float) -> list[tuple[Request, int]]:
-        """Account for a finished CPU job; returns the requests it finished (one token asked)."""
+    def collect(self, now_s: float) -> None:
+        """Account for a finished CPU job, if any (its one token)."""
         job = self.worker.take()
         if job is None:
-            return []
+            return
         assert job.kv is not None
-        events: StepEvents = self.policy.complete(job.plan, 1)
+        events = self.server.end_cpu(job.plan, job.start_s, job.end_s - job.start_s)
         request = job.request
         self.generated[request.index] += 1
         if not any(r is request for r, _ in events.finished):
             self.staged[request.index] = job.kv
-        self.recorder.cpu_run(job.plan, job.start_s, job.end_s - job.start_s, events)
         self.jobs.append({"request": request.index, "start_s": job.start_s,
                           "duration_s": job.end_s - job.start_s, "predicted_s": job.predicted_s,
                           "prefill_s": job.prefill_s, "copy_s": job.copy_s,
                           "cpu_time_s": job.cpu_time_s, "copy_bytes": job.kv.nbytes,
                           "notice_late_s": now_s - job.end_s})
-        return events.finished
 
-    def start(self, now: Callable[[], float], arrivals_done: bool) -> list[tuple[Request, str]]:
-        """If the worker is idle, ask the policy for its next CPU step and submit it; returns
-        the requests the policy rejected while deciding."""
+    def start(self, now: Callable[[], float]) -> None:
+        """If the worker is idle, ask the server for its next CPU step and submit it."""
         if self.busy:
-            return []
-        t = now()
-        decision = self.policy.schedule_cpu(t, arrivals_done)
+            return
+        decision = self.server.decide_cpu(now())
         if isinstance(decision, Wait):
-            return decision.rejected
-        assert decision.device == "cpu" and len(decision.prefills) == 1, decision
+            return
+        assert len(decision.prefills) == 1, decision
         chunk = decision.prefills[0]
         prompt = self.prompts[chunk.request.index]
         assert chunk.start == 0 and chunk.num_tokens == len(prompt), chunk
-        path = self.paths["cpu"]
-        predicted = path.estimate_latency(decision.shape)
         start = now()
-        path.busy_until_s = start + predicted
+        predicted = self.server.begin_cpu(decision, start)
         self.worker.submit(CpuJob(decision, start, predicted), prompt)
-        return decision.rejected
 
     def join(self, plan: Plan, engine: Engine) -> None:
         """Before a device step: put the staged KV of requests joining the decodes (or being

@@ -1,12 +1,11 @@
-"""The real executor: one batching policy driving the real engine on the wall clock.
+"""The real executor: a wall clock and the real engine driving the serving core.
 
-It mirrors the simulator's executor loop (``batchsim.sim.simulator.Simulator._gpu``) line for line,
-with
-the clock swapped: requests are handed to the policy when the wall clock passes their arrival
-time (those arriving during a step are handed over after it, as in the simulator), the policy's
-``schedule`` decides, the engine executes the Plan, ``complete(plan, 1)`` reports back, and the
-very same ``batchsim.sim.recorder.Recorder`` records it, so every metric is computed by the same
-code on
+All the server's work (admission, decisions, rejections, step bookkeeping, progress, the stuck
+check, the paths' `busy_until_s`) is `batchsim.sim.server.Server`'s, exactly as in the
+simulator; this driver only says how time passes (the wall clock: requests are pushed into the
+server when the clock passes their arrival time, those arriving during a step are handed over
+after it, as in the simulator) and how a step is executed (on the engine). The very same
+``batchsim.sim.recorder.Recorder`` records it, so every metric is computed by the same code on
 both sides.
 
 Timestamps are taken where the simulator takes them: a step starts when the executor begins it
@@ -21,11 +20,10 @@ Packed plans run on the paged ``Engine`` (what the profile's packed.* models mea
 plans run on the ``StaticEngine`` (what padded.* measured). The real executor runs one step per
 Plan even when ``max_repeats > 1``: the policy guarantees the next schedule repeats it.
 
-A policy with a CPU path (hybrid) also gets the CPU worker of
-``batchsim.profiler.real.cpu_worker``: a CPU copy
-of the model prefills in a thread while this loop runs device steps; the loop collects its
-results and starts its next job between steps and while sleeping, so every policy call stays on
-this thread. Single-path policies never see it.
+A policy with a CPU path (hybrid) also gets the CPU runner of
+``batchsim.profiler.real.cpu_worker``: a CPU copy of the model prefills in a thread while this
+loop runs device steps; the loop collects its results and starts its next job between steps and
+while sleeping, so every policy call stays on this thread. Single-path policies never see it.
 """
 
 from __future__ import annotations
@@ -41,15 +39,15 @@ from batchsim.policies.base import Plan, Policy, StepEvents, Wait
 from batchsim.policies.request import Request
 from batchsim.profiler.engine.records import EngineChunk, EnginePlan, StepTiming
 from batchsim.sim.recorder import Recorder
+from batchsim.sim.server import ProgressFn, Server
 
 if TYPE_CHECKING:
+    from batchsim.policies.base import Device
     from batchsim.profiler.engine.paged_engine import Engine
     from batchsim.profiler.engine.static_engine import StaticEngine
-    from batchsim.profiler.real.cpu_worker import CpuPathDriver
-    from batchsim.sim.profile import CpuPath, Profile
+    from batchsim.profiler.real.cpu_worker import CpuRunner
+    from batchsim.sim.profile import CpuCostModel, Profile
     from batchsim.sim.workload.workload import Workload
-
-ProgressFn = Callable[[int], None]  # requests done so far
 
 
 @dataclass
@@ -72,48 +70,52 @@ class RealExecutor:
     def __init__(self, policy: Policy, workload: Workload, prompts: Sequence[Sequence[int]],
                  paged: Engine | None, static: StaticEngine | None,
                  profile: Profile | None = None, progress: ProgressFn | None = None,
-                 cpu_engine: Engine | None = None, cpu: CpuPath | None = None) -> None:
-        """prompts: token ids per request (index order); profile: for per-step predictions;
-        cpu_engine, cpu: a CPU-path policy's CPU engine and cost model (with the profile)."""
+                 cpu_engine: Engine | None = None, cpu_costs: CpuCostModel | None = None
+                 ) -> None:
+        """prompts: token ids per request (index order); profile: for per-step predictions
+        and the execution paths; cpu_engine, cpu_costs: a CPU-path policy's CPU engine and
+        cost model (with the profile)."""
+        from batchsim.policies.paths import ExecutionPath
+        from batchsim.sim.profile import execution_paths
+
         self.policy = policy
         self.requests = workload.requests()
         self.prompts = prompts
         self.paged = paged
         self.static = static
         self.profile = profile
-        self.progress = progress
-        self.recorder = Recorder(len(self.requests), cpu_path="cpu" in policy.paths)
-        self._next = 0
+        hybrid = "cpu" in policy.paths
+        if hybrid and (cpu_engine is None or cpu_costs is None or profile is None
+                       or paged is None):
+            raise ValueError(f"{policy.name} has a CPU path: the real executor needs the "
+                             "paged engine, a CPU engine, the profile and the CPU path's costs")
+        paths: dict[Device, ExecutionPath] = (
+            execution_paths(profile, cpu_costs if hybrid else None) if profile is not None
+            else {"gpu": ExecutionPath("gpu", {})})
+        self.server = Server(policy, paths, len(self.requests), workload.arrival_s,
+                             progress=progress)
         self._resume: dict[int, list[int]] = {}  # preempted: prompt + generated, to recompute
         self._batch: list[Request] = []  # rows of the running static batch
         self._generated = [0] * len(self.requests)
         self._host: list[float] = []
         self._predicted: list[float] = []
-        self._cpu: list[float] = []
+        self._thread_cpu_s: list[float] = []
         self._late: list[float] = []
-        self._done = 0
         self._t0 = 0.0
-        self.cpu_path: CpuPathDriver | None = None
-        if "cpu" in policy.paths:
-            self.cpu_path = self._cpu_path(cpu_engine, cpu)
+        self.cpu_runner: CpuRunner | None = None
+        if hybrid:
+            assert cpu_engine is not None and paged is not None
+            from batchsim.profiler.real.cpu_worker import CpuRunner, CpuWorker
 
-    def _cpu_path(self, engine: Engine | None, cpu: CpuPath | None) -> CpuPathDriver:
-        """Bind the policy's execution paths (as the simulator does) and build the CPU worker."""
-        from batchsim.profiler.real.cpu_worker import CpuPathDriver, CpuWorker
-        from batchsim.sim.profile import execution_paths
+            worker = CpuWorker(cpu_engine, paged, lambda: time.perf_counter() - self._t0)
+            self.cpu_runner = CpuRunner(self.server, worker, prompts, self._generated)
 
-        if engine is None or cpu is None or self.profile is None or self.paged is None:
-            raise ValueError(f"{self.policy.name} has a CPU path: the real executor needs the "
-                             "paged engine, a CPU engine, the profile and the CPU path's costs")
-        paths = execution_paths(self.profile, cpu)
-        self.policy.bind_paths(paths)
-        worker = CpuWorker(engine, self.paged, lambda: time.perf_counter() - self._t0)
-        return CpuPathDriver(self.policy, worker, paths, self.recorder, self.prompts,
-                             self._generated)
+    @property
+    def recorder(self) -> Recorder:
+        return self.server.recorder
 
     def run(self) -> RealResult:
-        policy, rec = self.policy, self.recorder
-        total = len(self.requests)
+        server = self.server
         t0 = self._t0 = time.perf_counter()
 
         def now() -> float:
@@ -121,79 +123,56 @@ class RealExecutor:
 
         while True:
             t_sched = now()
-            self._hand_over(t_sched)
-            arrivals_done = self._next == total
-            self._serve_cpu(now, arrivals_done)  # a finished CPU job first: the GPU may join it
-            decision = policy.schedule(t_sched, arrivals_done)
-            for r, reason in decision.rejected:
-                rec.reject(r, reason, t_sched)
+            self._push_arrivals(t_sched)
+            server.admit(t_sched)
+            self._serve_cpu(now)  # a finished CPU job first: the GPU may join it
+            decision = server.decide(t_sched)
+            if decision is None:
+                break
             if isinstance(decision, Wait):
-                if arrivals_done and not policy.has_work():
-                    break
-                self._serve_cpu(now, arrivals_done)  # this schedule may have routed to the CPU
-                self._sleep(decision, now)
+                self._serve_cpu(now)  # this schedule may have routed to the CPU
+                self._sleep(decision, t_sched, now)
                 continue
-            if self.cpu_path is not None:
-                self._before_gpu_step(decision, now, arrivals_done)
+            predicted = self._predict(decision)
+            server.begin(decision, now(), predicted)
+            if self.cpu_runner is not None:  # the CPU may start (it routes against the GPU's
+                assert self.paged is not None  # busy_until), joining requests' KV moves in
+                self._serve_cpu(now)
+                self.cpu_runner.join(decision, self.paged)
             start, cpu0 = now(), time.thread_time()
             timing = self._execute(decision)
             end = now()
-            self._cpu.append(time.thread_time() - cpu0)
-            events = policy.complete(decision, 1)
+            self._thread_cpu_s.append(time.thread_time() - cpu0)
+            events = server.end(decision, start, [end - start])
             self._account(decision, events)
-            rec.run(decision, start, [end - start], events)
             self._check_shape(decision, timing)
             self._host.append((start - t_sched) + (now() - end))
-            if events.finished and self.progress is not None:
-                self._done += len(events.finished)
-                self.progress(self._done + len(rec.reject_reason))
-        cpu_jobs, join_s = ((self.cpu_path.jobs, self.cpu_path.join_s)
-                            if self.cpu_path is not None else ([], []))
-        return RealResult(rec, self.requests, now(), self._host, self._predicted, self._cpu,
-                          self._generated, self._late, cpu_jobs, join_s)
+        runner = self.cpu_runner
+        cpu_jobs, join_s = (runner.jobs, runner.join_s) if runner is not None else ([], [])
+        return RealResult(server.recorder, self.requests, now(), self._host, self._predicted,
+                          self._thread_cpu_s, self._generated, self._late, cpu_jobs, join_s)
 
-    # -- the loop's parts ------------------------------------------------------------------
+    # -- how time passes: the wall clock ----------------------------------------------------
 
-    def _before_gpu_step(self, plan: Plan, now: Callable[[], float], arrivals_done: bool) -> None:
-        """CPU path: tell the policy when the GPU frees up (start + estimate, as the simulator
-        does), let the CPU start (it may route against that), move joining requests' KV in."""
-        assert self.cpu_path is not None and self.paged is not None
-        gpu = self.cpu_path.paths["gpu"]
-        gpu.busy_until_s = now() + gpu.estimate_latency(plan.shape)
-        self._serve_cpu(now, arrivals_done)
-        self.cpu_path.join(plan, self.paged)
+    def _push_arrivals(self, now_s: float) -> None:
+        server = self.server
+        while (server.num_arrived < len(self.requests)
+               and self.requests[server.num_arrived].arrival_s <= now_s):
+            server.arrive(self.requests[server.num_arrived])
 
-    def _serve_cpu(self, now: Callable[[], float], arrivals_done: bool) -> None:
+    def _serve_cpu(self, now: Callable[[], float]) -> None:
         """CPU path (if any): account for a finished job, then start the next one if idle."""
-        if self.cpu_path is None:
-            return
-        t = now()
-        finished = self.cpu_path.collect(t)
-        rejected = self.cpu_path.start(now, arrivals_done)
-        for r, reason in rejected:
-            self.recorder.reject(r, reason, t)
-        if finished and self.progress is not None:
-            self._done += len(finished)
-            self.progress(self._done + len(self.recorder.reject_reason))
+        if self.cpu_runner is not None:
+            self.cpu_runner.collect(now())
+            self.cpu_runner.start(now)
 
-    def _hand_over(self, now_s: float) -> None:
-        while self._next < len(self.requests) and self.requests[self._next].arrival_s <= now_s:
-            request = self.requests[self._next]
-            self._next += 1
-            reason = self.policy.add_request(request, now_s)
-            if reason is not None:
-                self.recorder.reject(request, reason, now_s)
-
-    def _sleep(self, decision: Wait, now: Callable[[], float]) -> None:
-        """Until the next arrival or the policy's wake-up time, whichever comes first."""
-        targets = [decision.until_s] if decision.until_s is not None else []
-        if self._next < len(self.requests):
-            targets.append(self.requests[self._next].arrival_s)
-        cpu = self.cpu_path if self.cpu_path is not None and self.cpu_path.busy else None
-        if not targets and cpu is None:
-            raise AssertionError(
-                f"{self.policy.name} is stuck with queued work and no arrivals")
-        target = min(targets, default=float("inf"))
+    def _sleep(self, decision: Wait, decided_s: float, now: Callable[[], float]) -> None:
+        """Until the next arrival or the policy's wake-up time, whichever comes first (or a
+        CPU job's end)."""
+        self.server.check_wait(decision, decided_s)
+        target = min(decision.until_s if decision.until_s is not None else float("inf"),
+                     self.server.next_arrival_s)
+        cpu = self.cpu_runner if self.cpu_runner is not None and self.cpu_runner.busy else None
         delay = target - now()
         if delay > 0:
             if cpu is None:
@@ -202,13 +181,21 @@ class RealExecutor:
                 return  # the CPU job finished first: its hand-off may change the decision
             self._late.append(now() - target)
 
+    # -- how a step is executed: the engines -------------------------------------------------
+
+    def _predict(self, plan: Plan) -> float:
+        """The profile's prediction for the step (recorded per step; the GPU's busy_until)."""
+        if self.profile is None or plan.device != "gpu":
+            return 0.0
+        predicted = self.profile.cost_model(plan.layout, plan.phase, plan.device).predict(
+            plan.shape)
+        self._predicted.append(predicted)
+        return predicted
+
     def _execute(self, plan: Plan) -> StepTiming:
         if plan.device != "gpu":
             raise ValueError(f"{self.policy.name} planned a step on the {plan.device} path; "
                              "the real executor runs the main device's engines only")
-        if self.profile is not None:
-            model = self.profile.cost_model(plan.layout, plan.phase, plan.device)
-            self._predicted.append(model.predict(plan.shape))
         return self._run_padded(plan) if plan.layout == "padded" else self._run_packed(plan)
 
     def _run_packed(self, plan: Plan) -> StepTiming:

@@ -24,7 +24,7 @@ from batchsim.policies.kv import blocks_for
 from batchsim.profiler.real.drift import References, bracket, measure_drift, reference_points
 from batchsim.profiler.real.drift import blocks_needed as drift_blocks
 from batchsim.profiler.real.executor import RealExecutor, RealResult, random_prompts
-from batchsim.sim.metrics import summarize
+from batchsim.sim.run import outputs
 from batchsim.sim.validation.plan import SimPlan, SimPoint, prepare_point
 from batchsim.sim.validation.result import RealPoint, ValidationResult
 
@@ -168,7 +168,7 @@ def engines_needed(plan: SimPlan) -> tuple[int, int, bool]:
     return blocks, block_size, "padded" in layouts
 
 
-def cpu_path_blocks(plan: SimPlan) -> int:
+def cpu_engine_blocks(plan: SimPlan) -> int:
     """CPU engine pool of a policy with a CPU path: its longest prompt (one at a time); else 0."""
     from batchsim.policies.registry import get_policy
 
@@ -190,15 +190,14 @@ def replay_point(point: SimPoint, plan: SimPlan, engines: ValidationEngines,
     assert np.array_equal(prep.workload.arrival_s, point.workload.arrival_s), "not the sim's"
     prompts = random_prompts(prep.workload, engines.vocab_size, spec.seed)
     executor = RealExecutor(prep.policy, prep.workload, prompts, engines.paged, engines.static,
-                            plan.profile, progress, cpu_engine=engines.cpu, cpu=prep.cpu)
+                            plan.profile, progress, cpu_engine=engines.cpu,
+                            cpu_costs=prep.cpu_costs)
     gc.collect()  # not in the middle of a point
     result = executor.run()
-    rec = result.recorder
-    requests = rec.requests_table(result.requests)
+    requests, steps, metrics = outputs(result.recorder, result.requests, prep.policy,
+                                       REAL_SOURCE)
     requests["generated_tokens"] = result.generated
-    steps = rec.steps_table()
     _add_step_columns(steps, result)
-    metrics = summarize(rec, requests, steps, prep.policy.kv_capacity_blocks, REAL_SOURCE)
     _release(engines)
     drift = None
     if refs is not None and before is not None:
@@ -262,7 +261,7 @@ def run_validation(plan: SimPlan, spec: EngineSpec,
                 else None)
         if blocks and refs is not None:  # room for the reference steps too
             blocks = max(blocks, drift_blocks(refs, block_size) + 1)
-        engines = ValidationEngines.build(spec, blocks, block_size, padded, cpu_path_blocks(plan))
+        engines = ValidationEngines.build(spec, blocks, block_size, padded, cpu_engine_blocks(plan))
         reals: list[RealPoint] = []
         done = 0
         for point in plan.points:

@@ -57,19 +57,24 @@ def run_on_ray(run_point: Callable[[RunSpec], dict[str, Any]], specs: Sequence[R
             raise UsageError(f"cannot start or reach Ray {where}: {e}") from None
     elif address is not None:
         log.warning("already connected to Ray: --address %s is not used", address)
+    waiting: list[Any] = []
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_point)
         pending = {task.remote(absolute_paths(spec)): i for i, spec in enumerate(specs)}
+        waiting = list(pending)
         log.info("%d sweep points submitted to Ray (%s CPUs)", len(specs),
                  ray.cluster_resources().get("CPU", "?"))
         rows: list[dict[str, Any] | None] = [None] * len(specs)
-        waiting = list(pending)
         while waiting:
             done, waiting = ray.wait(waiting, num_returns=1)
             for ref in done:
                 rows[pending[ref]] = ray.get(ref)
             if progress:
                 progress(len(specs) - len(waiting))
+    except BaseException:
+        for ref in waiting:  # Ctrl-C or a failed point: the cluster stops the rest too
+            ray.cancel(ref, force=True)
+        raise
     finally:
         if started:
             ray.shutdown()

@@ -16,6 +16,8 @@ import itertools
 import json
 import math
 import os
+import signal
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -27,6 +29,9 @@ import pandas as pd
 
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
+from batchsim.sim.checks import MAX_RATE
+from batchsim.sim.errors import UsageError
+from batchsim.sim.outputs import json_safe
 from batchsim.sim.run import RunSpec, prepare, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.traces import load_trace
@@ -34,6 +39,8 @@ from batchsim.sim.workload.transform import TraceOptions
 
 Backend = Literal["local", "ray"]  # where the points run: local processes, or Ray tasks
 BACKENDS: tuple[str, ...] = get_args(Backend)
+MAX_POINTS = 10_000  # rates (or grid points) in one sweep
+SWEEP_FILES = ("sweep.json", "sweep.csv")  # what an existing sweep folder holds
 LATENCY_KEYS = ("ttft", "tpot", "itl", "e2el", "queue")
 STATS = ("mean", "median", "p90", "p95", "p99")
 SCALAR_KEYS = ("num_requests", "completed", "rejected", "duration_s", "request_throughput",
@@ -86,16 +93,19 @@ def parse_rates(text: str) -> tuple[float, ...]:
         except (ValueError, IndexError):
             raise ValueError(f"--request-rate {text!r}: use START:STOP:COUNT (e.g. 1:40:10) or "
                              "a comma-separated list (e.g. 1,5,10,inf)") from None
-        if len(parts) != 3 or not 0 < lo <= hi < math.inf or n < 1 or (n == 1 and lo != hi):
-            raise ValueError(f"--request-rate {text!r}: need 0 < START <= STOP (finite) and "
-                             "COUNT >= 2 (or COUNT 1 with START = STOP)")
+        if len(parts) != 3 or not 0 < lo <= hi <= MAX_RATE or not 1 <= n <= MAX_POINTS or (
+                n == 1 and lo != hi):
+            raise UsageError(f"--request-rate {text!r}: need 0 < START <= STOP <= {MAX_RATE:g} "
+                             f"and 2 <= COUNT <= {MAX_POINTS} (or COUNT 1 with START = STOP)")
         return tuple(float(x) for x in np.linspace(lo, hi, n))
     try:
         rates = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise ValueError(f"--request-rate {text!r}: not a number list (e.g. 1,5,10,inf)") from None
-    if not rates or any(not r > 0 for r in rates):
-        raise ValueError(f"--request-rate {text!r}: rates must be positive (or inf)")
+    if not rates or any(not (0 < r <= MAX_RATE or r == math.inf) for r in rates):
+        raise UsageError(f"--request-rate {text!r}: rates must be in (0, {MAX_RATE:g}] or inf")
+    if len(rates) > MAX_POINTS:
+        raise UsageError(f"--request-rate {text!r}: at most {MAX_POINTS} rates")
     return rates
 
 
@@ -116,6 +126,10 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[str]]:
 
 def expand(policies: Sequence[str], vary: Mapping[str, Sequence[str]]) -> list[Configuration]:
     """Every policy × every combination of the varied knob values (first knob slowest)."""
+    size = len(policies) * math.prod(len(v) for v in vary.values())
+    if size > MAX_POINTS:
+        raise UsageError(f"the sweep has {size:,} configurations; at most {MAX_POINTS:,}: vary "
+                         "fewer knob values")
     combos = list(itertools.product(*vary.values())) if vary else [()]
     return [Configuration(p, tuple(zip(vary, combo, strict=True)))
             for p in policies for combo in combos]
@@ -161,6 +175,10 @@ def grid(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:
     A trace sweep without rates has one load, the trace as recorded (its rate is the trace's).
     """
     base = sweep.base
+    size = len(sweep.configurations) * max(1, len(sweep.rates))
+    if size > MAX_POINTS:
+        raise UsageError(f"the sweep has {size:,} points; at most {MAX_POINTS:,}: vary fewer "
+                         "knob values or rates")
     native = (trace_rate(base.trace, base.time_scale, base.trace_options)
               if base.trace is not None else None)
     if not sweep.rates:
@@ -201,6 +219,32 @@ def run_point(spec: RunSpec) -> dict[str, Any]:
     return flatten(simulate(prepare(spec)).metrics)
 
 
+def _worker_init() -> None:
+    """In each worker: die with the parent (Linux), ignore the terminal's Ctrl-C (the parent
+    handles it and stops the workers), and let SIGTERM kill quietly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued points and kill the running workers at once (shutdown would wait)."""
+    # the executor keeps no public handle on its processes; PDEATHSIG covers what this misses
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        if process.is_alive():
+            process.kill()
+    for process in workers:
+        process.join(timeout=5)
+
+
 def run_sweep(sweep: SweepSpec, workers: int | None = None,
               progress: Callable[[int], None] | None = None,
               points: Sequence[tuple[Configuration, float, RunSpec]] | None = None,
@@ -226,12 +270,17 @@ def run_sweep(sweep: SweepSpec, workers: int | None = None,
             if progress:
                 progress(i + 1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init)
+        try:
             futures = {pool.submit(run_point, spec): i for i, (_, _, spec) in enumerate(points)}
             for done, future in enumerate(as_completed(futures), start=1):
                 rows[futures[future]] = future.result()
                 if progress:
                     progress(done)
+        except BaseException:
+            _stop(pool)  # Ctrl-C, SIGTERM or a failed point: no worker outlives the sweep
+            raise
+        pool.shutdown()
     varied = list(dict.fromkeys(k for c in sweep.configurations for k, _ in c.knobs))
     table = []
     for i, ((config, rate, spec), row) in enumerate(zip(points, rows, strict=True)):
@@ -248,8 +297,9 @@ def run_sweep(sweep: SweepSpec, workers: int | None = None,
 def write_sweep(out: Path, table: pd.DataFrame, meta: Mapping[str, Any],
                 writers: Sequence[Callable[[Path], None]] = ()) -> None:
     """sweep.csv + sweep.json (+ writers' files, e.g. report.html) into out, atomically."""
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "folder", SWEEP_FILES) as tmp:
         table.to_csv(tmp / "sweep.csv", index=False, float_format="%.6g")
-        (tmp / "sweep.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        (tmp / "sweep.json").write_text(json.dumps(json_safe(meta), indent=2, default=str,
+                                                    allow_nan=False) + "\n")
         for writer in writers:
             writer(tmp)

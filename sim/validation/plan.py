@@ -32,12 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.cost_model import CostModel
+from batchsim.sim.csv_table import write_csv
+from batchsim.sim.errors import UsageError
 from batchsim.sim.grid_cost_model import GridCostModel
+from batchsim.sim.outputs import json_safe
 from batchsim.sim.profile import Profile, StepCostModel
-from batchsim.sim.run import Prepared, RunOutput, RunSpec, check_jitter, resolve_cpu_path, simulate
+from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare_workload, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
 from batchsim.sim.workload.traces import load_trace
 from batchsim.sim.workload.transform import TraceOptions
@@ -98,8 +100,8 @@ class ValidationSpec:
     jitter_replicas: int = 8
 
     def __post_init__(self) -> None:
-        if self.jitter_replicas < 1:
-            raise ValueError(f"jitter replicas must be at least 1, got {self.jitter_replicas}")
+        if not 1 <= self.jitter_replicas <= 1000:
+            raise UsageError(f"jitter replicas must be from 1 to 1000, got {self.jitter_replicas}")
         if not self.loads:
             raise ValueError("--loads needs at least one load level")
         bad = [x for x in self.loads if not 0 < x <= 2]
@@ -153,27 +155,15 @@ def at_rate(base: Workload, rate: float) -> Workload:
 
 def prepare_point(spec: ValidationSpec, profile: Profile, base: Workload,
                   rate: float) -> Prepared:
-    """A fresh policy and the base workload sent at `rate`, checked like `batchsim.sim.run.prepare`
-    checks a run."""
-    config = make_config(spec.policy, dict(spec.knobs))
-    policy = get_policy(spec.policy)(config, profile.memory, profile.max_model_len)
-    work = at_rate(base, rate)
-    total = work.input_tokens + work.output_tokens
-    over = np.flatnonzero(total > profile.max_model_len)
-    if len(over):
-        i = int(over[0])
-        raise WorkloadError(f"{work.where(i)}: request of {int(total[i])} tokens exceeds the "
-                            f"model's context ({profile.max_model_len})")
-    policy.check_workload(int(work.input_tokens.max()), int(total.max()))
+    """A fresh policy and the base workload sent at `rate`, prepared as any run is
+    (`batchsim.sim.run.prepare_workload`)."""
     ws = spec.workload
     run_spec = RunSpec(policy=spec.policy, knobs=dict(spec.knobs), profile=spec.profile,
                        trace=ws.trace, synthetic=None if ws.trace else ws.synthetic(rate),
                        seed=spec.seed, cpu_profile=spec.cpu_profile,
                        kv_copy_gbps=spec.kv_copy_gbps, kv_copy_latency_us=spec.kv_copy_latency_us,
                        step_jitter=spec.step_jitter)
-    check_jitter(run_spec, profile)
-    return Prepared(run_spec, profile, policy, work, set(),
-                    resolve_cpu_path(run_spec, profile, policy))
+    return prepare_workload(run_spec, profile, at_rate(base, rate))
 
 
 def simulate_point(spec: ValidationSpec, profile: Profile, base: Workload,
@@ -377,21 +367,26 @@ def _pct(x: float | None) -> str:
 # -- the run folder -----------------------------------------------------------------------------
 
 
+VALIDATION_FILES = ("validation.json",)  # what an existing validation folder holds
+
+
 def write_validation(out: Path, doc: Mapping[str, Any], tables: Mapping[str, pd.DataFrame],
                      jsons: Mapping[str, Any],
                      report: Callable[[Path], object] | None = None) -> None:
     """validation.json, validation.csv, per-point tables (relative paths) and the report,
     assembled in a temporary sibling folder and renamed into place (nothing half-written)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out) as tmp:
-        (tmp / "validation.json").write_text(json.dumps(doc, indent=2) + "\n")
+    with atomic_dir(out, "folder", VALIDATION_FILES) as tmp:
+        (tmp / "validation.json").write_text(json.dumps(json_safe(doc), indent=2,
+                                                         allow_nan=False) + "\n")
         validation_table(doc["points"], doc["errors"]).to_csv(
             tmp / "validation.csv", index=False, float_format="%.6g")
         for rel, df in tables.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            df.to_csv(tmp / rel, index=False, float_format="%.6f")
+            write_csv(df, tmp / rel)
         for rel, data in jsons.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / rel).write_text(json.dumps(data, indent=2) + "\n")
+            (tmp / rel).write_text(json.dumps(json_safe(data), indent=2, allow_nan=False)
+                                   + "\n")
         if report is not None:
             report(tmp)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from batchsim.sim.checks import MAX_NUM_REQUESTS, MAX_RATE, integer, number
 from batchsim.sim.workload.traces import load_trace
 from batchsim.sim.workload.workload import Workload, WorkloadError
 
@@ -29,6 +30,16 @@ class SyntheticSpec:
     lengths_from: str | None = None  # sample (input, output) pairs from this trace instead
 
     def __post_init__(self) -> None:
+        try:  # finite and bounded (sim.checks)
+            integer("--num-requests", self.num_requests, 1, MAX_NUM_REQUESTS)
+            number("--request-rate", self.request_rate, 0, MAX_RATE, low_open=True,
+                   allow_inf=True)
+            number("--burstiness", self.burstiness, 1e-3, 1e3)
+            integer("--input-len", self.input_len, 1, 2**31)
+            integer("--output-len", self.output_len, 1, 2**31)
+            number("--range-ratio", self.range_ratio, 0, 1)
+        except ValueError as e:
+            raise WorkloadError(str(e)) from None
         if self.num_requests <= 0:
             raise WorkloadError(f"--num-requests must be positive, got {self.num_requests}")
         if not self.request_rate > 0:

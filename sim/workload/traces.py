@@ -20,10 +20,12 @@ rejected with `strict`. Native traces keep their arrival_s and their stricter ch
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import math
-import re
+import stat
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from batchsim.sim.shipped import resolve
+from batchsim.sim.workload import jsonl_fast
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 _MAX_TOKENS = 2.0**53  # float64 holds every integer up to here exactly
 _CSV_CHUNK_ROWS = 1 << 18
 _JSONL_CHUNK_BYTES = 1 << 24
+_INT64 = np.iinfo(np.int64)
+MAX_PRIORITY = 2**31 - 1  # |priority| at most this (a server's int32 field)
 
 
 @dataclass(frozen=True)
@@ -87,9 +92,55 @@ def load_trace(path: str | Path, time_scale: float = 1.0,
 
 
 def read_trace(path: str | Path, options: TraceOptions | None = None) -> Workload:
-    """Read a trace in any known format and apply options' window, speed, filters, sampling."""
+    """Read a trace in any known format and apply options' window, speed, filters, sampling.
+
+    A pipe (a FIFO, /dev/stdin) can be read only once, and a trace is read more than once
+    (detection, then the fast path, perhaps the slow one): it is copied to a temporary file
+    first, and every message still names the pipe."""
     options = options or TraceOptions()
     file = resolve(path, "traces")  # a bare name that is not a file here: a shipped trace
+    if _is_pipe(file):
+        with tempfile.TemporaryDirectory(prefix="batchsim-pipe-") as folder:
+            copy = Path(folder) / "trace"
+            _spool(file, copy)
+            try:
+                workload = _read_file(copy, options)
+            except WorkloadError as e:
+                raise WorkloadError(str(e).replace(str(copy), str(file))) from None
+        workload.source = str(file)
+        workload.provenance["path"] = str(file)
+        return workload
+    return _read_file(file, options)
+
+
+_MAX_PIPE_BYTES = 8 << 30
+
+
+def _is_pipe(file: Path) -> bool:
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return False  # _first_line words the error
+    if stat.S_ISDIR(mode):
+        raise WorkloadError(f"{file}: is a folder, not a trace file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise WorkloadError(f"{file}: not a regular file or a pipe")
+    return stat.S_ISFIFO(mode)
+
+
+def _spool(pipe: Path, copy: Path) -> None:
+    """Copy everything the pipe gives, once, up to _MAX_PIPE_BYTES."""
+    total = 0
+    with pipe.open("rb") as src, copy.open("wb") as dst:
+        while block := src.read(1 << 20):
+            total += len(block)
+            if total > _MAX_PIPE_BYTES:
+                raise WorkloadError(f"{pipe}: more than {_MAX_PIPE_BYTES >> 30} GiB from a "
+                                    "pipe; save the trace to a file")
+            dst.write(block)
+
+
+def _read_file(file: Path, options: TraceOptions) -> Workload:
     fmt, header_line, names = detect_format(file, options.format)
     rows: _Rows | None
     if fmt.kind == "csv":
@@ -146,19 +197,46 @@ def _first_line(file: Path) -> tuple[int, str]:
 def _csv_rows(file: Path, fmt: TraceFormat, header_line: int, names: list[str]) -> _Rows:
     """Numbers parsed in C; if a cell is not a number, read again as text to say where."""
     columns = [names.index(c) for c in (fmt.time, fmt.input, fmt.output)]
+    starts = _record_lines(file, header_line)
     try:
-        return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=True))
+        return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=True, starts=starts))
     except WorkloadError:
         raise
-    except ValueError:  # a non-numeric cell or a line of spaces; the text pass finds the line
+    except (ValueError, KeyError, TypeError, IndexError):
+        pass  # a non-numeric cell, a line of spaces, a short row: the text pass says where
+    try:
+        return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=False,
+                                   starts=starts))
+    except WorkloadError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        # pandas' C reader on a damaged file: a stray quote or carriage return, too few
+        # columns; it raises these with its own words, which do not name the file
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkloadError(f"{file}: cannot parse CSV: {detail}") from None
+
+
+def _record_lines(file: Path, header_line: int) -> np.ndarray | None:
+    """The file line where each record after the header starts, when a quoted cell may span
+    lines (the file has a quote); None when every record is one line (the fast common case)."""
+    with file.open("rb") as f:
+        if not any(b'"' in chunk for chunk in iter(lambda: f.read(_JSONL_CHUNK_BYTES), b"")):
+            return None
+    starts: list[int] = []
+    with file.open(newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f)
+        previous = 0  # line_num: the line where the record just read ends
         try:
-            return _concat(_csv_chunks(file, fmt, header_line, columns, numeric=False))
-        except pd.errors.ParserError as e:
-            raise WorkloadError(f"{file}: cannot parse CSV: {e}") from None
+            for _ in reader:
+                starts.append(previous + 1)
+                previous = reader.line_num
+        except csv.Error:
+            return None  # pandas words the error
+    return np.asarray(starts[header_line:], dtype=np.int64)
 
 
 def _csv_chunks(file: Path, fmt: TraceFormat, header_line: int, columns: list[int],
-                numeric: bool) -> Iterator[_Rows]:
+                numeric: bool, starts: np.ndarray | None = None) -> Iterator[_Rows]:
     number: type = np.float64 if numeric else str
     dtypes = {columns[0]: str if fmt.time_unit == "datetime" else number,
               columns[1]: number, columns[2]: number}
@@ -167,10 +245,14 @@ def _csv_chunks(file: Path, fmt: TraceFormat, header_line: int, columns: list[in
                          dtype=dtypes, skip_blank_lines=False, chunksize=_CSV_CHUNK_ROWS,
                          encoding="utf-8", encoding_errors="replace")
     first = header_line + 1
+    row = 0
     with reader:
         for chunk in reader:
             lines = np.arange(first, first + len(chunk), dtype=np.int64)
+            if starts is not None and row + len(chunk) <= len(starts):
+                lines = starts[row:row + len(chunk)]  # quoted cells spanning lines
             first += len(chunk)
+            row += len(chunk)
             text = [chunk[c] if numeric else _stripped(chunk[c]) for c in columns]
             if fmt.time_unit == "datetime":
                 text[0] = _stripped(text[0])
@@ -246,56 +328,45 @@ def _concat_blocks(parts: list[PrefixBlocks | None]) -> PrefixBlocks:
 # ---- JSON lines ----------------------------------------------------------------------------
 
 def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
-    """JSON lines cut by regular expressions, or None where that cannot be trusted.
-
-    Per chunk, every non-blank line must hold exactly one object and each key once (optional
-    keys on every line or on none), and every captured value must parse; otherwise the caller
-    re-reads with json.loads per line, which also names the line of any problem.
-    """
-    def key(name: str, value: bytes) -> re.Pattern[bytes]:
-        return re.compile(rb'"%s"\s*:\s*%s' % (re.escape(name.encode()), value))
-
-    scalars = [key(k, rb"([^,}\s]+)") for k in (fmt.time, fmt.input, fmt.output)]
-    hash_list = key("hash_ids", rb"\[([^\]]*)\]")
+    """JSON lines checked and cut by regular expressions (sim.workload.jsonl_fast), or None
+    where that cannot vouch for every line; the caller then re-reads with json.loads per line,
+    which also names the line of any problem."""
+    first = jsonl_fast.first_nonblank(file)
     native = fmt.name == "native"
-    ids, priority = key("id", rb'"([^"\\]*)"'), key("priority", rb"([^,}\s]+)")
+    numeric = {fmt.time, fmt.input, fmt.output} | ({"priority"} if native else set())
+    captured = ("id", "hash_ids") if native else ("hash_ids",)
+    shape = jsonl_fast.line_shape(first, numeric, captured) if first is not None else None
+    if shape is None or not {fmt.time, fmt.input, fmt.output} <= set(shape.extract):
+        return None  # e.g. a required key missing: the slow path says at which line
     parts: list[_Rows] = []
     line0 = 0
     with file.open("rb") as f:
-        while chunk := f.read(_JSONL_CHUNK_BYTES):
-            chunk += f.readline()
+        for read in jsonl_fast.read_chunks(f, shape, _JSONL_CHUNK_BYTES):
+            if read is None:
+                return None
+            chunk, values = read
             lines, line0 = _nonblank_lines(chunk, line0)
-            n = len(lines)
-            if chunk.count(b"{") != n or chunk.count(b"}") != n:
+            if any(len(v) != len(lines) for v in values.values()):
                 return None
-            found = [p.findall(chunk) for p in scalars]
+            rows = _Rows(jsonl_fast.numbers(values[fmt.time]),
+                         jsonl_fast.numbers(values[fmt.input]),
+                         jsonl_fast.numbers(values[fmt.output]), lines)
+            if "hash_ids" in values:
+                trusted, rows.hash_ids = _fast_blocks(values["hash_ids"], len(lines))
+                if not trusted:
+                    return None
             if native:
-                found.append(priority.findall(chunk) if b'"priority"' in chunk else [b"0"] * n)
-            if any(len(values) != n for values in found):
-                return None
-            try:
-                columns = [np.array(v).astype(np.float64) if n else np.empty(0) for v in found]
-            except ValueError:
-                return None
-            found_hashes = hash_list.findall(chunk)
-            if b'"hash_ids"' in chunk and len(found_hashes) != n:
-                return None
-            trusted, hashes = _fast_blocks(found_hashes)
-            if not trusted:
-                return None
-            rows = _Rows(columns[0], columns[1], columns[2], lines, hashes)
-            if native:
-                rows.priority = columns[3].astype(np.int64)
-                if b'"id"' in chunk:
-                    rows.ids = [i.decode("utf-8", "replace") for i in ids.findall(chunk)]
-                    if len(rows.ids) != n:
-                        return None
+                if "priority" in values:
+                    priority = jsonl_fast.numbers(values["priority"])
+                    if not _priorities_valid(priority):
+                        return None  # the slow path names the line
+                    rows.priority = priority.astype(np.int64)
+                else:
+                    rows.priority = np.zeros(len(lines), dtype=np.int64)
+                if "id" in values:
+                    rows.ids = [i.decode("utf-8", "replace") for i in values["id"]]
             parts.append(rows)
-    filled = [p for p in parts if len(p.lines)]
-    if any({(p.hash_ids is None, p.ids is None) != (filled[0].hash_ids is None,
-                                                    filled[0].ids is None) for p in filled}):
-        return None  # optional keys in some chunks only: the slow path fills them in
-    return _concat(iter(filled))
+    return _concat(iter(parts))
 
 
 def _nonblank_lines(chunk: bytes, line0: int) -> tuple[np.ndarray, int]:
@@ -311,20 +382,24 @@ def _nonblank_lines(chunk: bytes, line0: int) -> tuple[np.ndarray, int]:
     return line0 + 1 + np.flatnonzero(~blank), line0 + len(ends)
 
 
-def _fast_blocks(found: list[bytes]) -> tuple[bool, PrefixBlocks | None]:
-    """(trusted, the chunk's hash_ids, one list per line); None when no line has them."""
-    if not found:
-        return True, None
+def _fast_blocks(found: list[bytes], n: int) -> tuple[bool, PrefixBlocks | None]:
+    """(trusted, the chunk's hash_ids: one list per line); the grammar has checked that each
+    is a list of JSON integers, so only their int64 range is left to check."""
+    if len(found) != n:
+        return False, None
     counts = np.array([h.count(b",") + 1 if h.strip() else 0 for h in found], dtype=np.int64)
+    text = b",".join(h for h in found if h.strip()).decode("ascii", "replace")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # numpy warns, not raises, on a value it cannot read
-            text = b",".join(h for h in found if h.strip()).decode("ascii")
-            values = np.fromstring(text, dtype=np.int64, sep=",")
-    except (ValueError, UnicodeDecodeError, DeprecationWarning):
+            values = (np.fromstring(text, dtype=np.int64, sep=",") if text
+                      else np.empty(0, dtype=np.int64))
+    except (ValueError, DeprecationWarning, OverflowError):
         return False, None
     if len(values) != counts.sum():
         return False, None
+    if len(values) and (values.max() == _INT64.max or values.min() == _INT64.min):
+        return False, None  # numpy clips integers beyond int64 silently: the slow path checks
     return True, PrefixBlocks(values, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
 
 
@@ -348,8 +423,8 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
             if native:  # the native format's own, stricter checks
                 inputs.append(_count(row, fmt.input, where))
                 outputs.append(_count(row, fmt.output, where))
-                priority.append(int(_number(row, "priority", where, default=0.0)))
-                ids.append(str(row.get("id", len(ids))))
+                priority.append(_priority(row, where))
+                ids.append(_id(row, where, len(ids)))
             else:
                 inputs.append(_number(row, fmt.input, where))
                 outputs.append(_number(row, fmt.output, where))
@@ -368,11 +443,40 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
 
 
 def _native_valid(rows: _Rows) -> bool:
-    """The native format's rules, checked in bulk: arrival_s >= 0, whole positive lengths."""
+    """The native format's rules, checked in bulk: arrival_s >= 0, whole positive lengths,
+    whole priorities within MAX_PRIORITY."""
     lengths = np.concatenate((rows.inputs, rows.outputs))
     return bool((rows.time >= 0).all() and np.isfinite(rows.time).all()
                 and (lengths > 0).all() and (lengths == np.floor(lengths)).all()
                 and (lengths <= _MAX_TOKENS).all())
+
+
+def _priorities_valid(priority: np.ndarray) -> bool:
+    return bool((np.abs(priority) <= MAX_PRIORITY).all()
+                and (priority == np.floor(priority)).all())
+
+
+def _priority(row: dict, where: str) -> int:
+    if "priority" not in row:
+        return 0
+    value = row["priority"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            isinstance(value, float) and not value.is_integer()) or abs(value) > MAX_PRIORITY:
+        raise WorkloadError(f"{where}: priority must be an integer from {-MAX_PRIORITY} to "
+                            f"{MAX_PRIORITY}, got {_short(value)}")
+    return int(value)
+
+
+def _id(row: dict, where: str, index: int) -> str:
+    value = row.get("id", index)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise WorkloadError(f"{where}: id must be a string, got {_short(value)}")
+    return str(value)
+
+
+def _short(value: object) -> str:
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _number(row: dict, key: str, where: str, minimum: float | None = None,
@@ -382,8 +486,10 @@ def _number(row: dict, key: str, where: str, minimum: float | None = None,
             return default
         raise WorkloadError(f"{where}: missing field {key!r}")
     value = row[key]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_TOKENS:
+        raise WorkloadError(f"{where}: {key} is too large ({_short(value)})")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise WorkloadError(f"{where}: {key} must be a finite number, got {value!r}")
+        raise WorkloadError(f"{where}: {key} must be a finite number, got {_short(value)}")
     if minimum is not None and value < minimum:
         raise WorkloadError(f"{where}: {key} must be >= {minimum}, got {value!r}")
     return float(value)
@@ -392,7 +498,7 @@ def _number(row: dict, key: str, where: str, minimum: float | None = None,
 def _count(row: dict, key: str, where: str) -> int:
     value = _number(row, key, where)
     if value != int(value) or value <= 0:
-        raise WorkloadError(f"{where}: {key} must be a positive integer, got {row[key]!r}")
+        raise WorkloadError(f"{where}: {key} must be a positive integer, got {_short(row[key])}")
     return int(value)
 
 
@@ -400,8 +506,9 @@ def _hash_list(row: dict, where: str) -> list[int] | None:
     value = row.get("hash_ids")
     if value is None:
         return None
-    if not isinstance(value, list) or not all(type(x) is int for x in value):
-        raise WorkloadError(f"{where}: hash_ids must be a list of integers")
+    if not isinstance(value, list) or not all(type(x) is int and -2**63 <= x < 2**63
+                                              for x in value):
+        raise WorkloadError(f"{where}: hash_ids must be a list of integers (64-bit)")
     return value
 
 
@@ -487,12 +594,19 @@ def _arrival_order(file: Path, time: np.ndarray, lines: np.ndarray,
     return np.argsort(time, kind="stable"), True
 
 
+def _not_json(name: str) -> None:
+    """json.loads accepts NaN and Infinity; JSON (RFC 8259) does not, and neither do we."""
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
 def _json_object(text: str, where: str) -> dict:
     """One JSONL line as a dict, or a WorkloadError naming the line."""
     try:
-        row = json.loads(text)
+        row = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as e:
         raise WorkloadError(f"{where}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise WorkloadError(f"{where}: malformed JSON (nested too deeply)") from None
     if not isinstance(row, dict):
         raise WorkloadError(f"{where}: expected a JSON object, got {type(row).__name__}")
     return row

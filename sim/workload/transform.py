@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from batchsim.sim.atomic import atomic_file
+from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_RATE, MAX_TIME_SCALE, integer, number
+from batchsim.sim.outputs import check_output
 from batchsim.sim.workload.workload import Workload, WorkloadError
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,19 @@ class TraceOptions:
     seed: int = 0  # of the sampling
 
     def __post_init__(self) -> None:
+        try:  # finite and bounded (sim.checks); the checks below say what the options mean
+            number("--time-scale", self.time_scale, 0, MAX_TIME_SCALE, low_open=True)
+            number("--start", self.start_s, 0, MAX_ARRIVAL_S)
+            if self.duration_s is not None:
+                number("--duration", self.duration_s, 0, None, low_open=True, allow_inf=True)
+            if self.target_rate is not None:
+                number("--target-rate", self.target_rate, 0, MAX_RATE, low_open=True)
+            if self.sample is not None:
+                number("--sample", self.sample, 0, 1, low_open=True)
+            if self.max_input_len is not None:
+                integer("--max-input-len", self.max_input_len, 1, 2**53)
+        except ValueError as e:
+            raise WorkloadError(str(e)) from None
         if not self.time_scale > 0:
             raise WorkloadError(f"--time-scale must be positive, got {self.time_scale}")
         if self.target_rate is not None:
@@ -123,10 +138,7 @@ def transform(workload: Workload, options: TraceOptions) -> Workload:
 
 def write_native(workload: Workload, out: Path, force: bool = False) -> None:
     """Write the native JSONL format atomically: a temporary sibling, then a rename."""
-    if out.exists() and not force:
-        raise ValueError(f"{out} already exists: choose another --out or pass --force")
-    if not out.parent.exists():
-        raise ValueError(f"{out.parent} does not exist: create it or choose another --out")
+    check_output(out, force, "file")
     with atomic_file(out) as f:
         f.writelines(native_lines(workload))
 

@@ -18,7 +18,7 @@ from batchsim.profiler.engine.paged_engine import Engine  # noqa: E402
 from batchsim.profiler.engine.records import EngineChunk, EnginePlan  # noqa: E402
 from batchsim.profiler.real.executor import RealExecutor, random_prompts  # noqa: E402
 from batchsim.sim.metrics import summarize  # noqa: E402
-from batchsim.sim.profile import cpu_path, load_profile  # noqa: E402
+from batchsim.sim.profile import cpu_cost_model, load_profile  # noqa: E402
 from batchsim.sim.validation.plan import WorkloadSpec, at_rate, base_workload  # noqa: E402
 
 PROFILE = "profiles/tiny-qwen2-cpu.json"
@@ -46,7 +46,7 @@ def _greedy(engine: Engine, prompt: list[int], num_tokens: int) -> list[int]:
 def hybrid_run():
     profile = load_profile(PROFILE)
     # the CPU profile is both paths' cost model; the copy bandwidth is an assumption
-    cpu = cpu_path(profile, profile, kv_copy_gbps=50.0)
+    cpu = cpu_cost_model(profile, profile, kv_copy_gbps=50.0)
     work = at_rate(base_workload(WorkloadSpec(num_requests=12, input_len=20, output_len=6,
                                               range_ratio=0.5), seed=2), math.inf)
     policy = get_policy("hybrid")(make_config("hybrid", dict(KNOBS)), profile.memory,
@@ -63,7 +63,7 @@ def hybrid_run():
     device.free = recording_free  # type: ignore[method-assign]
     prompts = random_prompts(work, device.info.vocab_size, seed=0)
     result = RealExecutor(policy, work, prompts, device, None, profile,
-                          cpu_engine=cpu_engine, cpu=cpu).run()
+                          cpu_engine=cpu_engine, cpu_costs=cpu).run()
     device.free = free  # type: ignore[method-assign]
     return result, policy, device, prompts, outputs
 

@@ -108,9 +108,12 @@ def test_failed_run_keeps_the_existing_profile(capsys: pytest.CaptureFixture[str
     out = tmp_path / "p.json"
     out.write_text('{"schema": "batchsim.profile", "complete": true, "kept": 1}\n')
     before = out.read_bytes()
+    assert "already exists" in errors(capsys, ["--model", "tiny-qwen2", "--device", "cpu",
+                                               "--out", str(out)])  # replacing needs --force
     err = errors(capsys, ["--model", "tiny-qwen2", "--device", "cpu", "--memory-cap-gb", "1e-7",
-                          "--out", str(out)])
+                          "--out", str(out), "--force"])
     assert "raise --memory-cap-gb" in err
     assert out.read_bytes() == before
     assert "--seed must be a non-negative integer" in errors(
-        capsys, ["--model", "tiny-qwen2", "--device", "cpu", "--seed", "-1", "--out", str(out)])
+        capsys, ["--model", "tiny-qwen2", "--device", "cpu", "--seed", "-1", "--out", str(out),
+                 "--force"])

@@ -117,12 +117,13 @@ def test_one_token_request_finishes_on_the_cpu():
 
 
 def test_cpu_path_off_is_continuous_batching():
-    """cpu_max_prompt_tokens 0 and no holding: the same timeline as the continuous policy."""
+    """cpu_max_prompt_tokens 0 and no holding: the same timeline as the continuous policy
+    (scheduling synchronously, the hybrid policy's default)."""
     rows = [(0.0, 100, 5), (0.001, 10, 3), (0.05, 30, 4)]
     req, steps, _, _ = run(rows, knobs={"cpu_max_prompt_tokens": "0", "hold_max_batch": "0"})
     profile = fake_profile()
-    pol = get_policy("continuous")(make_config("continuous", {}), profile.memory,
-                                   profile.max_model_len)
+    config = make_config("continuous", {"async_scheduling": "false"})
+    pol = get_policy("continuous")(config, profile.memory, profile.max_model_len)
     ref = simulate(Prepared(RunSpec(policy="continuous"), profile, pol, make_workload(rows),
                             set()))
     assert list(req["ttft_ms"]) == list(ref.requests["ttft_ms"])

@@ -26,8 +26,10 @@ def ms(x: float) -> float:
 
 
 def test_continuous_joins_mid_run_as_a_mixed_step():
-    """A prefills alone (10 ms), decodes once, then B's prefill rides with A's last decode."""
-    req, steps, metrics = run("continuous", [A, B])
+    """A prefills alone (10 ms), decodes once, then B's prefill rides with A's last decode
+    (scheduling synchronously; tests/sim/test_vllm_behaviours.py has the one-step-ahead
+    timeline of the same requests)."""
+    req, steps, metrics = run("continuous", [A, B], knobs={"async_scheduling": "false"})
     assert list(steps["phase"].astype(str)) == ["prefill", "decode", "mixed", "decode"]
     assert list(steps["start_s"]) == [ms(0.0), ms(0.010), ms(0.015), ms(0.025)]
     a, b = req.loc["r0"], req.loc["r1"]
