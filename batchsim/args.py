@@ -17,6 +17,7 @@ from batchsim.sim.workload.traces import FORMATS
 from batchsim.sim.workload.transform import TraceOptions
 
 if TYPE_CHECKING:
+    from batchsim.sim.engine_config import EngineConfig
     from batchsim.sim.run import RunSpec
 
 ArgGroup = argparse.ArgumentParser | argparse._ArgumentGroup
@@ -107,6 +108,22 @@ def add_jitter_option(p: argparse.ArgumentParser, default: bool) -> None:
                         f"measured profile); default {state}")
 
 
+def add_engine_config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine-config", metavar="META.json",
+                   help="a vLLM engine's settings (engine_kwargs, kv_cache) as knobs: "
+                        "max_num_seqs, max_num_batched_tokens, block_size, num_gpu_blocks, ...; "
+                        "--set wins; one warning per setting batchsim does not model")
+
+
+def engine_config(path: str | None, policies: list[str]) -> EngineConfig | None:
+    """--engine-config read once (its warnings logged once) for these policies' knobs."""
+    if path is None:
+        return None
+    from batchsim.policies.registry import get_policy
+    from batchsim.sim.engine_config import read_engine_config
+
+    names = {f.name for p in policies for f in dataclasses.fields(get_policy(p).config_class)}
+    return read_engine_config(path, names)
 # -- workloads ----------------------------------------------------------------------------------
 
 

@@ -23,7 +23,16 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _commands() -> dict[str, tuple[ModuleType, str]]:
-    from batchsim import profile_cmd, report_cmd, simulate_cmd, sweep_cmd, trace_cmd, validate_cmd
+    from batchsim import (
+        bench_cmd,
+        profile_cmd,
+        report_cmd,
+        serve_cmd,
+        simulate_cmd,
+        sweep_cmd,
+        trace_cmd,
+        validate_cmd,
+    )
 
     return {
         "simulate": (simulate_cmd, "simulate a batching policy on a workload"),
@@ -36,6 +45,10 @@ def _commands() -> dict[str, tuple[ModuleType, str]]:
                              "(window, rate, filters, sampling)"),
         "report": (report_cmd, "write an HTML report of run folders, a profile, a sweep or a "
                                "validation"),
+        "serve": (serve_cmd, "serve the real engine with a policy over an OpenAI-compatible "
+                             "HTTP API (live /metrics and dashboard)"),
+        "bench": (bench_cmd, "send a workload to an OpenAI-compatible server (vllm bench "
+                             "semantics) and write a run folder of what the client measured"),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from batchsim.sim.errors import UsageError
 
@@ -27,6 +28,18 @@ def require_profile_extra(command: str) -> None:
     if missing:
         raise UsageError(f"`batchsim {command}` needs {' and '.join(missing)} (the profile "
                          "extra, not installed here): pip install 'batchsim[profile]'")
+
+
+# what `pip install 'batchsim[serve]'` adds (pyproject.toml's serve extra)
+SERVE_EXTRA = ("fastapi", "uvicorn", "httpx")
+
+
+def require_serve_extra(command: str, modules: tuple[str, ...] = SERVE_EXTRA) -> None:
+    """UsageError naming the missing modules when the serve extra is not installed."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UsageError(f"`batchsim {command}` needs {' and '.join(missing)} (the serve extra, "
+                         "not installed here): pip install 'batchsim[serve]'")
 
 
 def require_sweep_extra() -> None:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import math
 import sys
 from pathlib import Path
 
 from batchsim.args import (
     add_cpu_path_options,
+    add_engine_config_option,
     add_jitter_option,
     add_knob_option,
     add_workload_options,
+    engine_config,
     knobs_from_args,
     with_cpu_path_defaults,
     workload_from_args,
@@ -25,10 +28,13 @@ from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_ru
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.summary import format_summary
 
+logger = logging.getLogger(__name__)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p)
+    add_engine_config_option(p)
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
     add_cpu_path_options(p)
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
@@ -39,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reject-too-long", action="store_true",
                    help="reject requests longer than the model's context instead of failing")
     add_workload_options(p, defaults=SyntheticSpec(), request_rate=True, rescale=True,
-                         trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
-                                    "Vidur (detected)")
+                         trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake, "
+                                    "Vidur, a vLLM request log or LLMServingSim (detected)")
     add_jitter_option(p, default=False)
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
     p.add_argument("--no-report", action="store_true",
@@ -66,12 +72,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         reject_too_long=args.reject_too_long,
         goodput=parse_goodput(args.goodput) if args.goodput else None,
         step_jitter=args.jitter,
+        engine_config=engine_config(args.engine_config, [args.policy]),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
+    for line in prep.engine_warnings:
+        logger.warning("%s", line)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
     check_out_dir(out, args.force)

@@ -37,12 +37,13 @@ def peak_concurrency(requests: pd.DataFrame) -> int:
 
 
 def format_summary(metrics: dict[str, Any], policy: str,
-                   requests: pd.DataFrame | None = None) -> str:
+                   requests: pd.DataFrame | None = None,
+                   title: str = "Simulation Result") -> str:
     """requests: the run's requests table, for the token totals and the peak concurrency that
     `vllm bench serve` also prints."""
     m = metrics
     lines = [
-        _title(" Simulation Result ", "="),
+        _title(f" {title} ", "="),
         _row("Policy:", policy),
         _row("Profile source:", m["profile_source"]),
         _row("Successful requests:", m["completed"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import logging
 import math
 import os
 import sys
@@ -16,9 +17,11 @@ import pandas as pd
 
 from batchsim.args import (
     add_cpu_path_options,
+    add_engine_config_option,
     add_jitter_option,
     add_knob_option,
     add_workload_options,
+    engine_config,
     knobs_from_args,
     resolve_knob_aliases,
     with_cpu_path_defaults,
@@ -31,7 +34,7 @@ from batchsim.sim.errors import UsageError
 from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.outputs import check_output
 from batchsim.sim.profile import load_profile
-from batchsim.sim.run import RunSpec
+from batchsim.sim.run import RunSpec, context_limit
 from batchsim.sim.sweep.analysis import max_rate_under_slo, recommendation
 from batchsim.sim.sweep.presets import PRESETS, get_preset
 from batchsim.sim.sweep.sweep import (
@@ -48,6 +51,8 @@ from batchsim.sim.sweep.sweep import (
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.transform import TraceOptions
 
+logger = logging.getLogger(__name__)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", action="append", default=[], metavar="POLICY[,POLICY]",
@@ -55,6 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vary", action="append", default=[], metavar="KNOB=V1,V2,...",
                    help="a knob's values (repeatable; the grid is their cartesian product)")
     add_knob_option(p, what="a knob fixed for every point")
+    add_engine_config_option(p)
     p.add_argument("--request-rate", metavar="START:STOP:COUNT|R1,R2,...",
                    help="loads in req/s: 1:40:10 = 10 rates from 1 to 40 inclusive "
                         "(linspace); or a list such as 1,5,inf. With --trace: the mean rates "
@@ -129,7 +135,9 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
                    reject_too_long=args.reject_too_long,
                    goodput=parse_goodput(args.goodput) if args.goodput else None,
                    step_jitter=args.jitter, cpu_profile=args.cpu_profile,
-                   kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us)
+                   kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us,
+                   engine_config=engine_config(args.engine_config,
+                                               [c.policy for c in configurations]))
     base, assumed = with_cpu_path_defaults(base, [c.policy for c in configurations])
     return SweepSpec(tuple(configurations), tuple(rates), base, tuple(assumed))
 
@@ -151,6 +159,8 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
                            for c in sweep.configurations],
         "request_rates": [r if math.isfinite(r) else "inf" for r in sweep.rates],
         "fixed_knobs": dict(base.knobs),
+        "engine_config": (base.engine_config.provenance(base.knobs)
+                          if base.engine_config is not None else None),
         "points": n_points,
         "workload": workload,
         "profile": load_profile(base.profile).summary(),
@@ -191,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--address is the Ray cluster's: give it with --backend ray")
     sweep = sweep_from_args(args)
     points = check(sweep)  # unknown knob, bad value, bad workload: one line, nothing run
+    if sweep.base.engine_config is not None:  # its warnings about the profile, once
+        for line in context_limit(sweep.base.engine_config, load_profile(sweep.base.profile))[1]:
+            logger.warning("%s", line)
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
     check_output(out, args.force, "folder", SWEEP_FILES)
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))

@@ -5,24 +5,30 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import shlex
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from batchsim.args import (
     SYNTHETIC_FLAGS,
     add_cpu_path_options,
+    add_engine_config_option,
     add_jitter_option,
     add_knob_option,
     add_workload_options,
+    engine_config,
     flag,
     knobs_from_args,
     trace_words,
     workload_from_args,
 )
-from batchsim.extras import require_profile_extra
-from batchsim.policies.registry import available, make_config
+from batchsim.bench_cmd import add_endpoint_options
+from batchsim.extras import require_profile_extra, require_serve_extra
+from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.progress import Progress
+from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
-from batchsim.sim.profile import load_profile
+from batchsim.sim.profile import Profile, load_profile
 from batchsim.sim.validation.plan import (
     DEFAULT_LOADS,
     VALIDATION_FILES,
@@ -36,10 +42,17 @@ from batchsim.sim.validation.plan import (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", required=True,
-                   help="measured profile JSON (from `batchsim profile`) of the engine to validate")
+    p.add_argument("--profile",
+                   help="measured profile JSON (from `batchsim profile`) of the engine to "
+                        "validate; with --observed, the profile to simulate with (default: the "
+                        "shipped one)")
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p, "max_num_seqs=16")
+    add_engine_config_option(p)
+    p.add_argument("--observed", metavar="RUN",
+                   help="compare with an observed real run instead of running the engine: a "
+                        "vLLM request log (JSONL with queued_ts, first_token_ts, ...) or a "
+                        "batchsim run folder; its own requests are simulated")
     p.add_argument("--loads", default=",".join(f"{x:g}" for x in DEFAULT_LOADS),
                    help="load levels as fractions of the capacity the profile predicts "
                         "(default %(default)s)")
@@ -52,7 +65,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompts")
     p.add_argument("--quiet", action="store_true", help="print only the output folder")
     add_cpu_path_options(p)
+    e = p.add_argument_group("a running server instead of the engine (batchsim bench's client)")
+    add_endpoint_options(e, required=False)
     add_jitter_option(p, default=True)
+    p.set_defaults(jitter=None)  # on, except with --observed (a measured profile's repeats)
     p.add_argument("--jitter-replicas", type=int, default=8, metavar="N",
                    help="with --jitter, the simulated metrics are the mean over N draws "
                         "(default %(default)s)")
@@ -64,29 +80,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace) -> ValidationSpec:
     work = workload_from_args(args)
-    knobs = knobs_from_args(args, [args.policy])
+    if args.profile is None:
+        raise UsageError("validate needs --profile (the measured profile of the engine), "
+                         "or --observed RUN")
+    knobs: dict[str, Any] = dict(knobs_from_args(args, [args.policy]))
+    engine = engine_config(args.engine_config, [args.policy])
+    if engine is not None:
+        knobs = engine.knobs_for(get_policy(args.policy).config_class, knobs,
+                                 f"policy {args.policy}")
     make_config(args.policy, dict(knobs))  # unknown knob or bad value: one line, now
     workload = WorkloadSpec(trace=work.trace, trace_options=work.trace_options, **work.synthetic)
     workload.synthetic()  # checks the synthetic parameters
     return ValidationSpec(policy=args.policy, profile=args.profile, knobs=knobs,
                           workload=workload, loads=parse_loads(args.loads), seed=args.seed,
                           cpu_profile=args.cpu_profile, kv_copy_gbps=args.kv_copy_gbps,
-                          kv_copy_latency_us=args.kv_copy_latency_us, step_jitter=args.jitter,
+                          kv_copy_latency_us=args.kv_copy_latency_us,
+                          step_jitter=args.jitter is not False,
                           jitter_replicas=args.jitter_replicas)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.observed is not None:
+        from batchsim.validate_observed import run_observed
+
+        return run_observed(args)
     spec = spec_from_args(args)
-    require_profile_extra("validate")
+    if args.endpoint is None:
+        require_profile_extra("validate")
+    else:
+        require_serve_extra("validate --endpoint", ("httpx",))
     profile = load_profile(spec.profile)
     out = args.out or Path("runs") / (dt.datetime.now().strftime("%Y%m%d-%H%M%S")
                                       + f"-validate-{spec.policy}")
     check_output(out, args.force, "folder", VALIDATION_FILES)
+    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
+    if args.endpoint is not None:
+        return _run_endpoint(args, spec, profile, out, say)
     from batchsim.profiler.real.validate import engine_spec, run_validation
 
     engine = engine_spec(profile, args.model, args.device)
     plan = plan_validation(spec, profile)
-    say = (lambda text: None) if args.quiet else (lambda text: print(text, flush=True))
     say(f"capacity predicted by the profile for {spec.policy}: "
         f"{plan.capacity.request_rate:.3g} req/s")
     say(f"validating {len(plan.points)} load levels x {len(plan.points[0].workload)} requests on "
@@ -114,6 +147,24 @@ def run(args: argparse.Namespace) -> int:
         hint = level_hint(doc)
         if hint:
             print(hint)
+    print(f"validation folder: {out}")
+    return 0
+
+
+def _run_endpoint(args: argparse.Namespace, spec: ValidationSpec, profile: Profile, out: Path,
+                  say: Callable[[str], None]) -> int:
+    """validate --endpoint: the bench client against a running server, then the comparison."""
+    from batchsim.validate_endpoint import format_endpoint_result, run_endpoint_validation
+
+    if args.model is not None or args.device is not None:
+        raise ValueError("--model and --device rebuild the engine; with --endpoint the server "
+                         "is already running (pick its model with --served-model)")
+    plan = plan_validation(spec, profile)
+    say(f"capacity predicted by the profile for {spec.policy}: "
+        f"{plan.capacity.request_rate:.3g} req/s")
+    doc = run_endpoint_validation(args, plan, out, command_line(args, out), say)
+    if not args.quiet:
+        print(format_endpoint_result(doc))
     print(f"validation folder: {out}")
     return 0
 
@@ -148,7 +199,8 @@ def command_line(args: argparse.Namespace, out: Path) -> str:
     words += ["--jitter-replicas", str(args.jitter_replicas)] if args.jitter else ["--no-jitter"]
     if args.kv_copy_latency_us:
         words += ["--kv-copy-latency-us", str(args.kv_copy_latency_us)]
-    for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "trace", *SYNTHETIC_FLAGS):
+    for name in ("model", "device", "cpu_profile", "kv_copy_gbps", "endpoint", "served_model",
+                 "max_concurrency", "trace", *SYNTHETIC_FLAGS):
         value = getattr(args, name)
         if value is not None:
             words += [flag(name), str(value)]

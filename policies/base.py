@@ -206,6 +206,16 @@ class Policy(ABC):
     def kv_block_size(self) -> int:
         return 16
 
+    def abort(self, request: Request) -> bool:
+        """Drop a queued or running request (its client went away), between steps only.
+
+        Frees its KV and forgets it, as if it had never arrived; returns True. Returns False if
+        the request cannot leave now (a row of a running padded batch runs on as padding until
+        the batch ends; a CPU prefill in flight finishes): the caller discards what it produces
+        and asks again after the next step, until it finishes. Unknown requests (already
+        finished or rejected) return True. Policies must override this: a server needs it."""
+        raise NotImplementedError(f"policy {self.name!r} does not implement abort")
+
     def bind_paths(self, paths: Mapping[Device, ExecutionPath]) -> None:  # noqa: B027
         """Receive the execution paths (latency estimators, one per device in `paths`) before
         the first step; the default ignores them."""

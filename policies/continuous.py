@@ -66,6 +66,9 @@ class ContinuousConfig:
     # step k starts, so a request arriving during step k first runs in step k+2 and a request
     # finishing in step k frees its seat and blocks for step k+2
     async_scheduling: bool | None = None
+    # KV pool size in blocks (vLLM's name), replacing the capacity derived from memory and
+    # gpu_memory_utilization; None = derived
+    num_gpu_blocks_override: int | None = None
 
     def __post_init__(self) -> None:
         # Resolve the None behaviours now, so the run's config records what was simulated.
@@ -75,6 +78,9 @@ class ContinuousConfig:
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
+        if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override <= 0:
+            raise ValueError("num_gpu_blocks_override must be positive (or none = derived from "
+                             f"memory), got {self.num_gpu_blocks_override}")
         if self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be >= 0 (0 = no cap)")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -98,8 +104,9 @@ class Continuous(Policy):
 
     def __init__(self, config: ContinuousConfig, memory: MemoryFacts, max_model_len: int) -> None:
         super().__init__(config, memory, max_model_len)
-        capacity = memory.kv_capacity_tokens(config.gpu_memory_utilization)
-        self.ledger = BlockLedger(capacity // config.block_size, config.block_size)
+        num_blocks = config.num_gpu_blocks_override or (
+            memory.kv_capacity_tokens(config.gpu_memory_utilization) // config.block_size)
+        self.ledger = BlockLedger(num_blocks, config.block_size)
         self._waiting: WaitingQueue[Seq] = WaitingQueue(self.queue_order())
         self._running: dict[int, Seq] = {}  # scheduling order: newest last
         self._prefilling: dict[int, Seq] = {}
@@ -293,7 +300,8 @@ class Continuous(Policy):
             raise ValueError(
                 f"the longest request ({max_total_tokens} tokens, {needed} blocks) does not fit "
                 f"the KV cache ({ledger.num_blocks} blocks of {ledger.block_size} tokens): "
-                "raise gpu_memory_utilization or reject long requests"
+                "raise gpu_memory_utilization or num_gpu_blocks_override, or reject long "
+                "requests"
             )
 
     def add_request(self, request: Request, now_s: float) -> str | None:
@@ -410,6 +418,26 @@ class Continuous(Policy):
             else:
                 self._start_decode(seq)
         return events
+
+    def abort(self, request: Request) -> bool:
+        index = request.index
+        seq = self._running.get(index)
+        if seq is None:
+            for queued in self._waiting:
+                if queued.req is request:
+                    self._waiting.remove(queued)  # a waiting request holds no blocks
+                    break
+            return True
+        if index in self._decoding:  # as a preemption, without the requeue
+            kv_len = seq.entry_len + (self._step - seq.entry_step)
+            self._decode_kv -= kv_len
+            del self._decoding[index]
+            seq.version += 1  # its finish-heap entry goes stale
+        else:
+            kv_len = seq.computed
+            del self._prefilling[index]
+        self._release(seq, kv_len)
+        return True
 
     # -- internals ---------------------------------------------------------------------------
 

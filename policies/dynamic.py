@@ -85,6 +85,14 @@ class Dynamic(PaddedBatchPolicy):
     def has_work(self) -> bool:
         return self.batch is not None or self._num_queued > 0
 
+    def _forget(self, request: Request) -> None:
+        level = self._level(request)
+        for q in (self._queues[level], self._delayed[level]):
+            if request in q:
+                q.remove(request)
+                self._num_queued -= 1
+                return
+
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
         if self.batch is not None:
             return self.batch.plan()

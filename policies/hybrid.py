@@ -181,6 +181,18 @@ class Hybrid(Continuous):
         self._joined = []
         return events
 
+    def abort(self, request: Request) -> bool:
+        running = self._cpu_running
+        if (running is not None and running.req is request) or any(
+                seq.req is request for seq in self._handoff):
+            return False  # its CPU prefill finishes and joins first; asked again after
+        for seq in self._cpu_queue:
+            if seq.req is request:
+                self._cpu_queue.remove(seq)
+                self._cpu_backlog_s = max(0.0, self._cpu_backlog_s - self._cpu_cost_s(seq))
+                return True
+        return super().abort(request)
+
     # -- CPU side ----------------------------------------------------------------------------
 
     def _complete_cpu(self, plan: Plan) -> StepEvents:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -46,3 +46,23 @@ class WaitingQueue(Generic[T]):
 
     def pop(self) -> T:
         return self._fifo.popleft() if self.key is None else heapq.heappop(self._heap)[1]
+
+    def remove(self, item: T) -> bool:
+        """Take item out of the queue wherever it is (an abort); False if it is not queued."""
+        if self.key is not None:
+            for i, (_, queued) in enumerate(self._heap):
+                if queued is item:
+                    self._heap[i] = self._heap[-1]
+                    self._heap.pop()
+                    heapq.heapify(self._heap)
+                    return True
+            return False
+        try:
+            self._fifo.remove(item)
+        except ValueError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[T]:
+        """Queued items, in no guaranteed order."""
+        return iter([entry[1] for entry in self._heap] if self.key is not None else self._fifo)

@@ -64,6 +64,16 @@ class PaddedBatchPolicy(Policy):
             self._batch = None
         return events
 
+    def abort(self, request: Request) -> bool:
+        if self._batch is not None and request in self._batch.requests:
+            return False  # its row runs on as padding; the reservation ends with the batch
+        self._forget(request)
+        return True
+
+    def _forget(self, request: Request) -> None:
+        """Take a queued request out of the waiting queue(s), if it is there."""
+        raise NotImplementedError
+
     def start_batch(self, candidates: list[Request]) -> PaddedBatch:
         """Start a batch of the longest prefix of candidates whose reservation fits."""
         requests = take_fitting(candidates, self._capacity_tokens)
@@ -86,6 +96,10 @@ class Static(PaddedBatchPolicy):
 
     def has_work(self) -> bool:
         return self._batch is not None or bool(self._waiting)
+
+    def _forget(self, request: Request) -> None:
+        if request in self._waiting:
+            self._waiting.remove(request)
 
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
         if self._batch is not None:

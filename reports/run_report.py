@@ -94,17 +94,21 @@ def summary_cards(metrics: dict[str, Any]) -> str:
         value = m[key][stat]
         return "–" if value is None else f"{value:,.1f} ms"
 
+    def frac(key: str, spec: str = ".0%") -> str:
+        # None: not known (an observed run from a client sees no steps)
+        return "–" if m.get(key) is None else format(m[key], spec)
+
     items = {
         "completed / requests": f"{m['completed']:,} / {m['num_requests']:,}",
         "request throughput": f"{m['request_throughput']:,.2f} req/s",
         "output throughput": f"{m['output_token_throughput']:,.0f} tok/s",
         "mean TTFT": ms("ttft_ms", "mean"), "p99 TTFT": ms("ttft_ms", "p99"),
         "mean TPOT": ms("tpot_ms", "mean"), "p99 E2EL": ms("e2el_ms", "p99"),
-        "GPU busy": f"{m['gpu_busy_fraction']:.0%}",
-        "prefill time share": f"{m['prefill_time_share']:.0%}",
-        "mean batch size": f"{m['mean_batch_size']:.1f}",
-        "peak KV use": f"{m['max_kv_utilization']:.0%}",
-        "preemptions": f"{m['preemptions']:,}",
+        "GPU busy": frac("gpu_busy_fraction"),
+        "prefill time share": frac("prefill_time_share"),
+        "mean batch size": frac("mean_batch_size", ".1f"),
+        "peak KV use": frac("max_kv_utilization"),
+        "preemptions": frac("preemptions", ","),
     }
     if "goodput" in m:
         g = m["goodput"]
@@ -187,13 +191,19 @@ def run_sections(run: RunData) -> list[Section]:
     timeline_notes = ([f"Showing {shown:,} of {len(steps):,} steps: per time bucket, the "
                        "shortest and longest step of each phase."] if shown < len(steps) else [])
     share = run.metrics["prefill_time_share"]
-    return [
+    head = [
         Section("Summary", html=summary_cards(run.metrics) + metrics_table(run.metrics)),
         Section("Latency distributions", [figures.cdf_figure(
             {k: {run.name: v} for k, v in latency_cdfs(run).items()})],
             notes=["CDFs drawn from 220 quantiles per metric (finer above p99). ITL pools every "
                    "gap between consecutive tokens of all requests."]),
         Section("Over time", [ts_fig], notes=notes),
+    ]
+    if not len(steps):  # an observed run (batchsim bench): the client sees no engine steps
+        return [*head, Section("Configuration", html=table(config_rows(run.config)),
+                               notes=["Measured by a client: no engine steps were seen."])]
+    return [
+        *head,
         Section("Step timeline", [timeline], notes=timeline_notes),
         Section("Where the time goes", [
             figures.time_share_figure(time_share(run), "Wall-clock time by step phase"),

@@ -12,15 +12,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from batchsim.reports.html import Section, cards, table, write_report
-from batchsim.sim.outputs import read_json, read_table
-from batchsim.sim.validation.plan import METRIC_NAMES, TARGET_METRICS
+from batchsim.reports.validation_parts import (
+    REAL_COLOR,
+    SIM_COLOR,
+    cdf_figure,
+    error_heatmap,
+    jitter_note,
+    metric_rows,
+    read_point_table,
+)
+from batchsim.sim.outputs import read_json
+from batchsim.sim.validation.plan import TARGET_METRICS
 
-_REAL, _SIM = "#1f77b4", "#ff7f0e"
 # Metrics drawn real vs sim across loads (one small chart each).
 _HEADLINE = ("request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
              "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
@@ -31,12 +38,16 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
     """Render run_dir's validation.json (+ per-point CSVs) to the HTML file `out`."""
     run_dir = Path(run_dir)
     doc = read_json(run_dir / "validation.json")
+    if doc.get("kind") == "observed":
+        from batchsim.reports.observed import write_observed_report
+
+        return write_observed_report(doc, run_dir, out)
     sections = [
         _summary(doc),
         Section("Real vs simulated across load levels", [_headline_figure(doc)]),
-        Section("Signed relative error (sim − real) / real", [_error_heatmap(doc)],
+        Section("Signed relative error (sim − real) / real", [error_heatmap(doc)],
                 notes=["Positive: the simulation predicts more than the engine did."]),
-        Section("E2EL distribution per load level", [_cdf_figure(doc, run_dir, "e2el_ms")]),
+        Section("E2EL distribution per load level", [cdf_figure(doc, run_dir, "e2el_ms")]),
         Section("Cost model on the steps that really ran", [_step_figure(doc, run_dir)],
                 html=_step_table(doc),
                 notes=["Each real step's measured duration against the profile's prediction "
@@ -56,38 +67,18 @@ def _summary(doc: dict[str, Any]) -> Section:
     for m in TARGET_METRICS:
         mape = errors[m]["mape"]
         items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
-    host = np.mean([p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]) * 1e3
-    items["host time per step"] = f"{host:.3f} ms"
+    hosts = [p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]
+    if all(h is not None for h in hosts):  # a server that does not report it: unknown
+        items["host time per step"] = f"{np.mean(hosts) * 1e3:.3f} ms"
     levels = [p.get("step_cost_level") for p in doc["points"]]
     if all(levels):
         items["step cost level (real / predicted)"] = ", ".join(f"{x:.2f}x" for x in levels)
-    rows = []
-    for name in METRIC_NAMES:
-        row: dict[str, Any] = {"metric": name}
-        for p in doc["points"]:
-            c = p["comparison"][name]
-            lab = f"{p['load']:g}"
-            row[f"real @{lab}"] = c["real"]
-            row[f"sim @{lab}"] = c["sim"]
-            row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
-        mape = errors[name]["mape"]
-        row["MAPE"] = None if mape is None else f"{mape:.1%}"
-        rows.append(row)
+    rows = metric_rows(doc)
     engine = doc["engine"]
-    notes = [f"command: {doc['command']}", _jitter_note(doc),
+    notes = [f"command: {doc['command']}", jitter_note(doc),
              f"engine: torch {engine.get('torch')}, transformers {engine.get('transformers')}, "
              f"{engine['dtype']}, threads {engine.get('threads')}"]
     return Section("Summary", html=cards(items) + table(rows), notes=[n for n in notes if n])
-
-
-def _jitter_note(doc: dict[str, Any]) -> str:
-    if "step_jitter" not in doc:  # written before validate recorded it
-        return ""
-    jitter = doc["step_jitter"]
-    if not jitter:
-        return "simulated side: every step at the cost model's prediction (no step jitter)"
-    return (f"simulated side: step jitter drawn from the profile's repeats, every metric the "
-            f"mean of {jitter.get('replicas', 1)} draws (seed {jitter.get('seed')})")
 
 
 def _headline_figure(doc: dict[str, Any]) -> go.Figure:
@@ -97,7 +88,7 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     loads = [p["load"] for p in doc["points"]]
     for k, name in enumerate(_HEADLINE):
         r, c = k // cols + 1, k % cols + 1
-        for side, color in (("real", _REAL), ("sim", _SIM)):
+        for side, color in (("real", REAL_COLOR), ("sim", SIM_COLOR)):
             fig.add_trace(go.Scatter(
                 x=loads, y=[p["comparison"][name][side] for p in doc["points"]],
                 mode="lines+markers", name=side, legendgroup=side, showlegend=k == 0,
@@ -107,49 +98,11 @@ def _headline_figure(doc: dict[str, Any]) -> go.Figure:
     return fig
 
 
-def _error_heatmap(doc: dict[str, Any]) -> go.Figure:
-    z, text = [], []
-    for name in METRIC_NAMES:
-        errs = [p["comparison"][name]["rel_error"] for p in doc["points"]]
-        z.append([np.nan if e is None else e * 100 for e in errs])
-        text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
-    fig = go.Figure(go.Heatmap(
-        z=z, x=[f"load {p['load']:g}" for p in doc["points"]], y=list(METRIC_NAMES),
-        text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
-        colorbar={"title": "%"}))
-    fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})
-    return fig
-
-
-def _read(run_dir: Path, point: dict[str, Any], side: str, name: str) -> pd.DataFrame | None:
-    path = run_dir / point["folder"] / side / name
-    return read_table(path) if path.exists() else None
-
-
-def _cdf_figure(doc: dict[str, Any], run_dir: Path, column: str) -> go.Figure:
-    fig = go.Figure()
-    dashes = ("solid", "dash", "dot", "dashdot")
-    for k, p in enumerate(doc["points"]):
-        for side, color in (("real", _REAL), ("sim", _SIM)):
-            df = _read(run_dir, p, side, "requests.csv")
-            if df is None:
-                continue
-            values = np.sort(df[column].dropna().to_numpy())
-            if not len(values):
-                continue
-            fig.add_trace(go.Scatter(
-                x=values, y=np.arange(1, len(values) + 1) / len(values), mode="lines",
-                name=f"{side} @ load {p['load']:g}",
-                line={"color": color, "dash": dashes[k % len(dashes)]}))
-    fig.update_layout(xaxis_title=column, yaxis_title="fraction of requests")
-    return fig
-
-
 def _step_figure(doc: dict[str, Any], run_dir: Path) -> go.Figure:
     fig = go.Figure()
     top = 0.0
     for p in doc["points"]:
-        df = _read(run_dir, p, "real", "steps.csv")
+        df = read_point_table(run_dir, p, "real", "steps.csv")
         if df is None or "predicted_s" not in df:
             continue
         for phase, g in df.groupby("phase"):

@@ -23,6 +23,7 @@ from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_SLO_MS, MAX_TIME_SCALE, number
 from batchsim.sim.csv_table import write_csv
+from batchsim.sim.engine_config import EngineConfig
 from batchsim.sim.jitter import StepJitter
 from batchsim.sim.metrics import summarize
 from batchsim.sim.outputs import check_output, json_safe
@@ -52,6 +53,8 @@ class RunSpec:
     kv_copy_gbps: float | None = None  # hybrid: ASSUMED CPU->GPU KV copy bandwidth (GB/s)
     kv_copy_latency_us: float = 0.0  # hybrid: assumed fixed cost per KV hand-off
     step_jitter: bool = False  # draw GPU step-time noise from the profile's repeats (sim.jitter)
+    # a vLLM engine's settings (--engine-config): its knobs lie under `knobs` (--set wins)
+    engine_config: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         # finite and bounded where they enter (sim.checks); NaN would pass `x <= 0` tests
@@ -71,6 +74,7 @@ class Prepared:
     workload: Workload
     too_long: set[int]
     cpu_costs: CpuCostModel | None = None  # the CPU path's costs, for policies with one
+    engine_warnings: list[str] = dataclasses.field(default_factory=list)  # from --engine-config
 
 
 @dataclass
@@ -82,48 +86,77 @@ class RunOutput:
     recorder: Recorder
 
 
-def prepare(spec: RunSpec) -> Prepared:
-    """Load and check every input; raise ValueError/KeyError with a one-line message."""
-    policy_class = get_policy(spec.policy)
-    make_config(policy_class.name, dict(spec.knobs))  # knob errors before file ones
+def prepare(spec: RunSpec, workload: Workload | None = None) -> Prepared:
+    """Load and check every input; raise ValueError/KeyError with a one-line message.
+
+    workload: requests already in hand (an observed run's), replacing spec's trace/synthetic.
+    """
+    make_config(get_policy(spec.policy).name, policy_knobs(spec))  # knob errors before file ones
     profile = load_profile(spec.profile)
     check_jitter(spec, profile)
-    if spec.trace is not None:
-        options = dataclasses.replace(spec.trace_options or TraceOptions(),
-                                      time_scale=spec.time_scale)
-        workload = load_trace(spec.trace, options=options)
-    else:
-        rng = np.random.default_rng(spec.seed)
-        workload = synthesize(spec.synthetic or SyntheticSpec(), rng)
+    if workload is None:
+        workload = make_workload(spec)
     return prepare_workload(spec, profile, workload)
 
 
 def prepare_workload(spec: RunSpec, profile: Profile, workload: Workload) -> Prepared:
-    """A fresh policy for `workload`, checked against the model's context and the policy's
-    limits (the one place a run is prepared; `prepare` loads the inputs first)."""
+    """A fresh policy for `workload`, checked against the model's (or the engine config's)
+    context and the policy's limits (the one place a run is prepared; `prepare` loads the
+    inputs first)."""
     policy_class = get_policy(spec.policy)
-    # the profile's own defaults (e.g. the vLLM version it was measured with) under --set
-    config = make_config(policy_class.name, dict(spec.knobs), profile.policy_defaults())
+    # the engine config's knobs, then --set's, over the profile's own defaults (e.g. the vLLM
+    # version it was measured with)
+    config = make_config(policy_class.name, policy_knobs(spec), profile.policy_defaults())
     check_jitter(spec, profile)
     if len(workload) and float(workload.arrival_s[-1]) > MAX_ARRIVAL_S:
         raise WorkloadError(f"{workload.where(len(workload) - 1)}: arrival at "
                             f"{float(workload.arrival_s[-1]):.3g} s is beyond {MAX_ARRIVAL_S:g} s "
                             "(about 31 years): lower --time-scale or raise --request-rate")
-    policy = policy_class(config, profile.memory, profile.max_model_len)
+    max_model_len, engine_warnings = context_limit(spec.engine_config, profile)
+    policy = policy_class(config, profile.memory, max_model_len)
     total = workload.input_tokens + workload.output_tokens
-    over = np.flatnonzero(total > profile.max_model_len)
+    over = np.flatnonzero(total > max_model_len)
     if len(over) and not spec.reject_too_long:
         i = int(over[0])
         raise WorkloadError(
             f"{workload.where(i)}: request of {int(workload.input_tokens[i])} input + "
-            f"{int(workload.output_tokens[i])} output tokens exceeds the model's context "
-            f"({profile.max_model_len}); pass --reject-too-long to reject such requests"
+            f"{int(workload.output_tokens[i])} output tokens exceeds the "
+            f"{'engine' if max_model_len < profile.max_model_len else 'model'}'s context "
+            f"({max_model_len}); pass --reject-too-long to reject such requests"
         )
-    keep = total <= profile.max_model_len
+    keep = total <= max_model_len
     if keep.any():
         policy.check_workload(int(workload.input_tokens[keep].max()), int(total[keep].max()))
     return Prepared(spec, profile, policy, workload, set(over.tolist()),
-                    resolve_cpu_costs(spec, profile, policy))
+                    resolve_cpu_costs(spec, profile, policy), engine_warnings)
+
+
+def policy_knobs(spec: RunSpec) -> dict[str, Any]:
+    """The knobs the policy is built with: the engine config's, then --set's on top."""
+    if spec.engine_config is None:
+        return dict(spec.knobs)
+    return spec.engine_config.knobs_for(get_policy(spec.policy).config_class, spec.knobs,
+                                        f"policy {spec.policy}")
+
+
+def context_limit(engine: EngineConfig | None, profile: Profile) -> tuple[int, list[str]]:
+    """The context a request may fill (the engine's max_model_len, at most the model's) and the
+    engine config's warnings about the profile (TP, dtype)."""
+    if engine is None:
+        return profile.max_model_len, []
+    warnings = engine.check_profile(profile.summary(), profile.fingerprint,
+                                    profile.max_model_len)
+    return engine.max_model_len or profile.max_model_len, warnings
+
+
+def make_workload(spec: RunSpec) -> Workload:
+    """The run's requests: the trace (transformed), or the synthetic workload seeded by
+    spec.seed (`batchsim bench` sends exactly these)."""
+    if spec.trace is not None:
+        options = dataclasses.replace(spec.trace_options or TraceOptions(),
+                                      time_scale=spec.time_scale)
+        return load_trace(spec.trace, options=options)
+    return synthesize(spec.synthetic or SyntheticSpec(), np.random.default_rng(spec.seed))
 
 
 def check_jitter(spec: RunSpec, profile: Profile) -> None:
@@ -166,6 +199,11 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     if jitter is not None:
         config["step_jitter"] = {"seed": prep.spec.seed + jitter_seed_offset,
                                  "repeat_ratios": jitter.summary()}
+    if prep.spec.engine_config is not None:
+        knob_names = list(config["knobs"])
+        config["engine_config"] = {**prep.spec.engine_config.provenance(prep.spec.knobs,
+                                                                        knob_names),
+                                   "profile_warnings": prep.engine_warnings}
     derived = prep.policy.derived_knobs()
     if derived:
         config["derived_knobs"] = derived

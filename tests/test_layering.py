@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARY = ("sim", "policies", "profiler", "reports")  # the folders batchsim/ links
+LIBRARY = ("sim", "policies", "profiler", "reports", "serve")  # the folders batchsim/ links
 # the command line: the modules of batchsim/ itself (the linked folders are the library)
 CLI = {f"batchsim.{p.stem}" for p in (ROOT / "batchsim").glob("*.py") if p.stem != "__init__"}
 

@@ -1,5 +1,6 @@
-"""torch and transformers stay inside profiler/: the simulator side, and the profile import
-(profiler/imported/), never import them."""
+"""torch and transformers stay inside profiler/, the HTTP stack (FastAPI, Uvicorn, httpx) inside
+serve/: the simulator side, the profile import (profiler/imported/) and the command line's
+parser never import them."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from batchsim.profiler.imported.llmservingsim import ImportConfig, import_profil
 data = Path("tests/data/llmservingsim")
 import_profile(ImportConfig(data / "perf/TINYGPU/org/tiny-moe/bf16", data / "configs/tiny-moe.json",
                             tp=2, gpu_memory_gb=4, num_points=40, num_heldout=20))
-heavy = sorted(m for m in ("torch", "transformers") if m in sys.modules)
+heavy = sorted(m for m in ("torch", "transformers", "fastapi", "uvicorn", "httpx",
+                           "starlette") if m in sys.modules)
 print(",".join(heavy))
 """
 

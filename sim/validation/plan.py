@@ -319,6 +319,11 @@ def error_summary(comparisons: Sequence[Mapping[str, Mapping[str, Any]]]
     return out
 
 
+def point_label(point: Mapping[str, Any]) -> str:
+    """A point's name in tables: its load level, or its label (an observed run's point)."""
+    return str(point.get("label") or f"{point['load']:g}")
+
+
 def validation_table(points: Sequence[Mapping[str, Any]],
                      summary: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """validation.csv: one row per (load, metric), then one 'all' row per metric with MAPE."""
@@ -326,7 +331,7 @@ def validation_table(points: Sequence[Mapping[str, Any]],
     for p in points:
         for name in METRIC_NAMES:
             c = p["comparison"][name]
-            rows.append({"load": f"{p['load']:g}", "request_rate": p["request_rate"],
+            rows.append({"load": point_label(p), "request_rate": p["request_rate"],
                          "metric": name, "real": c["real"], "sim": c["sim"],
                          "rel_error": c["rel_error"], "mape": None})
     for name in METRIC_NAMES:
@@ -342,8 +347,9 @@ def format_error_table(doc: Mapping[str, Any],
                            "gpu_busy_fraction", "mean_batch_size")) -> str:
     """Plain-text table: metric rows, real / sim / error per load, then MAPE."""
     points = doc["points"]
-    head = f"{'metric':<24}" + "".join(f"{'load ' + format(p['load'], 'g'):>30}"
-                                       for p in points) + f"{'MAPE':>8}"
+    head = f"{'metric':<24}" + "".join(
+        f"{(p.get('label') or 'load ' + format(p['load'], 'g')):>30}" for p in points
+    ) + f"{'MAPE':>8}"
     sub = f"{'':<24}" + "".join(f"{'real':>10}{'sim':>10}{'err':>10}" for _ in points)
     lines = [head, sub]
     for name in metrics:

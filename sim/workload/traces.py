@@ -7,6 +7,10 @@
   azure     CSV    TIMESTAMP, ContextTokens, GeneratedTokens                 wall clock
   burstgpt  CSV    Timestamp, Request tokens, Response tokens (+ Model, ...) seconds
   vidur     CSV    arrived_at, num_prefill_tokens, num_decode_tokens         seconds
+  vllm      JSONL  queued_ts, input_toks, output_toks (+ request_id and the   seconds
+                   server's other timestamps: a vLLM request log, request_log.py)
+  llmservingsim JSONL arrival_time_ns, input_toks, output_toks               ns
+                   (+ input_tok_ids, ignored)
 
 A million-line file must load in seconds, so no Python object is made per row where it can be
 avoided: CSVs go through pandas' C parser in chunks; Mooncake lines are cut by regular
@@ -36,13 +40,14 @@ import numpy as np
 import pandas as pd
 
 from batchsim.sim.shipped import resolve
-from batchsim.sim.workload import jsonl_fast
+from batchsim.sim.workload import jsonl_fast, request_log
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
 
 log = logging.getLogger(__name__)
 
 _MAX_TOKENS = 2.0**53  # float64 holds every integer up to here exactly
+_MAX_TIME = 1e21  # a time field in the trace's own unit (epoch ns are ~1.7e18)
 _CSV_CHUNK_ROWS = 1 << 18
 _JSONL_CHUNK_BYTES = 1 << 24
 _INT64 = np.iinfo(np.int64)
@@ -56,7 +61,7 @@ class TraceFormat:
     time: str  # column (CSV) or key (JSONL) of the arrival time
     input: str
     output: str
-    time_unit: Literal["s", "ms", "datetime"]
+    time_unit: Literal["s", "ms", "ns", "datetime"]
 
 
 FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
@@ -65,7 +70,12 @@ FORMATS: dict[str, TraceFormat] = {f.name: f for f in (
     TraceFormat("azure", "csv", "TIMESTAMP", "ContextTokens", "GeneratedTokens", "datetime"),
     TraceFormat("burstgpt", "csv", "Timestamp", "Request tokens", "Response tokens", "s"),
     TraceFormat("vidur", "csv", "arrived_at", "num_prefill_tokens", "num_decode_tokens", "s"),
+    TraceFormat("vllm", "jsonl", request_log.TIME_KEY, request_log.INPUT_KEY,
+                request_log.OUTPUT_KEY, "s"),
+    TraceFormat("llmservingsim", "jsonl", "arrival_time_ns", "input_toks", "output_toks", "ns"),
 )}
+# divisor from a format's time unit to seconds (datetimes are parsed to seconds already)
+_PER_SECOND = {"s": 1.0, "ms": 1e3, "ns": 1e9, "datetime": 1.0}
 
 
 @dataclass
@@ -77,7 +87,7 @@ class _Rows:
     outputs: np.ndarray  # float64, NaN = missing
     lines: np.ndarray  # int64 file line of each row
     hash_ids: PrefixBlocks | None = None
-    ids: list[str] | None = None  # native only
+    ids: list[str] | None = None  # native and vllm only
     priority: np.ndarray | None = None  # native only
 
 
@@ -145,6 +155,8 @@ def _read_file(file: Path, options: TraceOptions) -> Workload:
     rows: _Rows | None
     if fmt.kind == "csv":
         rows = _csv_rows(file, fmt, header_line, names)
+    elif fmt.name == "vllm":
+        rows = _log_rows(file)
     else:
         rows = _fast_jsonl_rows(file, fmt)
         if rows is None or (fmt.name == "native" and not _native_valid(rows)):
@@ -327,6 +339,13 @@ def _concat_blocks(parts: list[PrefixBlocks | None]) -> PrefixBlocks:
 
 # ---- JSON lines ----------------------------------------------------------------------------
 
+def _log_rows(file: Path) -> _Rows:
+    """A vLLM request log: every timestamp checked (request_log.py); arrivals are queued_ts."""
+    log_ = request_log.read_request_log(file)
+    return _Rows(log_.stamps[request_log.TIME_KEY], log_.input_tokens, log_.output_tokens,
+                 log_.lines, ids=log_.ids)
+
+
 def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
     """JSON lines checked and cut by regular expressions (sim.workload.jsonl_fast), or None
     where that cannot vouch for every line; the caller then re-reads with json.loads per line,
@@ -419,7 +438,10 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
                 continue
             where = f"{file}:{number}"
             row = _json_object(text, where)
-            time.append(_number(row, fmt.time, where, minimum=0.0 if native else None))
+            # times may be large integers (epoch nanoseconds); their size is checked once they
+            # are seconds (MAX_ARRIVAL_S), so only lengths get the integer bound here
+            time.append(_number(row, fmt.time, where, minimum=0.0 if native else None,
+                                max_int=_MAX_TIME))
             if native:  # the native format's own, stricter checks
                 inputs.append(_count(row, fmt.input, where))
                 outputs.append(_count(row, fmt.output, where))
@@ -480,13 +502,13 @@ def _short(value: object) -> str:
 
 
 def _number(row: dict, key: str, where: str, minimum: float | None = None,
-            default: float | None = None) -> float:
+            default: float | None = None, max_int: float = _MAX_TOKENS) -> float:
     if key not in row:
         if default is not None:
             return default
         raise WorkloadError(f"{where}: missing field {key!r}")
     value = row[key]
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_TOKENS:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > max_int:
         raise WorkloadError(f"{where}: {key} is too large ({_short(value)})")
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise WorkloadError(f"{where}: {key} must be a finite number, got {_short(value)}")
@@ -530,9 +552,11 @@ def _to_workload(file: Path, fmt: TraceFormat, rows: _Rows, strict: bool) -> Wor
         raise WorkloadError(f"{file}: every request has 0 input or output tokens")
     order, resorted = _arrival_order(file, rows.time[keep], rows.lines[keep], strict)
     index = keep[order]
-    time = rows.time[index] / (1000.0 if fmt.time_unit == "ms" else 1.0)
+    time = rows.time[index]
     if fmt.name != "native":
-        time -= time[0]  # imported traces start at their first request
+        time = time - time[0]  # imported traces start at their first request (before the
+        # unit change: epoch nanoseconds keep their precision in the differences)
+    time = time / _PER_SECOND[fmt.time_unit]
     identity = len(index) == len(rows.lines) and not resorted
     hash_ids = rows.hash_ids
     if hash_ids is not None and not identity:

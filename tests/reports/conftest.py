@@ -57,7 +57,22 @@ def build_validation_report(tmp: Path) -> Path:
     return out / "report.html"
 
 
+def build_observed_report(tmp: Path) -> Path:
+    """`validate --observed` of the hand-made vLLM log, with a timeseries beside it."""
+    run = tmp / "vllm"
+    run.mkdir()
+    log = ROOT / "tests" / "data" / "traces" / "vllm_log.jsonl"
+    (run / "requests.jsonl").write_text(log.read_text())
+    (run / "timeseries.csv").write_text("t,prompt_throughput,gen_throughput,running,waiting\n"
+                                        "1.0,300,10,1,0\n2.0,300,8,1,0\n3.0,0,0,0,0\n")
+    out = tmp / "observed"
+    assert main(["validate", "--observed", str(run / "requests.jsonl"), "--policy",
+                 "continuous", "--out", str(out), "--quiet"]) == 0
+    return out / "report.html"
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "observed": build_observed_report,
     "run": build_run_report,
     "comparison": build_comparison_report,
     "profile": build_profile_report,

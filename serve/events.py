@@ -1,0 +1,38 @@
+"""What the engine loop hands back to HTTP handlers, and how (thread-safe hand-over)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+FinishReason = Literal["length", "stop", "abort", "rejected"]
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the loop hands back for a request: one token, or its end."""
+
+    kind: Literal["token", "finish"]
+    token: int = -1
+    reason: FinishReason | None = None
+    detail: str = ""  # why it was rejected
+    timing: dict[str, float | None] | None = None  # server-side times at finish (seconds)
+
+
+Sink = Callable[[Event], None]
+Post = Callable[[list[tuple[Sink, Event]]], None]
+
+
+def call_each(batch: list[tuple[Sink, Event]]) -> None:
+    """The default `post`: deliver on the engine thread (the sinks must be thread-safe)."""
+    for sink, event in batch:
+        sink(event)
+
+
+class Unavailable(Exception):
+    """The server cannot take the request now (HTTP 503); retry_after_s: when to retry."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,90 @@
+"""Runs a policy's Plan on the real engines and says which request got which token.
+
+Packed plans run on the paged ``Engine``, padded plans on the ``StaticEngine``, exactly as the
+validation executor (``batchsim.profiler.real.executor``) runs them; what the server needs on top
+is the token values (to stream them) and freeing a sequence when its request is aborted.
+torch is imported only by the engines, which the caller builds (``build_engines``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from batchsim.profiler.engine.records import EngineChunk, EnginePlan
+
+if TYPE_CHECKING:
+    from batchsim.policies.base import Plan
+    from batchsim.profiler.engine.paged_engine import Engine
+    from batchsim.profiler.engine.static_engine import StaticEngine
+
+
+@dataclass
+class StepOutput:
+    tokens: dict[int, int]  # request index -> token sampled for it this step
+    busy_s: float  # wall time of the engine step
+
+
+class PlanRunner:
+    """The real engines behind the server (one of them may be None if no plan needs it)."""
+
+    def __init__(self, paged: Engine | None, static: StaticEngine | None) -> None:
+        self.paged = paged
+        self.static = static
+        self._prompts: dict[int, list[int]] = {}  # live requests' prompts, by index
+        self._resume: dict[int, list[int]] = {}  # preempted: prompt + generated, to recompute
+        self._batch: list[int] = []  # request index of each row of the static batch
+
+    def add(self, index: int, prompt: list[int]) -> None:
+        self._prompts[index] = prompt
+
+    def run(self, plan: Plan) -> StepOutput:
+        t0 = time.perf_counter()
+        tokens = self._padded(plan) if plan.layout == "padded" else self._packed(plan)
+        return StepOutput(tokens, time.perf_counter() - t0)
+
+    def release(self, index: int) -> None:
+        """Forget a finished or aborted request and free its paged KV blocks, if it has any."""
+        self._prompts.pop(index, None)
+        self._resume.pop(index, None)
+        if self.paged is not None and index in self._paged_ids():
+            self.paged.free(index)
+
+    def kv_usage(self) -> float | None:
+        """Fraction of the paged pool's blocks in use (None without a paged engine)."""
+        if self.paged is None:
+            return None
+        cache = self.paged.kv_cache
+        return 1.0 - cache.num_free_blocks / cache.num_blocks
+
+    def _paged_ids(self) -> set[object]:
+        assert self.paged is not None
+        return set(self.paged.seq_ids)
+
+    def _packed(self, plan: Plan) -> dict[int, int]:
+        engine = self.paged
+        assert engine is not None, "a packed plan needs the paged engine"
+        for r in plan.preempted:  # recompute preemption: free now, prefill again later
+            self._resume[r.index] = engine.free(r.index)
+        chunks = []
+        for chunk in plan.prefills:
+            i = chunk.request.index
+            if chunk.start == 0:
+                resumed = self._resume.pop(i, None)
+                engine.add(i, resumed if resumed is not None else self._prompts[i])
+            chunks.append(EngineChunk(i, chunk.start, chunk.num_tokens))
+        result = engine.step(EnginePlan(prefills=chunks, decodes=[r.index for r in plan.decodes]))
+        return {int(k): int(v) for k, v in result.tokens.items()}  # type: ignore[call-overload]
+
+    def _padded(self, plan: Plan) -> dict[int, int]:
+        engine = self.static
+        assert engine is not None, "a padded plan needs the static engine"
+        if plan.prefills:  # a new static batch: left-padded prefill of every row
+            self._batch = [c.request.index for c in plan.prefills]
+            prompts = [self._prompts[i] for i in self._batch]
+            sampled, _ = engine.prefill(prompts, [c.request.output_tokens for c in plan.prefills])
+        else:
+            sampled, _ = engine.decode()
+        # every row samples; rows past their request's end are padding, dropped by the caller
+        return dict(zip(self._batch, (int(t) for t in sampled), strict=True))
