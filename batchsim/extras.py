@@ -40,3 +40,15 @@ def require_serve_extra(command: str, modules: tuple[str, ...] = SERVE_EXTRA) ->
     if missing:
         raise UsageError(f"`batchsim {command}` needs {' and '.join(missing)} (the serve extra, "
                          "not installed here): pip install 'batchsim[serve]'")
+
+
+def require_sweep_extra() -> None:
+    """UsageError naming the sweep extra when Ray (for `sweep --backend ray`) is not importable."""
+    try:
+        importlib.import_module("ray")
+    except ModuleNotFoundError as e:
+        if e.name != "ray":  # installed, but one of its own dependencies is not
+            raise UsageError(f"ray is installed but cannot be imported ({e}): reinstall it with "
+                             "pip install 'batchsim[sweep]'") from None
+        raise UsageError("`batchsim sweep --backend ray` needs ray (the sweep extra, not "
+                         "installed here): pip install 'batchsim[sweep]'") from None

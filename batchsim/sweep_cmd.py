@@ -27,6 +27,7 @@ from batchsim.args import (
     with_cpu_path_defaults,
     workload_from_args,
 )
+from batchsim.extras import require_sweep_extra
 from batchsim.policies.registry import available, get_policy
 from batchsim.progress import Progress
 from batchsim.sim.errors import UsageError
@@ -37,6 +38,7 @@ from batchsim.sim.run import RunSpec, context_limit
 from batchsim.sim.sweep.analysis import max_rate_under_slo, recommendation
 from batchsim.sim.sweep.presets import PRESETS, get_preset
 from batchsim.sim.sweep.sweep import (
+    BACKENDS,
     SWEEP_FILES,
     SweepSpec,
     check,
@@ -69,7 +71,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SLOs in ms, e.g. ttft:500 tpot:50; a load meets them when ≥99%% of "
                         "its requests do")
     p.add_argument("--workers", type=int, default=None,
-                   help="worker processes (default: the number of CPUs)")
+                   help="worker processes (default: the number of CPUs; local backend)")
+    p.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="where the points run: local worker processes (default), or Ray tasks "
+                        "(needs the sweep extra: pip install 'batchsim[sweep]')")
+    p.add_argument("--address", metavar="ADDR",
+                   help="with --backend ray: the Ray cluster (auto, HOST:PORT or "
+                        "ray://HOST:PORT; default: RAY_ADDRESS, else a new local instance)")
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
     p.add_argument("--reject-too-long", action="store_true",
@@ -184,6 +192,13 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.backend == "ray":
+        if args.workers is not None:
+            raise UsageError("--workers sets local processes: with --backend ray, Ray runs the "
+                             "points on the cluster's CPUs (drop --workers)")
+        require_sweep_extra()  # before any work: one line naming the extra
+    elif args.address is not None:
+        raise UsageError("--address is the Ray cluster's: give it with --backend ray")
     sweep = sweep_from_args(args)
     points = check(sweep)  # unknown knob, bad value, bad workload: one line, nothing run
     if sweep.base.engine_config is not None:  # its warnings about the profile, once
@@ -192,10 +207,12 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-sweep"
     check_output(out, args.force, "folder", SWEEP_FILES)
     workers = max(1, min(args.workers or os.cpu_count() or 1, len(points)))
-    bar = Progress(len(points), f"sweeping ({workers} workers)", " points",
-                   final_line=not args.quiet)
+    where = (f"on Ray ({args.address or 'local instance'})" if args.backend == "ray"
+             else f"with {workers} workers")
+    bar = Progress(len(points), f"sweeping {where}", " points", final_line=not args.quiet)
     start = time.perf_counter()
-    table = run_sweep(sweep, workers, progress=bar.update, points=points)
+    table = run_sweep(sweep, workers, progress=bar.update, points=points, backend=args.backend,
+                      address=args.address)
     elapsed = time.perf_counter() - start
     bar.phase("writing sweep folder")
     meta = sweep_meta(sweep, args, len(points))
@@ -218,6 +235,6 @@ def run(args: argparse.Namespace) -> int:
                                 for row in limits.to_dict("records")]))
         for title, rows in preset_tables:
             print(f"\n{title}\n{format_table(rows)}")
-        print(f"\n{len(points)} points in {elapsed:.1f} s with {workers} workers")
+        print(f"\n{len(points)} points in {elapsed:.1f} s {where}")
     print(f"sweep folder: {out}")
     return 0

@@ -3,10 +3,10 @@
 A configuration is a policy plus knob values; a load is a request rate (synthetic arrivals), or
 for a trace the mean rate it is replayed at (its arrival times rescaled). Every point is a
 `batchsim.sim.run.prepare` + `simulate` of a `RunSpec`; only its summary metrics are kept, as one
-row of
-the sweep table, so a 100-point sweep holds 100 rows, not 100 run folders. Points run in worker
-processes (the simulator is single-threaded Python); each point's randomness comes from the
-sweep's one seed, so a point's result does not depend on which worker ran it or in which order.
+row of the sweep table, so a 100-point sweep holds 100 rows, not 100 run folders. Points run in
+worker processes (the simulator is single-threaded Python) or as Ray tasks; each point's
+randomness comes from the sweep's one seed, so a point's result does not depend on which worker
+ran it or in which order.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,8 @@ from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.traces import load_trace
 from batchsim.sim.workload.transform import TraceOptions
 
+Backend = Literal["local", "ray"]  # where the points run: local processes, or Ray tasks
+BACKENDS: tuple[str, ...] = get_args(Backend)
 MAX_POINTS = 10_000  # rates (or grid points) in one sweep
 SWEEP_FILES = ("sweep.json", "sweep.csv")  # what an existing sweep folder holds
 LATENCY_KEYS = ("ttft", "tpot", "itl", "e2el", "queue")
@@ -245,17 +247,24 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 def run_sweep(sweep: SweepSpec, workers: int | None = None,
               progress: Callable[[int], None] | None = None,
-              points: Sequence[tuple[Configuration, float, RunSpec]] | None = None
-              ) -> pd.DataFrame:
-    """Run every point (in `workers` processes; 1 = in this process) -> the sweep table.
+              points: Sequence[tuple[Configuration, float, RunSpec]] | None = None,
+              backend: Backend = "local", address: str | None = None) -> pd.DataFrame:
+    """Run every point -> the sweep table.
 
+    backend "local": in `workers` processes (1 = in this process); "ray": as Ray tasks
+    (sim.sweep.ray_backend; `address` is the cluster's, None a local instance), the same table.
     points: the result of check(sweep), if the caller already has it. Rows are in grid order
     whatever order the points finish in.
     """
+    assert backend in BACKENDS, f"unknown sweep backend {backend!r}"
     points = check(sweep) if points is None else points
     workers = max(1, min(workers or os.cpu_count() or 1, len(points)))
     rows: list[dict[str, Any] | None] = [None] * len(points)
-    if workers == 1:
+    if backend == "ray":
+        from batchsim.sim.sweep.ray_backend import run_on_ray
+
+        rows = list(run_on_ray(run_point, [spec for _, _, spec in points], address, progress))
+    elif workers == 1:
         for i, (_, _, spec) in enumerate(points):
             rows[i] = run_point(spec)
             if progress:
