@@ -19,7 +19,7 @@ from batchsim.policies.base import Policy
 from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.static import PaddedBatchPolicy
-from batchsim.serve.plan_runner import PlanRunner
+from batchsim.profiler.real.plan_runner import PlanRunner
 from batchsim.serve.protocol import ModelLimits
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 It is the serving core's third driver (`batchsim.sim.server.Server`, beside the simulator and
 the validation executor): the core admits, decides, and accounts for each step; this driver only
 says how time passes (the wall clock; arrivals pushed by HTTP handlers) and how a step runs (the
-engines, `serve.plan_runner`), and hands tokens back to the handlers.
+engines, `profiler.real.plan_runner`), and hands tokens back to the handlers.
 
 The loop runs in its own thread, so the asyncio event loop never waits for a step. HTTP handlers
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
@@ -32,9 +32,9 @@ from typing import Any
 from batchsim.policies.base import Device, Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
+from batchsim.profiler.real.plan_runner import PlanRunner
 from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable, call_each
 from batchsim.serve.live_stats import LiveStats
-from batchsim.serve.plan_runner import PlanRunner
 from batchsim.serve.protocol import GenerationRequest
 from batchsim.sim.server import Server
 

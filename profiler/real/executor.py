@@ -37,7 +37,8 @@ import numpy as np
 
 from batchsim.policies.base import Plan, Policy, StepEvents, Wait
 from batchsim.policies.request import Request
-from batchsim.profiler.engine.records import EngineChunk, EnginePlan, StepTiming
+from batchsim.profiler.engine.records import StepTiming
+from batchsim.profiler.real.plan_runner import PlanRunner
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.server import ProgressFn, Server
 
@@ -94,7 +95,7 @@ class RealExecutor:
             else {"gpu": ExecutionPath("gpu", {})})
         self.server = Server(policy, paths, len(self.requests), workload.arrival_s,
                              progress=progress)
-        self._resume: dict[int, list[int]] = {}  # preempted: prompt + generated, to recompute
+        self._runner = PlanRunner(paged, static)  # runs each Plan on the engines
         self._batch: list[Request] = []  # rows of the running static batch
         self._generated = [0] * len(self.requests)
         self._host: list[float] = []
@@ -196,40 +197,24 @@ class RealExecutor:
         if plan.device != "gpu":
             raise ValueError(f"{self.policy.name} planned a step on the {plan.device} path; "
                              "the real executor runs the main device's engines only")
-        return self._run_padded(plan) if plan.layout == "padded" else self._run_packed(plan)
-
-    def _run_packed(self, plan: Plan) -> StepTiming:
-        engine = self.paged
-        assert engine is not None, "a packed plan needs the paged engine"
-        for r in plan.preempted:  # recompute preemption: free now, prefill again later
-            self._resume[r.index] = engine.free(r.index)
-        chunks = []
-        for chunk in plan.prefills:
-            i = chunk.request.index
+        for chunk in plan.prefills:  # the runner prefills from these (or a preempted resume)
             if chunk.start == 0:
-                resumed = self._resume.pop(i, None)
-                engine.add(i, resumed if resumed is not None else self.prompts[i])
-            chunks.append(EngineChunk(i, chunk.start, chunk.num_tokens))
-        result = engine.step(EnginePlan(prefills=chunks, decodes=[r.index for r in plan.decodes]))
-        for seq_id in result.tokens:
-            self._generated[int(seq_id)] += 1  # type: ignore[call-overload]
-        return result.timing
+                self._runner.add(chunk.request.index, list(self.prompts[chunk.request.index]))
+        out = self._runner.run(plan)
+        if plan.layout == "packed":
+            for index in out.tokens:
+                self._generated[index] += 1
+        else:
+            for r in self._rows(plan):  # a static batch's finished rows run on as padding
+                if self._generated[r.index] < r.output_tokens:
+                    self._generated[r.index] += 1
+        return out.timing
 
-    def _run_padded(self, plan: Plan) -> StepTiming:
-        engine = self.static
-        assert engine is not None, "a padded plan needs the static engine"
-        if plan.prefills:  # a new static batch: left-padded prefill of every row
+    def _rows(self, plan: Plan) -> list[Request]:
+        """The rows of the static batch this padded plan runs (set when it is prefilled)."""
+        if plan.prefills:
             self._batch = [c.request for c in plan.prefills]
-            prompts = [self.prompts[r.index] for r in self._batch]
-            _, timing = engine.prefill(prompts, [r.output_tokens for r in self._batch])
-            for r in self._batch:
-                self._generated[r.index] += 1
-            return timing
-        _, timing = engine.decode()
-        for r in self._batch:  # finished rows keep running as padding
-            if self._generated[r.index] < r.output_tokens:
-                self._generated[r.index] += 1
-        return timing
+        return self._batch
 
     def _account(self, plan: Plan, events: StepEvents) -> None:
         """Free finished sequences' KV (host work after the step, as a server does it)."""
@@ -238,8 +223,7 @@ class RealExecutor:
                 f"request {r.index} finished with {self._generated[r.index]} tokens generated, "
                 f"{r.output_tokens} asked")
             if plan.layout == "packed":
-                assert self.paged is not None
-                self.paged.free(r.index)
+                self._runner.release(r.index)
 
     @staticmethod
     def _check_shape(plan: Plan, timing: StepTiming) -> None:

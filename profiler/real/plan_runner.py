@@ -1,9 +1,11 @@
 """Runs a policy's Plan on the real engines and says which request got which token.
 
-Packed plans run on the paged ``Engine``, padded plans on the ``StaticEngine``, exactly as the
-validation executor (``batchsim.profiler.real.executor``) runs them; what the server needs on top
-is the token values (to stream them) and freeing a sequence when its request is aborted.
-torch is imported only by the engines, which the caller builds (``build_engines``).
+Packed plans run on the paged ``Engine`` (what the profile's packed.* models measured), padded
+plans on the ``StaticEngine`` (padded.*). The one place a Plan meets the engines: the validation
+executor (``batchsim.profiler.real.executor``) and the live server (``batchsim.serve``) both run
+their steps here. Recompute preemption frees a sequence's KV and keeps prompt + generated tokens
+to prefill again; a static batch's rows keep running as padding until the batch ends.
+torch is imported only by the engines, which the caller builds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from batchsim.profiler.engine.records import EngineChunk, EnginePlan
+from batchsim.profiler.engine.records import EngineChunk, EnginePlan, StepTiming
 
 if TYPE_CHECKING:
     from batchsim.policies.base import Plan
@@ -22,8 +24,9 @@ if TYPE_CHECKING:
 
 @dataclass
 class StepOutput:
-    tokens: dict[int, int]  # request index -> token sampled for it this step
+    tokens: dict[int, int]  # request index -> token sampled for it (static: every row)
     busy_s: float  # wall time of the engine step
+    timing: StepTiming  # the engine's own record of the step (shape, GPU and host times)
 
 
 class PlanRunner:
@@ -41,8 +44,8 @@ class PlanRunner:
 
     def run(self, plan: Plan) -> StepOutput:
         t0 = time.perf_counter()
-        tokens = self._padded(plan) if plan.layout == "padded" else self._packed(plan)
-        return StepOutput(tokens, time.perf_counter() - t0)
+        tokens, timing = self._padded(plan) if plan.layout == "padded" else self._packed(plan)
+        return StepOutput(tokens, time.perf_counter() - t0, timing)
 
     def release(self, index: int) -> None:
         """Forget a finished or aborted request and free its paged KV blocks, if it has any."""
@@ -62,7 +65,7 @@ class PlanRunner:
         assert self.paged is not None
         return set(self.paged.seq_ids)
 
-    def _packed(self, plan: Plan) -> dict[int, int]:
+    def _packed(self, plan: Plan) -> tuple[dict[int, int], StepTiming]:
         engine = self.paged
         assert engine is not None, "a packed plan needs the paged engine"
         for r in plan.preempted:  # recompute preemption: free now, prefill again later
@@ -75,16 +78,18 @@ class PlanRunner:
                 engine.add(i, resumed if resumed is not None else self._prompts[i])
             chunks.append(EngineChunk(i, chunk.start, chunk.num_tokens))
         result = engine.step(EnginePlan(prefills=chunks, decodes=[r.index for r in plan.decodes]))
-        return {int(k): int(v) for k, v in result.tokens.items()}  # type: ignore[call-overload]
+        tokens = {int(k): int(v) for k, v in result.tokens.items()}  # type: ignore[call-overload]
+        return tokens, result.timing
 
-    def _padded(self, plan: Plan) -> dict[int, int]:
+    def _padded(self, plan: Plan) -> tuple[dict[int, int], StepTiming]:
         engine = self.static
         assert engine is not None, "a padded plan needs the static engine"
         if plan.prefills:  # a new static batch: left-padded prefill of every row
             self._batch = [c.request.index for c in plan.prefills]
             prompts = [self._prompts[i] for i in self._batch]
-            sampled, _ = engine.prefill(prompts, [c.request.output_tokens for c in plan.prefills])
+            sampled, timing = engine.prefill(prompts,
+                                             [c.request.output_tokens for c in plan.prefills])
         else:
-            sampled, _ = engine.decode()
+            sampled, timing = engine.decode()
         # every row samples; rows past their request's end are padding, dropped by the caller
-        return dict(zip(self._batch, (int(t) for t in sampled), strict=True))
+        return dict(zip(self._batch, (int(t) for t in sampled), strict=True)), timing
