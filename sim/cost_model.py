@@ -155,7 +155,7 @@ class CostModel:
         lines = self._run_lines(shape)
         last = num_steps - 1
         b, s = max(lines)
-        if max(lines, key=lambda line: line[0] + line[1] * last) != (b, s) and (
+        if len(lines) > 1 and max(lines, key=lambda line: line[0] + line[1] * last) != (b, s) and (
                 max(line[0] + line[1] * last for line in lines) > b + s * last):
             durations = _run_array(lines, num_steps)
             if stop_s != float("inf"):
@@ -163,6 +163,8 @@ class CostModel:
                 durations = durations[:cut]
             return durations.tolist()
         n = num_steps if stop_s == float("inf") else min(num_steps, _steps_to_reach(b, s, stop_s))
+        if n > 32:  # the same two float operations per step, in numpy for long runs
+            return (b + s * np.arange(n, dtype=np.float64)).tolist()
         return [b + s * j for j in range(n)]
 
     def decode_run_array(self, shape: StepShape, num_steps: int) -> np.ndarray:

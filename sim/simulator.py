@@ -76,12 +76,52 @@ class Simulator:
         return self.server.recorder
 
     def run(self) -> SimResult:
+        if not self.hybrid:
+            return self._run_gpu_only()
         self.env.process(self._arrivals())
         if self.hybrid:
             self.env.process(self._cpu())
         gpu = self.env.process(self._gpu())
         self.env.run(until=gpu)
         return SimResult(self.server.recorder, self.requests, float(self.env.now))
+
+    def _run_gpu_only(self) -> SimResult:
+        """The GPU process alone, as a plain loop: with no CPU worker, arrivals are the only
+        other events, and they are known in advance, so an index into them replaces SimPy.
+        Times are the floats the SimPy processes compute (an arrival is delivered at
+        `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so every output
+        is byte-identical to the SimPy run; an arrival at the very instant a step ends is seen
+        before the next decision."""
+        server, requests, price, jitter = self.server, self.requests, price_run, self.jitter
+        ff, cost_model = self.fast_forward, self.profile.cost_model
+        n, i = len(requests), 0
+        now = delivered = 0.0  # the clock; when the next arrival is delivered
+        if n and requests[0].arrival_s > 0.0:
+            delivered = requests[0].arrival_s
+        while True:
+            while i < n and delivered <= now:
+                server.arrive(requests[i])
+                i += 1
+                if i < n and requests[i].arrival_s > delivered:
+                    delivered = delivered + (requests[i].arrival_s - delivered)
+            decision = server.decide(now)
+            if decision is None:
+                break
+            if isinstance(decision, Wait):
+                server.check_wait(decision, now)
+                wake = delivered if i < n else float("inf")
+                if decision.until_s is not None:
+                    wake = min(wake, now + (decision.until_s - now))
+                now = wake
+                continue
+            model = cost_model(decision.layout, decision.phase, decision.device)
+            stop_s = server.stop_s(now) if decision.max_repeats > 1 else float("inf")
+            durations = price(decision, model, stop_s, jitter, ff)
+            busy_s = sum(durations) if len(durations) > 1 else durations[0]
+            server.begin(decision, now, busy_s)
+            start, now = now, now + busy_s
+            server.end(decision, start, durations)
+        return SimResult(server.recorder, requests, now)
 
     # -- processes -------------------------------------------------------------------------
 
