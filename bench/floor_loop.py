@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,8 +45,8 @@ DEFAULT_KNOBS = {"max_num_seqs": 256, "max_num_batched_tokens": 8192,
                  "policy": "fcfs", "scheduler_reserve_full_isl": True, "async_scheduling": True}
 
 
-def _coefs(model: object) -> tuple[float, ...]:
-    terms, curve = model.terms, model.curve  # type: ignore[attr-defined]
+def _coefs(model: Any) -> tuple[float, ...]:
+    terms, curve = model.terms, model.curve
     assert len(terms) == 1 and curve is None, "the floor prices single-term models only"
     return terms[0]
 
@@ -214,7 +215,7 @@ def _steps_to_reach(b: float, s: float, stop_s: float) -> int:
     return m
 
 
-def _prepare(case: str, num_requests: int, tmp: Path):
+def _prepare(case: str, num_requests: int, tmp: Path) -> Any:
     from batchsim.sim.run import RunSpec, prepare
     from batchsim.sim.workload.synthetic import SyntheticSpec
 
@@ -232,7 +233,7 @@ def _prepare(case: str, num_requests: int, tmp: Path):
     return prepare(spec)
 
 
-def _floor(prep) -> tuple[float, int]:
+def _floor(prep: Any) -> tuple[float, int]:
     cfg, w = prep.policy.config, prep.workload
     for knob, value in DEFAULT_KNOBS.items():
         assert getattr(cfg, knob) == value, f"the floor implements default knobs only: {knob}"
@@ -247,7 +248,7 @@ def _floor(prep) -> tuple[float, int]:
     return time.process_time() - t0, steps
 
 
-def _batchsim(prep) -> tuple[float, int]:
+def _batchsim(prep: Any) -> tuple[float, int]:
     from batchsim.sim.simulator import Simulator
 
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long)
