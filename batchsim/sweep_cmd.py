@@ -189,6 +189,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _limit_rows(limits: pd.DataFrame) -> list[dict[str, Any]]:
+    """The max-rate-under-SLO table with the reports' column names and the attainment as a
+    percentage (`100.0%`, not `1`)."""
+    from batchsim.reports.fmt import metric_label, percent
+
+    def cell(key: str, value: Any) -> Any:
+        if key == "slo_attainment_at_max" and isinstance(value, float) and math.isfinite(value):
+            return percent(value)
+        return value
+
+    return [{metric_label(str(k)): cell(str(k), v) for k, v in row.items()}
+            for row in limits.to_dict("records")]
+
+
 def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
@@ -230,9 +244,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {sentence}")
         print(recommendation(table, meta["goodput"]))
         if meta["goodput"]:
-            limits = max_rate_under_slo(table)
-            print(format_table([{str(k): v for k, v in row.items()}
-                                for row in limits.to_dict("records")]))
+            print(format_table(_limit_rows(max_rate_under_slo(table))))
         for title, rows in preset_tables:
             print(f"\n{title}\n{format_table(rows)}")
         print(f"\n{len(points)} points in {elapsed:.1f} s {where}")
