@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -102,14 +103,16 @@ def _scrape(base: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     require_serve_extra("bench", ("httpx",))
     work = workload_from_args(args, request_rate=True)
+    synthetic = None if work.trace is not None else SyntheticSpec(**work.synthetic)
     workload = make_workload(RunSpec(
         policy="", seed=args.seed, trace=work.trace, time_scale=work.time_scale,
-        trace_options=work.trace_options,
-        synthetic=None if work.trace is not None else SyntheticSpec(**work.synthetic)))
+        trace_options=work.trace_options, synthetic=synthetic))
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-bench"
     check_out_dir(out, args.force)
     saved = result_options(args)
     output, model = measure(args, workload, "benchmarking")
+    if synthetic is not None:  # what was sent, as simulate records it (and --save-result reads)
+        output.config["workload"]["synthetic"] = dataclasses.asdict(synthetic)
     from batchsim.reports.run_report import write_into_run
 
     def as_vllm(run: Any) -> dict[str, Any]:

@@ -56,8 +56,9 @@ def write_observed_report(doc: dict[str, Any], run_dir: Path, out: Path) -> Path
                                        "Simulated at the same ticks: tokens of steps ending in "
                                        "the last interval, running and waiting at the tick."]))
     obs = doc["observed"]
-    subtitle = (f"policy {doc['policy']} · profile {display_path(str(doc['profile'].get('path')))} "
-                f"({doc['profile'].get('source')}) · observed {obs['source']}")
+    profile = display_path(str(doc["profile"].get("path")))
+    subtitle = (f"policy {doc['policy']} · profile {profile} ({doc['profile'].get('source')}) "
+                f"· observed {obs['source']}")
     return write_report(out, f"Observed run vs simulation: {doc['policy']}", sections,
                         subtitle=subtitle)
 

@@ -100,7 +100,7 @@ def attainment_figure(table: pd.DataFrame) -> go.Figure:
                                  line={"color": figures.PALETTE[i % len(figures.PALETTE)]}))
     fig.add_hline(y=SLO_TARGET, line={"color": "#a00", "dash": "dash", "width": 1},
                   annotation_text=f"{SLO_TARGET:.0%}")
-    fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return figures.styled(fig, "Share of requests meeting the SLO", "request rate (req/s)",
                           "SLO attainment")
 

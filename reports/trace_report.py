@@ -112,6 +112,6 @@ def trace_sections(stats: Mapping[str, Any], arrival_s: np.ndarray, input_tokens
 
 def write_trace_report(path: str | Path, stats: Mapping[str, Any], arrival_s: np.ndarray,
                        input_tokens: np.ndarray, output_tokens: np.ndarray) -> Path:
-    subtitle = f"{display_path(str(stats['file']))} ({stats['format']} format)"
+    subtitle = f"{display_path(str(stats['file']))} · {stats['format']} format"
     return write_report(path, "Trace statistics", trace_sections(
         stats, arrival_s, input_tokens, output_tokens), subtitle=subtitle)

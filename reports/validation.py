@@ -57,7 +57,7 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
                        "error in the metrics beyond it comes from what happens between steps."]),
     ]
     subtitle = (f"policy {doc['policy']} · profile {display_path(str(doc['profile'].get('path')))} "
-                f"({doc['profile'].get('digest')}) · {doc['engine']['model']} on "
+                f"(digest {doc['profile'].get('digest')}) · {doc['engine']['model']} on "
                 f"{doc['engine']['device_name']}")
     return write_report(out, f"Validation: {doc['policy']}", sections, subtitle=subtitle)
 
