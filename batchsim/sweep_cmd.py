@@ -172,17 +172,23 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table for the terminal (numbers to 4 significant digits)."""
+    """A plain-text table for the terminal: numbers as the reports write them
+    (reports.fmt.number: 11,353 rather than 1.135e+04), the presets' shares as percentages."""
+    from batchsim.reports.fmt import number, percent
+    from batchsim.sim.sweep.presets import SHARE_COLUMNS
+
     if not rows:
         return "(no rows)"
     cols = list(rows[0])
 
-    def cell(v: Any) -> str:
+    def cell(v: Any, col: str = "") -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
-        return f"{v:,.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+        if col in SHARE_COLUMNS and isinstance(v, float):
+            return percent(v)
+        return number(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
 
-    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    cells = [[cell(r.get(c), c) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

@@ -30,6 +30,7 @@ from batchsim.sim.sweep.analysis import (
     recommendation,
     slo_text,
 )
+from batchsim.sim.sweep.presets import SHARE_COLUMNS
 
 # y-axis choices of the trade-off figure (first = shown on opening)
 LATENCY_CHOICES = (("e2el_p99_ms", "p99 E2EL (ms)"), ("e2el_mean_ms", "mean E2EL (ms)"),
@@ -123,7 +124,9 @@ def sweep_sections(df: pd.DataFrame, meta: Mapping[str, Any],
     slo = meta.get("goodput")
     lead = f'<p class="lead"><b>{html.escape(recommendation(df, slo))}</b></p>'
     sections = [Section("", html=lead)]
-    sections += [Section(title, html=_scroll(table(rows)))
+    sections += [Section(title, html=_scroll(table(
+        [{k: percent(v) if k in SHARE_COLUMNS and isinstance(v, float) else v
+          for k, v in row.items()} for row in rows])))
                  for title, rows in preset_tables]
     finite = df[np.isfinite(df["request_rate"])]
     sections.append(Section("Latency–throughput trade-off", [tradeoff_figure(df)], notes=[
