@@ -35,8 +35,8 @@ def add_result_options(p: argparse.ArgumentParser) -> None:
                    help="percentiles printed and saved beside mean and median, comma-separated, "
                         f"from {','.join(map(str, PERCENTILES))} (default 99)")
     g.add_argument("--save-result", action="store_true",
-                   help=f"also write the run as vllm bench serve's result JSON ({RESULT_FILENAME}"
-                        " in the run folder unless --result-dir/--result-filename)")
+                   help="also write the run as vllm bench serve's result JSON (by default "
+                        f"{RESULT_FILENAME} in the run folder)")
     g.add_argument("--save-detailed", action="store_true",
                    help="with --save-result: add the per-request input_lens, output_lens, ttfts, "
                         "itls and errors")
