@@ -105,7 +105,7 @@ def llmservingsim_records(src: Source) -> list[Record]:
     for c, kp, n, kvd, us in attn[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode",
                                    "time_us"]].itertuples(index=False):
         shape = attention_shape(int(c), int(kp), int(n), int(kvd))
-        op = next(o for o in step_ops(a, shape, tp, b) if o.kind == "attention")
+        op = next(o for o in step_ops(a, shape, tp, b) if o.name == "attention")
         recs.append(Record(src.name, src.gpu, replace(op, count=1), float(us) * 1e-6))
     moe_file = src.path / "moe.csv"
     if moe_file.exists() and a.is_moe:
