@@ -24,8 +24,8 @@ def main() -> None:
         DEFAULT_LINK_GBPS,
         DEFAULT_LINK_LATENCY_US,
     )
-    from batchsim.profiler.imported.model_config import read_config
     from batchsim.profiler.imported.tables import read_meta
+    from batchsim.profiler.model_arch import read_config
     from batchsim.sim.profile import load_profile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -17,7 +17,6 @@ from dataclasses import asdict
 from typing import Any
 
 from batchsim.policies.base import StepShape
-from batchsim.profiler.analytic.arch import ModelArch
 from batchsim.profiler.analytic.calibration import (
     CALIBRATION_FILE,
     EAGER,
@@ -27,6 +26,7 @@ from batchsim.profiler.analytic.calibration import (
 )
 from batchsim.profiler.analytic.gpus import GpuSpec
 from batchsim.profiler.analytic.ops import step_ops
+from batchsim.profiler.model_arch import ModelArch
 from batchsim.profiler.profiling.grid import (
     PADDED_DECODE,
     PADDED_PREFILL,
@@ -45,7 +45,8 @@ MIN_ACTIVATION_BYTES = 2**30
 
 def activation_reserve(arch: ModelArch, tp: int) -> int:
     logits = 256 * arch.vocab_size * 4
-    mlp = 8192 * (2 * arch.intermediate_size // tp) * 2 * (arch.experts_per_token or 1)
+    width = arch.moe_intermediate_size if arch.is_moe else arch.intermediate_size
+    mlp = 8192 * (2 * width // tp) * 2 * (arch.experts_per_token or 1)
     return max(MIN_ACTIVATION_BYTES, logits + mlp)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from batchsim.policies.base import StepShape
-from batchsim.profiler.analytic.arch import ModelArch
+from batchsim.profiler.model_arch import ModelArch
 
 KernelClass = Literal["gemm", "moe", "attention", "decode_attention", "norm", "activation",
                       "rope", "embedding", "sampler", "allreduce"]
@@ -121,7 +121,7 @@ def step_ops(arch: ModelArch, shape: StepShape, tp: int = 1, dtype_bytes: int = 
     t = shape.num_prefill_tokens + shape.num_decode_seqs
     s = shape.num_seqs
     h, L, b = arch.hidden_size, arch.num_layers, dtype_bytes
-    q, kv = arch.q_size // tp, max(arch.head_dim, arch.kv_size // tp)
+    q, kv = arch.q_size // tp, arch.kv_heads_per_gpu(tp) * arch.head_dim
     heads = max(1, arch.num_heads // tp)
     ops = [Op("embedding", "embedding", 0.0, 2.0 * t * h * b, tokens=t)]
     # vLLM fuses the residual add into the norm: read x and residual, write both
@@ -133,18 +133,21 @@ def step_ops(arch: ModelArch, shape: StepShape, tp: int = 1, dtype_bytes: int = 
         ops.append(Op("rotary_emb", "rope", 0.0, 2.0 * t * (q + kv) * b, L, tokens=t))
     ops.append(attention_op(arch, shape, heads, kv // arch.head_dim, b, L))
     ops.append(gemm("o_proj", t, q, h, b, L))
-    inter = arch.intermediate_size
-    if arch.is_moe:
+    moe_layers = arch.moe_layers if arch.is_moe else 0
+    if moe_layers:
         e, k = arch.num_experts, arch.experts_per_token
         active = expected_experts(e, k, t)
         mats = 3 if arch.gated_mlp else 2
-        ops.append(gemm("router", t, h, e, b, L))
+        inter = arch.moe_intermediate_size
+        ops.append(gemm("router", t, h, e, b, moe_layers))
         ops.append(Op("moe", "moe", 2.0 * t * k * mats * h * inter / tp,
-                      (active * mats * h * inter / tp + 2.0 * t * k * h) * b, L, tokens=t))
+                      (active * mats * h * inter / tp + 2.0 * t * k * h) * b, moe_layers,
+                      tokens=t))
         if arch.shared_expert_size:
-            ops += _dense_mlp(t, h, arch.shared_expert_size // tp, arch.gated_mlp, b, L, "shared_")
-    else:
-        ops += _dense_mlp(t, h, inter // tp, arch.gated_mlp, b, L)
+            ops += _dense_mlp(t, h, arch.shared_expert_size // tp, arch.gated_mlp, b, moe_layers,
+                              "shared_")
+    if moe_layers < L:  # dense layers (all of them in a dense model)
+        ops += _dense_mlp(t, h, arch.intermediate_size // tp, arch.gated_mlp, b, L - moe_layers)
     if tp > 1:
         ring = 2.0 * (tp - 1) / tp * t * h * b
         ops.append(Op("allreduce", "allreduce", 0.0, ring, 2 * L, tokens=tp))

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from batchsim.policies.base import StepShape, chunk_attn_pairs
-from batchsim.profiler.analytic.arch import ModelArch, arch_from_config
+from batchsim.profiler.analytic.arch import arch_from_config
 from batchsim.profiler.analytic.calibration import Record
 from batchsim.profiler.analytic.gpus import GPUS, GpuSpec
 from batchsim.profiler.analytic.ops import Op, gemm, step_ops
+from batchsim.profiler.model_arch import ModelArch
 
 DTYPE_BYTES = 2
 
@@ -127,8 +128,8 @@ def attention_shape(chunk: int, kv_prefill: int, n_decode: int, kv_decode: int) 
 def moe_op(a: ModelArch, tp: int, tokens: int, active: float) -> Op:
     mats = 3 if a.gated_mlp else 2
     k = a.experts_per_token
-    return Op("moe", "moe", 2.0 * tokens * k * mats * a.hidden_size * a.intermediate_size / tp,
-              (active * mats * a.hidden_size * a.intermediate_size / tp
+    return Op("moe", "moe", 2.0 * tokens * k * mats * a.hidden_size * a.moe_intermediate_size / tp,
+              (active * mats * a.hidden_size * a.moe_intermediate_size / tp
                + 2.0 * tokens * k * a.hidden_size) * DTYPE_BYTES, tokens=tokens)
 
 
