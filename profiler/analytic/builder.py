@@ -21,6 +21,7 @@ from batchsim.profiler.analytic.calibration import (
     CALIBRATION_FILE,
     EAGER,
     VLLM,
+    Calibration,
     load_calibration,
     step_time,
 )
@@ -51,8 +52,12 @@ def activation_reserve(arch: ModelArch, tp: int) -> int:
 
 
 def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, tp: int = 1,
-                     dtype: str = "bfloat16", engine: str = "vllm") -> dict[str, Any]:
-    """The profile document (sim/profile.py schema). ValueError when the model does not fit."""
+                     dtype: str = "bfloat16", engine: str = "vllm",
+                     calibration: tuple[Calibration, dict[str, Any]] | None = None
+                     ) -> dict[str, Any]:
+    """The profile document (sim/profile.py schema). ValueError when the model does not fit.
+    `calibration` (parameters, meta) replaces the committed calibration.json (the accuracy
+    bench builds profiles from calibrations that leave sources out)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if engine not in ("vllm", "eager"):
@@ -70,7 +75,7 @@ def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, 
             f"{arch.name} does not fit one {gpu.name} at --tp {tp}: {weights / 2**30:.1f} GiB of "
             f"{dtype} weights per GPU + {reserve / 2**30:.1f} GiB of activations exceed 90% of "
             f"{gpu.mem_bytes / 2**30:.0f} GiB; raise --tp or choose a larger GPU")
-    calib, calib_meta = load_calibration()
+    calib, calib_meta = calibration if calibration is not None else load_calibration()
     spec = grid_spec("standard", "cuda")
     shapes: list[tuple[str, str, StepShape]] = []
     for gp in build_points(spec, arch.max_model_len):
@@ -122,7 +127,7 @@ def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, 
                 f"launches per layer at {EAGER['launch_s'] * 1e6:g} us, "
                 f"{EAGER['step_overhead_s'] * 1e3:g} ms per step, "
                 f"{EAGER['per_seq_s'] * 1e6:g} us per sequence"),
-            "calibration_file": CALIBRATION_FILE.name,
+            "calibration_file": CALIBRATION_FILE.name if calibration is None else None,
             "calibration": calib_meta,
             "activation_reserve": "assumed: max(1 GiB, fp32 logits of 256 sequences + MLP "
                                   "intermediates of 8192 tokens)",
