@@ -22,8 +22,8 @@ def main() -> None:
     from batchsim.policies.base import StepShape, chunk_attn_pairs
     from batchsim.profiler.imported.compose import Link, StepComposer
     from batchsim.profiler.imported.hardware import tp_link
-    from batchsim.profiler.imported.model_config import read_config
     from batchsim.profiler.imported.tables import read_meta
+    from batchsim.profiler.model_arch import read_config
     from batchsim.sim.profile import load_profile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -23,11 +23,12 @@ import numpy as np
 
 from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
+from batchsim.profiler.imported.dtypes import VariantDtypes
 from batchsim.profiler.imported.grids import GridBuilder
 from batchsim.profiler.imported.hardware import LinkChoice, tp_link
 from batchsim.profiler.imported.memory import memory_facts
-from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
+from batchsim.profiler.model_arch import ModelArch, read_config
 from batchsim.profiler.profiling.fit import SIMPLER_MARGIN, fit_key
 from batchsim.sim.profile import SCHEMA, SCHEMA_VERSION
 
@@ -76,7 +77,7 @@ def _shard_of(key: str, have: int, value: int, t: int) -> bool:
     return abs(have / t - value) <= _SHARDED[key] * value
 
 
-def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: Path) -> None:
+def check_architecture(meta: Mapping[str, Any], config: ModelArch, meta_path: Path) -> None:
     """The config must be the model the tables measured: same architecture, and the one-layer
     model's overridden TP-sharded dimensions (heads, intermediate size, vocabulary) one GPU's
     share (1/t, t in tp_degrees) of the config's. Other overrides (layers, a reduced expert
@@ -198,7 +199,7 @@ def _features(shapes: list[StepShape]) -> np.ndarray:
     return feature_matrix(shapes)
 
 
-def _document(cfg: ImportConfig, meta: Mapping[str, Any], config: ModelConfig,
+def _document(cfg: ImportConfig, meta: Mapping[str, Any], config: ModelArch,
               composer: StepComposer, link: LinkChoice, memory: dict[str, int],
               memory_source: str,
               cost_models: dict[str, Any], points: list[dict[str, Any]],
