@@ -2,8 +2,9 @@
 
 Native trace format (JSONL, one request per line):
     {"arrival_s": 0.0, "input_tokens": 812, "output_tokens": 153, "id": "r1", "priority": 0}
-`id`, `priority` and `hash_ids` (prefix-block hashes, a list of integers, one per 512
-tokens of the prompt as in Mooncake's traces) are optional. Public
+`id`, `priority`, `hash_ids` (prefix-block hashes, a list of integers, one per 512
+tokens of the prompt as in Mooncake's traces) and `prefix_group` with `prefix_len` (the first
+prefix_len tokens are that group's shared prompt) are optional. Public
 trace formats (Azure, BurstGPT, Mooncake, Vidur) are read by `batchsim.sim.workload.traces`
 (`load_trace` reads any of them); synthetic workloads are drawn by
 `batchsim.sim.workload.synthetic`. This module is the leaf both build on: it imports neither.
@@ -96,18 +97,20 @@ class Workload:
     def prefixes(self) -> list[PrefixId | None]:
         """Each request's prefix identity: its hash_ids (512-token blocks), else its prefix
         group (one block of its shared length, the group as its hash), else None."""
-        n = len(self)
-        if self.hash_ids is not None:
-            blocks = self.hash_ids
-            values = blocks.values.astype(np.int64, copy=False)
-            offsets = blocks.offsets.tolist()
-            return [PrefixId(HASH_BLOCK_TOKENS, values[offsets[i]:offsets[i + 1]].tobytes())
-                    if offsets[i + 1] > offsets[i] else None for i in range(n)]
+        out: list[PrefixId | None] = [None] * len(self)
         if self.prefix_group is not None and self.prefix_tokens is not None:
-            return [PrefixId(int(t), np.int64(g).tobytes()) if g >= 0 and t > 0 else None
-                    for g, t in zip(self.prefix_group.tolist(), self.prefix_tokens.tolist(),
-                                    strict=True)]
-        return [None] * n
+            for i, (g, t) in enumerate(zip(self.prefix_group.tolist(),
+                                           self.prefix_tokens.tolist(), strict=True)):
+                if g >= 0 and t > 0:
+                    out[i] = PrefixId(int(t), np.int64(g).tobytes())
+        if self.hash_ids is not None:  # the finer identity wins where a request has both
+            values = self.hash_ids.values.astype(np.int64, copy=False)
+            offsets = self.hash_ids.offsets.tolist()
+            for i in range(len(out)):
+                if offsets[i + 1] > offsets[i]:
+                    out[i] = PrefixId(HASH_BLOCK_TOKENS,
+                                      values[offsets[i]:offsets[i + 1]].tobytes())
+        return out
 
     def where(self, index: int) -> str:
         """Human pointer to request `index`: its trace line when there is one."""

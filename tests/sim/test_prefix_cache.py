@@ -214,3 +214,59 @@ def test_keys_chain_the_hashes():
     c = PrefixId(512, np.array([1, 4], dtype=np.int64).tobytes())
     assert shared_keys(a, 1024, 16)[:32] == shared_keys(c, 1024, 16)[:32]
     assert len(shared_keys(a, 1000, 16)) == 1000 // 16
+
+
+# -- where prefixes come from --------------------------------------------------------------------
+
+def test_native_trace_prefix_group_fields(tmp_path):
+    """prefix_group + prefix_len in the native format, on the fast path (every line alike)
+    and the per-line one (mixed lines); trace convert writes them back."""
+    from batchsim.sim.workload.traces import load_trace
+    from batchsim.sim.workload.transform import native_lines
+
+    alike = tmp_path / "alike.jsonl"
+    alike.write_text('{"arrival_s": 0.0, "input_tokens": 600, "output_tokens": 4, '
+                     '"prefix_group": 3, "prefix_len": 512}\n'
+                     '{"arrival_s": 1.0, "input_tokens": 700, "output_tokens": 4, '
+                     '"prefix_group": 5, "prefix_len": 100}\n')
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"arrival_s": 0.0, "input_tokens": 600, "output_tokens": 4}\n'
+                     '{"arrival_s": 1.0, "input_tokens": 700, "output_tokens": 4, '
+                     '"prefix_group": 5, "prefix_len": 100}\n')
+    a, m = load_trace(alike), load_trace(mixed)
+    assert a.prefix_group.tolist() == [3, 5] and a.prefix_tokens.tolist() == [512, 100]
+    assert m.prefix_group.tolist() == [-1, 5] and m.prefix_tokens.tolist() == [0, 100]
+    assert [p is None for p in m.prefixes()] == [True, False]
+    assert '"prefix_group": 5, "prefix_len": 100' in list(native_lines(m))[1]
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('"prefix_group": 1, "prefix_len": 601', "prefix_len must be an integer from 1 to"),
+    ('"prefix_group": -1, "prefix_len": 10', "prefix_group must be an integer >= 0"),
+    ('"prefix_group": 1', "prefix_group and prefix_len go together"),
+])
+def test_native_trace_bad_prefix_fields_name_the_line(tmp_path, line, message):
+    from batchsim.sim.workload.traces import load_trace
+    from batchsim.sim.workload.workload import WorkloadError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"arrival_s": 0.0, "input_tokens": 600, "output_tokens": 4}\n'
+                   f'{{"arrival_s": 1.0, "input_tokens": 600, "output_tokens": 4, {line}}}\n')
+    with pytest.raises(WorkloadError, match=f"bad.jsonl:2: {message}"):
+        load_trace(bad)
+
+
+def test_synthetic_shared_prefix_adds_the_prompt_and_keeps_the_draws():
+    """--prefix-len P: the same arrivals and own lengths as without, each prompt P longer, a
+    group drawn per request among --num-prefix-groups."""
+    from batchsim.sim.workload.synthetic import SyntheticSpec, synthesize
+
+    plain = synthesize(SyntheticSpec(num_requests=50, request_rate=5, input_len=100,
+                                     range_ratio=0.5), np.random.default_rng(0))
+    shared = synthesize(SyntheticSpec(num_requests=50, request_rate=5, input_len=100,
+                                      range_ratio=0.5, prefix_len=64, num_prefix_groups=3),
+                        np.random.default_rng(0))
+    assert (shared.arrival_s == plain.arrival_s).all()
+    assert (shared.input_tokens == plain.input_tokens + 64).all()
+    assert set(shared.prefix_group.tolist()) == {0, 1, 2}
+    assert {p.num_tokens for p in shared.prefixes()} == {64}
