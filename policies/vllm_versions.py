@@ -14,6 +14,10 @@ table):
 - `long_prefill_uncapped_when_alone` (no vLLM knob): from 0.31.0 the scheduler sets
   `long_prefill_token_threshold` to 0 for a step while running + waiting <= 1.
 
+`enable_prefix_caching` is not among them: vLLM V1 has it on by default (0.33: None becomes
+the model's `is_prefix_caching_supported`), but the continuous policy keeps it off unless set
+or given by an engine config, whatever the version (docs/VLLM.md says why).
+
 Versions before 0.8 (the V0 engine) are not modelled; versions after the newest one read
 behave as it does.
 """

@@ -44,12 +44,14 @@ _KNOBS: dict[str, tuple[str, str]] = {
     "enable_chunked_prefill": ("enable_chunked_prefill", "true or false"),
     "long_prefill_token_threshold": ("long_prefill_token_threshold", "an integer >= 0"),
     "scheduling_policy": ("policy", "'fcfs' or 'priority'"),
+    "enable_prefix_caching": ("enable_prefix_caching", "true or false"),
 }
+# mapped settings whose null (vLLM's default) is not batchsim's default: the value it means
+_NULL_MEANS = {"enable_prefix_caching": True}  # vLLM V1 turns it on for generative models
 # settings checked against the run rather than mapped (see EngineConfig)
 _CHECKED = ("max_model_len", "tensor_parallel_size", "dtype")
 # off (the value in the tuple) = what batchsim models; anything else warns
 _OFF_BY_DEFAULT: dict[str, tuple[Any, ...]] = {
-    "enable_prefix_caching": (False, None),
     "data_parallel_size": (1, None),
     "pipeline_parallel_size": (1, None),
     "enable_expert_parallel": (False, None),
@@ -73,7 +75,6 @@ _METADATA = {"schema_version", "model", "vllm_version", "dataset_path", "dataset
 _DTYPES = {"auto": None, "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
            "half": "float16", "fp16": "float16", "float32": "float32", "float": "float32"}
 _WHY_NOT = {
-    "enable_prefix_caching": "no policy models prefix caching: every prompt is prefilled in full",
     "data_parallel_size": "one engine replica is simulated",
     "pipeline_parallel_size": "pipeline parallelism is not modelled",
     "enable_expert_parallel": "expert parallelism is not modelled",
@@ -191,8 +192,9 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
         for key, value in values.items():
             where = f"{section}.{key}"
             if key in _KNOBS:
-                if value is None:
+                if value is None and key not in _NULL_MEANS:
                     continue  # null = vLLM's default, which is batchsim's default
+                value = _NULL_MEANS[key] if value is None else value
                 knob = _KNOBS[key][0]
                 value = _checked(file, where, key, value)
                 if knob in knobs and knobs[knob] != value:

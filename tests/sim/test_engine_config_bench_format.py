@@ -62,12 +62,15 @@ def test_settings_that_change_the_run_warn(tmp_path, caplog):
                                            "load_format": "dummy"},
                   kv_cache={**KV, "enable_prefix_caching": True})
     with caplog.at_level(logging.WARNING):
-        read_engine_config(meta, NAMES)
+        engine = read_engine_config(meta, NAMES)
     warned = " | ".join(r.getMessage() for r in caplog.records)
-    assert len(caplog.records) == 4, warned
-    for key in ("kv_cache_memory_bytes", "disable_custom_all_reduce", "load_format",
-                "kv_cache.enable_prefix_caching"):
+    assert len(caplog.records) == 3, warned
+    for key in ("kv_cache_memory_bytes", "disable_custom_all_reduce", "load_format"):
         assert key in warned
+    # prefix caching is modelled: the engine's setting becomes the knob, with no warning
+    assert "enable_prefix_caching" not in warned
+    assert engine.knobs["enable_prefix_caching"] is True
+    assert engine.sources["enable_prefix_caching"] == "kv_cache.enable_prefix_caching"
 
 
 @pytest.mark.parametrize(("kv", "resolved", "message"), [
