@@ -111,8 +111,10 @@ def main() -> int:
         if rr[j] > 0 and ss[j] > 0:
             print(f"{j * args.window:>6.0f}{1e3 / rr[j]:>9.2f}{1e3 / ss[j]:>9.2f}"
                   f"{ss[j] / rr[j]:>10.3f}{true:>10.2f}{live_r:>10}{live_s:>10}")
-    if (args.perf / "dense.csv").exists():
+    if all((args.perf / f).exists() for f in ("dense.csv", "per_sequence.csv")):
         padding(steps, args.perf, args.layers, args.max_capture, args.window)
+    else:
+        print(f"\n(5) skipped: {args.perf} has no dense.csv and per_sequence.csv")
     return 0
 
 
