@@ -12,7 +12,13 @@ both estimated the same way from the per-request logs: each request emits output
 between its first and last token, one per step, so the number of steps per second s(t) is the
 non-negative least-squares solution of sum over windows of overlap(request, window) * s = tokens
 (the simulation's true mean step time from steps.csv is printed beside it as a check of the
-estimate); with the number of requests between first and last token.
+estimate); with the number of requests between first and last token; (5) per window of the
+simulation's steps: the part of a step the dense and per-sequence tables of --perf give (all ops
+but attention, composed like the importer: dense ops x layers at the step's token count, lm_head
+and sampler at its sequence count), the rest (attention), and what the step would cost if the
+dense ops ran padded to the next CUDA-graph capture size as vLLM does for steps of at most
+--max-capture tokens (V1 default sizes 1, 2, 4, multiples of 8 below 256, multiples of 16 up to
+max_cudagraph_capture_size = min(2 x max_num_seqs, 512): 256 for the run's max_num_seqs 128).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import pandas as pd
 from scipy.optimize import lsq_linear
 
 ROOT = Path(__file__).resolve().parent.parent
+PERF = (ROOT / ".." / "shared" / "data" / "llmservingsim" / "profiler" / "perf" / "RTXPRO6000"
+        / "meta-llama" / "Llama-3.1-8B" / "bf16" / "tp1")
 LOG = (ROOT / ".." / "shared" / "data" / "llmservingsim" / "bench" / "examples" / "RTXPRO6000"
        / "Llama-3.1-8B" / "vllm" / "requests.jsonl")
 
@@ -44,6 +52,9 @@ def main() -> int:
     p.add_argument("sim", type=Path)
     p.add_argument("--log", type=Path, default=LOG)
     p.add_argument("--window", type=float, default=2.0)
+    p.add_argument("--perf", type=Path, default=PERF, help="tpN folder of the run's tables")
+    p.add_argument("--layers", type=int, default=32, help="the model's num_hidden_layers")
+    p.add_argument("--max-capture", type=int, default=256, help="max_cudagraph_capture_size")
     args = p.parse_args()
     if not args.log.exists():
         sys.exit(f"{args.log}: no such log (the shared data is absent?)")
@@ -100,7 +111,42 @@ def main() -> int:
         if rr[j] > 0 and ss[j] > 0:
             print(f"{j * args.window:>6.0f}{1e3 / rr[j]:>9.2f}{1e3 / ss[j]:>9.2f}"
                   f"{ss[j] / rr[j]:>10.3f}{true:>10.2f}{live_r:>10}{live_s:>10}")
+    if all((args.perf / f).exists() for f in ("dense.csv", "per_sequence.csv")):
+        padding(steps, args.perf, args.layers, args.max_capture, args.window)
+    else:
+        print(f"\n(5) skipped: {args.perf} has no dense.csv and per_sequence.csv")
     return 0
+
+
+def padding(steps: pd.DataFrame, perf: Path, layers: int, max_capture: int,
+            window: float) -> None:
+    dense = pd.read_csv(perf / "dense.csv").pivot_table(index="tokens", columns="layer",
+                                                         values="time_us")
+    once = [c for c in ("embedding", "final_layernorm") if c in dense]
+    per_tok = dense.drop(columns=once).sum(axis=1) * layers + dense[once].sum(axis=1)
+    seq = pd.read_csv(perf / "per_sequence.csv").pivot_table(
+        index="sequences", columns="layer", values="time_us").sum(axis=1)
+    sizes = np.array([1, 2, 4, *range(8, 256, 8), *range(256, max_capture + 1, 16)])
+    tokens = (steps["prefill_tokens"] + steps["decode_tokens"]).to_numpy()
+    graphed = tokens <= sizes[-1]
+    padded = np.where(graphed, sizes[np.searchsorted(sizes, np.minimum(tokens, sizes[-1]))],
+                      tokens)
+    def ms(t: np.ndarray) -> np.ndarray:
+        return np.interp(t, per_tok.index.to_numpy(), per_tok.to_numpy()) / 1e3
+
+    fixed = ms(tokens) + np.interp(steps["batch_size"], seq.index.to_numpy(), seq.to_numpy()) / 1e3
+    df = pd.DataFrame({"win": (steps["start_s"] // window * window).astype(int),
+                       "n": steps["batch_size"], "step": steps["duration_s"] * 1e3,
+                       "dense": fixed, "pad": ms(padded) - ms(tokens), "graphed": graphed})
+    g = df.groupby("win").mean()
+    print(f"\n(5) simulated step composition per {window:g} s window (ms, means) and CUDA-graph "
+          f"padding of dense ops (steps <= {sizes[-1]} tokens)")
+    print(f"{'t s':>6}{'running':>9}{'step':>8}{'dense':>8}{'attn':>8}{'graphed':>9}"
+          f"{'+padding':>10}{'ratio':>8}")
+    for w, r in g.iterrows():
+        print(f"{w:>6}{r['n']:>9.1f}{r['step']:>8.2f}{r['dense']:>8.2f}"
+              f"{r['step'] - r['dense']:>8.2f}{r['graphed']:>9.0%}{r['pad']:>10.3f}"
+              f"{(r['step'] + r['pad']) / r['step']:>8.3f}")
 
 
 if __name__ == "__main__":
