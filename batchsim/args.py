@@ -28,7 +28,7 @@ TRACE_READ_FLAGS = ("trace_format", "strict", "start", "duration", "max_input_le
 TRACE_RESCALE_FLAGS = ("time_scale", "target_rate")
 # Synthetic lengths and arrivals, vllm bench semantics (simulate adds request_rate)
 SYNTHETIC_FLAGS = ("burstiness", "num_requests", "input_len", "output_len", "range_ratio",
-                   "lengths_from")
+                   "lengths_from", "prefix_len", "num_prefix_groups")
 
 
 def flag(dest: str) -> str:
@@ -178,6 +178,11 @@ def add_workload_options(p: argparse.ArgumentParser, *, defaults: Any, request_r
     s.add_argument("--range-ratio", "--random-range-ratio", dest="range_ratio", type=float,
                    help="lengths uniform in len*(1±r) (default 0)")
     s.add_argument("--lengths-from", help="sample (input, output) lengths from this trace")
+    s.add_argument("--prefix-len", type=int,
+                   help="shared system prompt: tokens before each prompt's own --input-len "
+                        "(for enable_prefix_caching; default 0)")
+    s.add_argument("--num-prefix-groups", type=int,
+                   help="distinct shared prompts, one drawn per request (default 1)")
 
 
 @dataclass(frozen=True)

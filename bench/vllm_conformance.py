@@ -12,6 +12,12 @@ vLLM's. Rows: the policy with the vLLM version's defaults (`continuous`), and th
 was before it modelled the three behaviours (`pre-0.14 rules`: first-chunk admission, the cap on
 a lone request, synchronous scheduling), both against the same vLLM run.
 
+Cases with `enable_prefix_caching` give each request a shared system prompt (a group's
+`prefix_len` tokens, then its own): batchsim sees the group and length (its `PrefixId`), vLLM
+the token ids (the group's fixed random tokens, then the request's own random ones), so both
+share exactly the same prefixes. Their table column says the prefix-cache hits (tokens, fresh
+and resumed admissions together: vLLM's prefix_cache_hits + preempted hits) on both sides.
+
 Usage: python bench/vllm_conformance.py [--vllm-python PY] [--cases NAME,...] [--seed 0]
 """
 
@@ -52,9 +58,25 @@ OLD_RULES = {"async_scheduling": False, "scheduler_reserve_full_isl": False,
 class Case:
     name: str
     knobs: dict[str, Any]  # batchsim knob names, the same settings given to vLLM
-    num_blocks: int  # usable KV blocks
+    num_blocks: int  # usable KV blocks: both sides get a pool of num_blocks + 1 (vLLM's
+    # num_gpu_blocks, and the policy's num_gpu_blocks_override), block 0 being the null block
     rows: list[tuple[float, int, int, int]] = field(repr=False)  # arrival, in, out, priority
     max_model_len: int = 16384
+    # per row: (group, prefix_len) of its shared system prompt (group -1: none); with caching
+    prefixes: list[tuple[int, int]] | None = field(default=None, repr=False)
+
+    def prompts(self, seed: int) -> list[list[int]]:
+        """Token ids per row: the group's tokens for its prefix, then its own random ones."""
+        assert self.prefixes is not None
+        groups = {g: np.random.default_rng([seed, 1, g]).integers(3, 1000, 1 << 16).tolist()
+                  for g, _ in self.prefixes if g >= 0}
+        out = []
+        for i, ((_, n_in, _, _), (g, p)) in enumerate(zip(self.rows, self.prefixes,
+                                                          strict=True)):
+            shared = groups[g][:p] if g >= 0 else []
+            own = np.random.default_rng([seed, 2, i]).integers(3, 1000, n_in - len(shared))
+            out.append(shared + own.tolist())
+        return out
 
 
 def poisson(rng: np.random.Generator, n: int, rate: float) -> np.ndarray:
@@ -108,6 +130,29 @@ def cases(seed: int) -> list[Case]:
     out.append(Case("no-chunked-prefill", {**moderate, "max_num_batched_tokens": 4096,
                                            "enable_chunked_prefill": False}, 6000, mixed,
                     max_model_len=4096))
+    # Prefix caching: shared system prompts (4 groups of 1,024 tokens) at moderate load, then
+    # 8 groups of 512 in a pool that evicts and preempts, and the tight burst with nothing
+    # shared (only a preempted request's own blocks can hit).
+    caching = {**moderate, "enable_prefix_caching": True}
+    n = 200
+    own = np.clip(rng.lognormal(5.0, 1.0, n), 8, 3000).astype(int)
+    groups = rng.integers(0, 4, n)
+    rows = list(zip(poisson(rng, n, 10.0), own + 1024, np.clip(rng.lognormal(4.5, 0.8, n), 4,
+                                                                 600).astype(int),
+                    [0] * n, strict=True))
+    out.append(Case("shared-prefix-moderate", caching, 20000, rows,
+                    prefixes=[(int(g), 1024) for g in groups]))
+    out.append(Case("shared-prefix-synchronous", {**caching, "async_scheduling": False},
+                    20000, rows, prefixes=[(int(g), 1024) for g in groups]))
+    n = 120
+    groups = rng.integers(0, 8, n)
+    rows = list(zip(np.sort(rng.uniform(0, 0.5, n)), rng.integers(16, 300, n) + 512,
+                    rng.integers(50, 400, n), [0] * n, strict=True))
+    tight_cache = {**tight, "enable_prefix_caching": True}
+    out.append(Case("shared-prefix-tight-pool", tight_cache, 700, rows,
+                    prefixes=[(int(g), 512) for g in groups]))
+    out.append(Case("caching-nothing-shared-tight", tight_cache, 600, burst,
+                    prefixes=[(-1, 0)] * len(burst)))
     return out
 
 
@@ -115,7 +160,8 @@ def cases(seed: int) -> list[Case]:
 
 
 def bench_profile(case: Case) -> Profile:
-    """Exactly case.num_blocks blocks at gpu_memory_utilization 1, the COSTS formula."""
+    """The COSTS formula; memory for exactly case.num_blocks blocks at gpu_memory_utilization 1
+    (the pool itself is set by num_gpu_blocks_override, as vLLM's num_gpu_blocks)."""
     bs = int(case.knobs["block_size"])
     terms = {"packed.prefill": PREFILL, "packed.decode": DECODE, "packed.mixed": COSTS["mixed"],
              "padded.prefill": PREFILL, "padded.decode": DECODE}
@@ -129,7 +175,8 @@ def bench_profile(case: Case) -> Profile:
 
 
 def run_policy(case: Case, vllm_version: str, extra: dict[str, Any]) -> dict[str, Any]:
-    knobs = {**case.knobs, "gpu_memory_utilization": 1.0, "vllm_version": vllm_version, **extra}
+    knobs = {**case.knobs, "gpu_memory_utilization": 1.0, "vllm_version": vllm_version,
+             "num_gpu_blocks_override": case.num_blocks + 1, **extra}
     profile = bench_profile(case)
     base = get_policy("continuous")
     log: list[dict[str, int]] = []
@@ -151,22 +198,30 @@ def run_policy(case: Case, vllm_version: str, extra: dict[str, Any]) -> dict[str
                     output_tokens=np.array([case.rows[i][2] for i in order], dtype=np.int64),
                     priority=np.array([case.rows[i][3] for i in order], dtype=np.int64),
                     ids=[f"r{i}" for i in order], source=case.name)
+    if case.prefixes is not None:
+        work.prefix_group = np.array([case.prefixes[i][0] for i in order], dtype=np.int64)
+        work.prefix_tokens = np.array([case.prefixes[i][1] for i in order], dtype=np.int64)
     out = simulate(Prepared(RunSpec(policy="continuous"), profile, policy, work, set()),
                    fast_forward=False)
     req = out.requests.set_index("id")
+    cache = out.metrics.get("prefix_cache")
     return {"steps": log, "ttft_ms": req["ttft_ms"].to_dict(), "e2el_ms": req["e2el_ms"].to_dict(),
-            "preemptions": int(out.metrics["preemptions"])}
+            "preemptions": int(out.metrics["preemptions"]),
+            "prefix_hits": None if cache is None else cache["prefill_tokens_saved"]}
 
 
 # -- vLLM side ------------------------------------------------------------------------------------
 
 
-def run_vllm(python: str, all_cases: list[Case]) -> dict[str, Any]:
-    payload = [{"name": c.name, "knobs": {**c.knobs}, "num_blocks": c.num_blocks,
-                "max_model_len": c.max_model_len, "costs": COSTS,
-                "requests": [[f"r{i}", float(a), int(n_in), int(n_out), int(p)]
-                             for i, (a, n_in, n_out, p) in enumerate(c.rows)]}
-               for c in all_cases]
+def run_vllm(python: str, all_cases: list[Case], seed: int) -> dict[str, Any]:
+    payload = []
+    for c in all_cases:
+        prompts = c.prompts(seed) if c.prefixes is not None else None
+        payload.append({"name": c.name, "knobs": {**c.knobs}, "num_blocks": c.num_blocks,
+                        "max_model_len": c.max_model_len, "costs": COSTS,
+                        "requests": [[f"r{i}", float(a), int(n_in), int(n_out), int(p),
+                                      *([prompts[i]] if prompts is not None else [])]
+                                     for i, (a, n_in, n_out, p) in enumerate(c.rows)]})
     with tempfile.TemporaryDirectory() as tmp:
         cases_file, out_file = Path(tmp) / "cases.json", Path(tmp) / "out.json"
         cases_file.write_text(json.dumps(payload))
@@ -197,7 +252,11 @@ def compare(case: Case, ref: dict[str, Any], ours: dict[str, Any]) -> dict[str, 
     arrival = {f"r{i}": r[0] for i, r in enumerate(case.rows)}
     vttft = np.mean([(v["first_token_s"] - arrival[k]) * 1e3 for k, v in ref["requests"].items()])
     ve2e = np.mean([(v["finish_s"] - arrival[k]) * 1e3 for k, v in ref["requests"].items()])
+    cache = ref.get("prefix_cache")
+    hits = None if cache is None else (cache["hits"] + cache["preempted_hits"],
+                                       ours["prefix_hits"])
     return {"steps": (len(vsteps), len(ours["steps"])), "first_diverging": first,
+            "prefix_hits": hits,
             "preemptions": (sum(v["preemptions"] for v in ref["requests"].values()),
                             ours["preemptions"]),
             "ttft": (vttft, np.mean(list(ours["ttft_ms"].values()))),
@@ -229,19 +288,20 @@ def main() -> int:
                   f"{', '.join(c.name for c in chosen)}", file=sys.stderr)
             return 2
         chosen = [c for c in chosen if c.name in names]
-    ref = {c["name"]: c for c in run_vllm(args.vllm_python, chosen)["cases"]}
+    ref = {c["name"]: c for c in run_vllm(args.vllm_python, chosen, args.seed)["cases"]}
     print(f"vLLM {version} Scheduler (CPU, driven step by step) vs batchsim continuous "
           f"(vllm_version={version}); seed {args.seed}; step costs: bench/vllm_conformance.py "
           "COSTS (not a measurement)")
     head = ("case", "policy", "steps vLLM/ours", "first diverging step", "preemptions vLLM/ours",
-            "mean TTFT", "mean E2E")
+            "mean TTFT", "mean E2E", "prefix hits vLLM/ours")
     rows = []
     for case in chosen:
         for label, extra in (("continuous", {}), ("pre-0.14 rules", OLD_RULES)):
             r = compare(case, ref[case.name], run_policy(case, version, extra))
             rows.append((case.name, label, "{}/{}".format(*r["steps"]),
                          str(r["first_diverging"] or "-"), "{}/{}".format(*r["preemptions"]),
-                         pct(r["ttft"]), pct(r["e2e"])))
+                         pct(r["ttft"]), pct(r["e2e"]),
+                         "{}/{}".format(*r["prefix_hits"]) if r["prefix_hits"] else "-"))
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
     print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")

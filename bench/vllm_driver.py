@@ -7,8 +7,11 @@ has vllm (an optional dependency: never imported by batchsim itself).
 CASES.json: a list of cases, each {"name", "knobs": {batchsim knob: value}, "num_blocks"
 (usable KV blocks; vLLM's pool gets one more, its null block), "max_model_len", "costs": {phase:
 {feature: seconds per unit}}, "requests": [[id, arrival_s, input_tokens, output_tokens,
-priority], ...]}. OUT.json: per case the steps ([start_s, {id: tokens}]), and per request the
-first-token and finish times and preemptions.
+priority(, prompt token ids)], ...]}: without token ids a prompt is all 1s (enough without
+prefix caching; with `enable_prefix_caching` a case gives the tokens, so that prompts share
+exactly the prefixes meant). OUT.json: per case the steps ([start_s, {id: tokens}]), per request
+the first-token and finish times and preemptions, and with caching the prefix cache's
+queries and hits (vLLM's PrefixCacheStats, summed over the steps).
 
 The engine loop follows vllm/v1/engine/core.py: synchronously, schedule -> execute -> update;
 with async scheduling (`step_with_batch_queue`, a queue of 2), step k+1 is scheduled as soon
@@ -52,7 +55,8 @@ def make_scheduler(case: dict[str, Any], model_dir: Path):
     )
     model_config = ModelConfig(model=str(model_dir), skip_tokenizer_init=True, dtype="float16",
                                max_model_len=int(case["max_model_len"]), seed=0)
-    cache_config = CacheConfig(block_size=int(k["block_size"]), enable_prefix_caching=False)
+    caching = bool(k.get("enable_prefix_caching", False))
+    cache_config = CacheConfig(block_size=int(k["block_size"]), enable_prefix_caching=caching)
     # device="cpu": the scheduler runs on the host anyway, and no GPU platform is detected
     vllm_config = VllmConfig(scheduler_config=scheduler_config, model_config=model_config,
                              cache_config=cache_config, device_config=DeviceConfig(device="cpu"))
@@ -67,7 +71,19 @@ def make_scheduler(case: dict[str, Any], model_dir: Path):
     cls = AsyncScheduler if asynchronous else Scheduler
     return cls(vllm_config=vllm_config, kv_cache_config=kv_cache_config,
                structured_output_manager=StructuredOutputManager(vllm_config),
-               block_size=int(k["block_size"]), log_stats=False), asynchronous
+               block_size=int(k["block_size"]), log_stats=caching), asynchronous
+
+
+def block_hasher(case: dict[str, Any]):
+    """The engine core's request block hasher (None without prefix caching)."""
+    if not case["knobs"].get("enable_prefix_caching", False):
+        return None
+    from vllm.utils.hashing import get_hash_fn_by_name
+    from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+
+    hash_fn = get_hash_fn_by_name("sha256")
+    init_none_hash(hash_fn)
+    return get_request_block_hasher(int(case["knobs"]["block_size"]), hash_fn)
 
 
 def step_cost_s(costs: dict[str, dict[str, float]], f: dict[str, float]) -> float:
@@ -82,6 +98,8 @@ def run_case(case: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     from vllm.v1.request import Request, RequestStatus
 
     sched, asynchronous = make_scheduler(case, model_dir)
+    hasher = block_hasher(case)
+    cache_stats = dict.fromkeys(("queries", "hits", "preempted_queries", "preempted_hits"), 0)
     depth = 2 if asynchronous else 1
     pending = deque(sorted(case["requests"], key=lambda r: (r[1], r[0])))
     reqs: dict[str, Any] = {}
@@ -94,17 +112,21 @@ def run_case(case: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     empty_in_a_row = 0
     while True:
         while pending and pending[0][1] <= now:
-            rid, arrival, n_in, n_out, priority = pending.popleft()
-            r = Request(request_id=rid, prompt_token_ids=[1] * int(n_in),
+            rid, arrival, n_in, n_out, priority, *tokens = pending.popleft()
+            r = Request(request_id=rid, prompt_token_ids=tokens[0] if tokens else [1] * int(n_in),
                         sampling_params=SamplingParams(max_tokens=int(n_out), ignore_eos=True),
                         pooling_params=None, arrival_time=float(arrival),
-                        priority=int(priority))
+                        priority=int(priority), block_hasher=hasher)
             reqs[rid] = r
             sched.add_request(r)
         if sched.has_requests():
             queued = {rid for rid, r in reqs.items()
                       if r.status in (RequestStatus.WAITING, RequestStatus.PREEMPTED)}
             out = sched.schedule()
+            if hasher is not None:
+                stats = sched.kv_cache_manager.make_prefix_cache_stats()
+                for name in cache_stats:
+                    cache_stats[name] += getattr(stats, name)
             assigned = dict(out.num_scheduled_tokens)
             f = dict.fromkeys(FEATURES, 0.0)
             f["const"] = 1.0
@@ -162,7 +184,8 @@ def run_case(case: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     return {"name": case["name"], "steps": steps,
             "requests": {rid: {"first_token_s": first_s.get(rid), "finish_s": finish_s.get(rid),
                                "preemptions": int(r.num_preemptions)}
-                         for rid, r in reqs.items()}}
+                         for rid, r in reqs.items()},
+            "prefix_cache": cache_stats if hasher is not None else None}
 
 
 def tiny_model_dir(folder: Path) -> Path:

@@ -155,7 +155,8 @@ class StepEvents:
     (A plain slotted class: one is built per simulated run, dataclass factories cost more.)
     """
 
-    __slots__ = ("finished", "first_tokens", "kv_blocks_used", "kv_tokens_used", "resumed")
+    __slots__ = ("finished", "first_tokens", "kv_blocks_used", "kv_cached_blocks",
+                 "kv_tokens_used", "resumed")
 
     def __init__(self) -> None:
         self.first_tokens: list[tuple[Request, int]] = []
@@ -166,6 +167,8 @@ class StepEvents:
         # reservations expressed in blocks) and tokens actually held.
         self.kv_blocks_used: list[int] = []
         self.kv_tokens_used: list[int] = []
+        # with prefix caching: free blocks holding a cached prefix during each step
+        self.kv_cached_blocks: list[int] | None = None
 
 
 class Policy(ABC):
@@ -175,6 +178,8 @@ class Policy(ABC):
     config_class: ClassVar[type]
     # Devices the policy schedules steps on; "cpu" makes executors run the CPU worker loop.
     paths: ClassVar[tuple[Device, ...]] = ("gpu",)
+    # the policy reuses cached prompt prefixes: its requests need their `prefix` identity
+    caches_prefixes: bool = False
 
     def __init__(self, config: object, memory: MemoryFacts, max_model_len: int) -> None:
         self.config = config
@@ -226,6 +231,10 @@ class Policy(ABC):
 
     def derived_knobs(self) -> dict[str, object]:
         """Knob values the policy derived itself (automatic thresholds), for the run's config."""
+        return {}
+
+    def extra_metrics(self) -> dict[str, object]:
+        """Policy-side figures for metrics.json (prefix cache hits); {} adds nothing."""
         return {}
 
     def check_workload(self, max_input_tokens: int, max_total_tokens: int) -> None:  # noqa: B027

@@ -21,10 +21,13 @@ from __future__ import annotations
 from itertools import accumulate, cycle, islice
 
 from batchsim.policies.kv import blocks_for
+from batchsim.policies.request import Request
 
 
 class BlockLedger:
     """Free and held KV blocks of one paged pool of num_blocks blocks of block_size tokens."""
+
+    caches_prefixes = False  # PrefixCachingLedger: blocks outlive their request, shared
 
     __slots__ = ("_fixed", "_growing", "_grown_through", "_need", "block_size", "num_blocks",
                  "num_free")
@@ -74,6 +77,38 @@ class BlockLedger:
         assert num_blocks <= self.num_free, (num_blocks, self.num_free)
         self.num_free -= num_blocks
         self._fixed[owner] = self._fixed.get(owner, 0) + num_blocks
+
+    def hold(self, owner: int, num_blocks: int) -> None:
+        """owner holds num_blocks more blocks that are not taken from the free ones (a
+        prefix-caching ledger's shared blocks: it keeps num_free right itself)."""
+        self._fixed[owner] = self._fixed.get(owner, 0) + num_blocks
+
+    def grown_tokens(self, owner: int) -> int | None:
+        """A growing owner's KV tokens through the steps whose growth was taken; None if it
+        is not growing."""
+        grow = self._growing.get(owner)
+        if grow is None:
+            return None
+        entry_step, entry_len, _ = grow
+        return entry_len + self._grown_through - entry_step
+
+    def stop_growth(self, owner: int) -> None:
+        """owner's KV stops growing (its last token is in flight) but keeps its blocks."""
+        grow = self._growing.pop(owner, None)
+        if grow is None:
+            return
+        entry_step, entry_len, residue = grow
+        self._need[residue] -= 1
+        self._fixed[owner] = blocks_for(entry_len + self._grown_through - entry_step,
+                                        self.block_size)
+
+    def cache_blocks(self, owner: int, request: Request, num_tokens: int) -> None:
+        """owner's first num_tokens tokens are (being) computed: a prefix-caching ledger
+        (policies/prefix_cache.py) makes their full blocks findable; this one has no cache."""
+
+    def undo_allocation(self, owner: int) -> None:
+        """Take back owner's allocation of the schedule call in progress (as free, here)."""
+        self.free(owner)
 
     def free(self, owner: int) -> int:
         """Release every block owner holds (growing or not); returns how many."""

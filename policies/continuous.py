@@ -36,11 +36,12 @@ from batchsim.policies.base import (
 )
 from batchsim.policies.block_ledger import BlockLedger
 from batchsim.policies.kv import MemoryFacts
+from batchsim.policies.prefix_cache import PrefixCachingLedger
 from batchsim.policies.queues import QueueKey, WaitingQueue
 from batchsim.policies.registry import register
 from batchsim.policies.request import Request
 from batchsim.policies.seq import Seq
-from batchsim.policies.vllm_versions import vllm_defaults
+from batchsim.policies.vllm_versions import NULL_BLOCKS, vllm_defaults
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,15 @@ class ContinuousConfig:
     # step k starts, so a request arriving during step k first runs in step k+2 and a request
     # finishing in step k frees its seat and blocks for step k+2
     async_scheduling: bool | None = None
-    # KV pool size in blocks (vLLM's name), replacing the capacity derived from memory and
+    # KV pool size in blocks (vLLM's name and meaning: its pool's block count, of which block
+    # 0 is vLLM's null block, so N - 1 hold KV), replacing the capacity derived from memory and
     # gpu_memory_utilization; None = derived
     num_gpu_blocks_override: int | None = None
+    # vLLM's automatic prefix caching (policies/prefix_cache.py): full blocks stay cached
+    # after their request and a new one reuses the longest cached prefix. Off by default,
+    # unlike vLLM V1 (on for generative models): a workload needs prefix identities for it
+    # to matter (hash_ids, prefix groups), and an engine config that states it sets it.
+    enable_prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         # Resolve the None behaviours now, so the run's config records what was simulated.
@@ -78,9 +85,11 @@ class ContinuousConfig:
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
-        if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override <= 0:
-            raise ValueError("num_gpu_blocks_override must be positive (or none = derived from "
-                             f"memory), got {self.num_gpu_blocks_override}")
+        if self.num_gpu_blocks_override is not None and \
+                self.num_gpu_blocks_override <= NULL_BLOCKS:
+            raise ValueError("num_gpu_blocks_override must be at least 2 (vLLM keeps one block "
+                             "of the pool as its null block; none = derived from memory), got "
+                             f"{self.num_gpu_blocks_override}")
         if self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be >= 0 (0 = no cap)")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -104,9 +113,17 @@ class Continuous(Policy):
 
     def __init__(self, config: ContinuousConfig, memory: MemoryFacts, max_model_len: int) -> None:
         super().__init__(config, memory, max_model_len)
-        num_blocks = config.num_gpu_blocks_override or (
-            memory.kv_capacity_tokens(config.gpu_memory_utilization) // config.block_size)
-        self.ledger = BlockLedger(num_blocks, config.block_size)
+        if config.num_gpu_blocks_override is not None:
+            # vLLM's BlockPool takes block 0 as its null block (a placeholder that never holds
+            # KV), so a pool of N blocks gives requests N - 1
+            num_blocks = config.num_gpu_blocks_override - NULL_BLOCKS
+        else:
+            num_blocks = memory.kv_capacity_tokens(config.gpu_memory_utilization) // \
+                config.block_size
+        self.ledger = (PrefixCachingLedger if config.enable_prefix_caching else BlockLedger)(
+            num_blocks, config.block_size)
+        self.caches_prefixes = config.enable_prefix_caching
+        self._hit: tuple[Seq | None, list[int]] = (None, [])  # last prefix-cache lookup
         self._waiting: WaitingQueue[Seq] = WaitingQueue(self.queue_order())
         self._running: dict[int, Seq] = {}  # scheduling order: newest last
         self._prefilling: dict[int, Seq] = {}
@@ -151,18 +168,20 @@ class Continuous(Policy):
         of its first chunk if it can start now (token budget, free KV blocks: for its whole
         sequence under scheduler_reserve_full_isl, else for the first chunk), else 0."""
         ledger = self.ledger
+        # a prefix-cache hit: tokens found cached, and blocks it saves (net of the free
+        # cached blocks it takes out of the pool)
+        hit, saved = self.prefix_hit(seq) if self.caches_prefixes else (0, 0)
         if self.config.scheduler_reserve_full_isl and not ledger.can_allocate(
-                ledger.blocks_for(seq.target)):
+                ledger.blocks_for(seq.target) - saved):
             return 0
-        n = min(seq.target, self.chunk_cap(seq))
+        n = min(seq.target - hit, self.chunk_cap(seq))
         if n > budget:
             # Without chunking a prompt waits for a step with room; a recompute longer than
             # the whole budget could never fit, so it is chunked regardless.
             if not self.config.enable_chunked_prefill and n <= self._step_budget:
                 return 0
             n = budget
-        ledger = self.ledger
-        return n if ledger.can_allocate(ledger.blocks_for(n)) else 0
+        return n if ledger.can_allocate(ledger.blocks_for(hit + n) - saved) else 0
 
     def admit(self, budget: int, chunks: list[PrefillChunk]) -> None:
         """Admit waiting requests into the step being formed (chunks: its prefill chunks so
@@ -226,13 +245,17 @@ class Continuous(Policy):
 
     def admit_head(self, num_tokens: int, chunks: list[PrefillChunk]) -> None:
         """Move the queue's head into the running set with a first chunk of num_tokens
-        (appended to chunks), taking its blocks; the caller checked admission_tokens."""
+        (appended to chunks, after its prefix-cache hit), taking its blocks; the caller
+        checked admission_tokens."""
         seq = self._waiting.pop()
         index = seq.req.index
-        self.ledger.allocate(index, self.ledger.blocks_for(num_tokens))
+        if self.caches_prefixes:
+            self._admit_cached(seq, num_tokens)
+        else:
+            self.ledger.allocate(index, self.ledger.blocks_for(num_tokens))
         self._running[index] = seq
         self._prefilling[index] = seq
-        chunks.append(PrefillChunk(seq.req, 0, num_tokens))
+        chunks.append(PrefillChunk(seq.req, seq.computed, num_tokens))
 
     def return_to_queue(self, chunk: PrefillChunk) -> None:
         """Undo admit_head of this schedule call: free the request's blocks and put it back
@@ -240,8 +263,20 @@ class Continuous(Policy):
         index = chunk.request.index
         seq = self._running.pop(index)
         del self._prefilling[index]
-        self.ledger.free(index)
+        self.ledger.undo_allocation(index)
+        self._kv_tokens -= seq.computed  # a prefix-cache hit
+        seq.computed = 0
         self._waiting.push_front(seq)
+
+    def prefix_hit(self, seq: Seq) -> tuple[int, int]:
+        """With enable_prefix_caching, for the waiting seq: (tokens found in the prefix
+        cache, blocks that saves: cached blocks in use by others; free cached blocks it would
+        take count as allocated). Only a request with nothing computed looks it up."""
+        ledger = self.ledger
+        assert isinstance(ledger, PrefixCachingLedger)
+        found = ledger.lookup(seq.req, seq.target) if seq.computed == 0 else []
+        self._hit = (seq, found)
+        return len(found) * ledger.block_size, len(found) - ledger.evictable(found)
 
     def can_adopt(self, seq: Seq) -> bool:
         """A request prefilled elsewhere (seq.computed tokens of KV ready) can join this
@@ -373,6 +408,7 @@ class Continuous(Policy):
             if index not in self._running:
                 continue
             ledger.allocate(index, blocks)
+            ledger.cache_blocks(index, seq.req, seq.computed + n)
             chunks.append(PrefillChunk(seq.req, seq.computed, n))
             budget -= n
         # 3. Admit waiting requests, unless this step had to preempt.
@@ -395,6 +431,8 @@ class Continuous(Policy):
         else:
             events.kv_blocks_used = [self.ledger.num_blocks - self.ledger.num_free]
             events.kv_tokens_used = [tokens0]
+        if self.caches_prefixes:
+            self._cached_blocks(events, num_steps)
         self._kv_tokens = tokens0 + n_dec * (num_steps - 1)
         self._decode_kv += n_dec * num_steps
         self._step = last + 1
@@ -487,7 +525,7 @@ class Continuous(Policy):
             self._release(seq, kv_len)
             return
         index = seq.req.index
-        self.ledger.allocate(index, self.ledger.free(index))
+        self.ledger.stop_growth(index)
         self._finished[index] = (seq, kv_len)
 
     def _preempt(self, seq: Seq) -> None:
@@ -499,6 +537,8 @@ class Continuous(Policy):
         if index in self._finished:
             self._release(*self._finished.pop(index))
             return
+        if self.caches_prefixes:
+            self._prefix_ledger().preempted.add(index)
         if index in self._decoding:
             kv_len = seq.entry_len + (self._step - seq.entry_step)
             seq.gen += self._step - seq.entry_step
@@ -517,3 +557,34 @@ class Continuous(Policy):
         del self._running[seq.req.index]
         self.ledger.free(seq.req.index)
         self._kv_tokens -= kv_len
+
+    # -- prefix caching (policies/prefix_cache.py) ---------------------------------------------
+
+    def _prefix_ledger(self) -> PrefixCachingLedger:
+        ledger = self.ledger
+        assert isinstance(ledger, PrefixCachingLedger)
+        return ledger
+
+    def _admit_cached(self, seq: Seq, num_tokens: int) -> None:
+        """admit_head with enable_prefix_caching: the hit's blocks, then the chunk's."""
+        ledger = self._prefix_ledger()
+        last, found = self._hit
+        if last is not seq:
+            found = ledger.lookup(seq.req, seq.target)
+        self._hit = (None, [])
+        index = seq.req.index
+        ledger.allocate_hit(index, seq.req, found, seq.target)
+        seq.computed = len(found) * ledger.block_size
+        self._kv_tokens += seq.computed
+        ledger.allocate(index, ledger.blocks_for(seq.computed + num_tokens) - len(found))
+        ledger.cache_blocks(index, seq.req, seq.computed + num_tokens)
+
+    def _cached_blocks(self, events: StepEvents, num_steps: int) -> None:
+        ledger = self._prefix_ledger()
+        events.kv_cached_blocks = (list(ledger.run_cached) if num_steps > 1
+                                   else [ledger.num_cached_free])
+
+    def extra_metrics(self) -> dict[str, object]:
+        if not self.caches_prefixes:
+            return {}
+        return {"prefix_cache": self._prefix_ledger().stats.summary()}

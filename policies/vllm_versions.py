@@ -14,6 +14,10 @@ table):
 - `long_prefill_uncapped_when_alone` (no vLLM knob): from 0.31.0 the scheduler sets
   `long_prefill_token_threshold` to 0 for a step while running + waiting <= 1.
 
+`enable_prefix_caching` is not among them: vLLM V1 has it on by default (0.33: None becomes
+the model's `is_prefix_caching_supported`), but the continuous policy keeps it off unless set
+or given by an engine config, whatever the version (docs/VLLM.md says why).
+
 Versions before 0.8 (the V0 engine) are not modelled; versions after the newest one read
 behave as it does.
 """
@@ -21,6 +25,11 @@ behave as it does.
 from __future__ import annotations
 
 import re
+
+# vLLM V1's BlockPool takes the first block of its pool as the null block (a placeholder
+# that never holds KV; vllm/v1/core/block_pool.py, read in 0.33.0), so of num_gpu_blocks N
+# only N - 1 hold requests' KV (its KV-usage metric divides by N - 1 too)
+NULL_BLOCKS = 1
 
 OLDEST_MODELLED = (0, 8, 0)  # the V1 engine became vLLM's default in 0.8.0
 NEWEST_READ = (0, 33, 0)  # the newest release whose scheduler source was read

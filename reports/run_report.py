@@ -124,6 +124,11 @@ def summary_cards(metrics: dict[str, Any]) -> str:
     if "goodput" in m:
         g = m["goodput"]
         items["goodput"] = f"{g['request_goodput']:,.2f} req/s ({g['good_requests']:,} good)"
+    if "prefix_cache" in m:
+        c = m["prefix_cache"]
+        items["prefix cache hit rate"] = (f"{c['hit_rate']:.0%} of tokens, "
+                                          f"{c['block_hit_rate']:.0%} of blocks")
+        items["prefill tokens saved"] = f"{c['prefill_tokens_saved']:,}"
     return cards(items)
 
 
@@ -157,11 +162,15 @@ def time_series(run: RunData) -> tuple[figures.go.Figure, bool]:
                          req["output_tokens"].to_numpy(), edges)
     capacity = run.config.get("kv_capacity_blocks")
     kv_title = "KV blocks used" + (f" (capacity {capacity:,})" if capacity else "")
+    kv_series = {"KV blocks": (start[kv_idx], steps["kv_blocks_used"].to_numpy()[kv_idx])}
+    if "kv_cached_blocks" in steps:  # enable_prefix_caching: free blocks holding a prefix
+        kv_series["cached prefix blocks (free, evictable)"] = (
+            start[kv_idx], steps["kv_cached_blocks"].to_numpy()[kv_idx])
     rows = [
         ("waiting requests", {"waiting": (grid, waiting_count(arrival, leave, grid))}),
         ("running batch (sequences per step)",
          {"batch size": (start[idx], steps["batch_size"].to_numpy()[idx])}),
-        (kv_title, {"KV blocks": (start[kv_idx], steps["kv_blocks_used"].to_numpy()[kv_idx])}),
+        (kv_title, kv_series),
         ("output throughput (tok/s)", {"output tok/s": (centers, out_tok)}),
     ]
     fig = figures.timeseries_figure(rows, "Queue, batch, KV memory and throughput over time")

@@ -235,7 +235,7 @@ class EngineLoop:
         now = time.perf_counter()
         for chunk in plan.prefills:
             live = self._live.get(chunk.request.index)
-            if live is not None and chunk.start == 0:
+            if live is not None:  # a first chunk may start past a prefix-cache hit
                 live.running = True
                 if live.first_sched_s is None:
                     live.first_sched_s = now

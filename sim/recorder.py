@@ -62,6 +62,7 @@ class Recorder:
         self._durations: list[float] = []
         self._kv_blocks: list[int] = []
         self._kv_tokens: list[int] = []
+        self._kv_cached: list[int] = []  # prefix caching: cached free blocks per step
         self.num_steps = 0
         self._last_end_s = 0.0
 
@@ -97,7 +98,7 @@ class Recorder:
                 self.seg_start[i] = -1
         for chunk in plan.prefills:
             i = chunk.request.index
-            if chunk.start == 0 and self.first_sched_s[i] != self.first_sched_s[i]:  # NaN: unset
+            if self.first_sched_s[i] != self.first_sched_s[i]:  # NaN: unset (a first chunk)
                 self.first_sched_s[i] = start_s
         for r, off in events.first_tokens:
             self.first_token_s[r.index] = ends[off]
@@ -116,6 +117,8 @@ class Recorder:
         self._durations.extend(durations)
         self._kv_blocks.extend(events.kv_blocks_used)
         self._kv_tokens.extend(events.kv_tokens_used)
+        if events.kv_cached_blocks is not None:  # prefix caching only
+            self._kv_cached.extend(events.kv_cached_blocks)
         self.num_steps += k
         self._last_end_s = ends[-1]
 
@@ -179,6 +182,9 @@ class Recorder:
             "kv_blocks_used": np.asarray(self._kv_blocks, dtype=np.int64),
             "kv_tokens_used": np.asarray(self._kv_tokens, dtype=np.int64),
         })
+        if self._kv_cached:
+            # free blocks holding a cached prefix (evictable), with enable_prefix_caching
+            table["kv_cached_blocks"] = np.asarray(self._kv_cached, dtype=np.int64)
         return self._with_cpu_steps(table) if self.cpu_steps else table
 
     def _with_cpu_steps(self, gpu: pd.DataFrame) -> pd.DataFrame:
@@ -204,6 +210,8 @@ class Recorder:
             "kv_blocks_used": rows[:, 4].astype(np.int64),
             "kv_tokens_used": rows[:, 5].astype(np.int64),
         })
+        if "kv_cached_blocks" in gpu:
+            cpu["kv_cached_blocks"] = np.zeros(k, dtype=np.int64)
         both = pd.concat([gpu, cpu], ignore_index=True)
         both = both.iloc[np.argsort(both["start_s"].to_numpy(), kind="stable")]
         both = both.reset_index(drop=True)

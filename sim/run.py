@@ -219,6 +219,15 @@ def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,
     steps_df = recorder.steps_table()
     metrics = summarize(recorder, requests_df, steps_df, policy.kv_capacity_blocks,
                         profile_source, goodput)
+    extra = policy.extra_metrics()
+    if extra:  # e.g. prefix caching's hits; nothing otherwise, so other runs keep their bytes
+        metrics.update(extra)
+        if "kv_cached_blocks" in steps_df:
+            cached = steps_df["kv_cached_blocks"].to_numpy()
+            metrics["prefix_cache"] = {**metrics["prefix_cache"],
+                                       "max_cached_blocks": int(cached.max(initial=0)),
+                                       "mean_cached_blocks": float(cached.mean())
+                                       if len(cached) else 0.0}
     return requests_df, steps_df, metrics
 
 

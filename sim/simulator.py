@@ -64,7 +64,7 @@ class Simulator:
         jitter: step-time noise for GPU steps (sim.jitter); None prices every step at the
         cost model's prediction."""
         self.profile = profile
-        self.requests = workload.requests()
+        self.requests = workload.requests(with_prefix=policy.caches_prefixes)
         self.fast_forward = fast_forward
         self.jitter = jitter
         self.env = simpy.Environment()

@@ -80,7 +80,7 @@ class RealExecutor:
         from batchsim.sim.profile import execution_paths
 
         self.policy = policy
-        self.requests = workload.requests()
+        self.requests = workload.requests(with_prefix=policy.caches_prefixes)
         self.prompts = prompts
         self.paged = paged
         self.static = static
@@ -198,7 +198,7 @@ class RealExecutor:
             raise ValueError(f"{self.policy.name} planned a step on the {plan.device} path; "
                              "the real executor runs the main device's engines only")
         for chunk in plan.prefills:  # the runner prefills from these (or a preempted resume)
-            if chunk.start == 0:
+            if chunk.start == 0 or not self._runner.knows(chunk.request.index):  # prefix hit
                 self._runner.add(chunk.request.index, list(self.prompts[chunk.request.index]))
         out = self._runner.run(plan)
         if plan.layout == "packed":

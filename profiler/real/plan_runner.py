@@ -38,9 +38,14 @@ class PlanRunner:
         self._prompts: dict[int, list[int]] = {}  # live requests' prompts, by index
         self._resume: dict[int, list[int]] = {}  # preempted: prompt + generated, to recompute
         self._batch: list[int] = []  # request index of each row of the static batch
+        self._live: set[int] = set()  # requests added to the paged engine, not freed since
 
     def add(self, index: int, prompt: list[int]) -> None:
         self._prompts[index] = prompt
+
+    def knows(self, index: int) -> bool:
+        """The request's prompt was added and it has not been released."""
+        return index in self._prompts
 
     def run(self, plan: Plan) -> StepOutput:
         t0 = time.perf_counter()
@@ -51,6 +56,7 @@ class PlanRunner:
         """Forget a finished or aborted request and free its paged KV blocks, if it has any."""
         self._prompts.pop(index, None)
         self._resume.pop(index, None)
+        self._live.discard(index)
         if self.paged is not None and index in self._paged_ids():
             self.paged.free(index)
 
@@ -70,12 +76,19 @@ class PlanRunner:
         assert engine is not None, "a packed plan needs the paged engine"
         for r in plan.preempted:  # recompute preemption: free now, prefill again later
             self._resume[r.index] = engine.free(r.index)
+            self._live.discard(r.index)
         chunks = []
         for chunk in plan.prefills:
             i = chunk.request.index
-            if chunk.start == 0:
+            if i not in self._live:
                 resumed = self._resume.pop(i, None)
                 engine.add(i, resumed if resumed is not None else self._prompts[i])
+                self._live.add(i)
+                if chunk.start:
+                    # A prefix-cache hit: the engine shares no blocks, so it takes fresh ones
+                    # for the cached tokens without computing them; the step has the shape
+                    # the policy planned, but the KV of those tokens is not the prompt's.
+                    engine.assume_cached(i, chunk.start)
             chunks.append(EngineChunk(i, chunk.start, chunk.num_tokens))
         result = engine.step(EnginePlan(prefills=chunks, decodes=[r.index for r in plan.decodes]))
         tokens = {int(k): int(v) for k, v in result.tokens.items()}  # type: ignore[call-overload]

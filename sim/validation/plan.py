@@ -75,12 +75,15 @@ class WorkloadSpec:
     range_ratio: float = 0.0
     burstiness: float = 1.0  # gamma shape of the gaps; 1 = Poisson
     lengths_from: str | None = None
+    prefix_len: int = 0  # shared system prompt (SyntheticSpec)
+    num_prefix_groups: int = 0
 
     def synthetic(self, request_rate: float = math.inf) -> SyntheticSpec:
         return SyntheticSpec(num_requests=self.num_requests, request_rate=request_rate,
                              burstiness=self.burstiness, input_len=self.input_len,
                              output_len=self.output_len, range_ratio=self.range_ratio,
-                             lengths_from=self.lengths_from)
+                             lengths_from=self.lengths_from, prefix_len=self.prefix_len,
+                             num_prefix_groups=self.num_prefix_groups)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 request_rate (req/s; inf = all at t=0) and burstiness (gamma shape; 1 = Poisson): gaps
 gamma(shape=b, scale=1/(rate*b)); lengths uniform in [len*(1-r), len*(1+r)] or sampled from a
 trace.
+
+Shared system prompts, as inference-perf's shared-prefix workload: with prefix_len P, every
+prompt starts with one of num_prefix_groups prompts of P tokens (drawn uniformly per request)
+followed by its own input_len tokens, so input_tokens = P + its drawn length.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class SyntheticSpec:
     output_len: int = 128
     range_ratio: float = 0.0  # lengths uniform in [len*(1-r), len*(1+r)]
     lengths_from: str | None = None  # sample (input, output) pairs from this trace instead
+    prefix_len: int = 0  # tokens of shared system prompt before each prompt; 0 = none
+    num_prefix_groups: int = 0  # distinct shared prompts (0 = 1 when prefix_len > 0)
 
     def __post_init__(self) -> None:
         try:  # finite and bounded (sim.checks)
@@ -38,6 +44,8 @@ class SyntheticSpec:
             integer("--input-len", self.input_len, 1, 2**31)
             integer("--output-len", self.output_len, 1, 2**31)
             number("--range-ratio", self.range_ratio, 0, 1)
+            integer("--prefix-len", self.prefix_len, 0, 2**31)
+            integer("--num-prefix-groups", self.num_prefix_groups, 0, MAX_NUM_REQUESTS)
         except ValueError as e:
             raise WorkloadError(str(e)) from None
         if self.num_requests <= 0:
@@ -50,6 +58,9 @@ class SyntheticSpec:
             raise WorkloadError("--input-len and --output-len must be positive")
         if not 0 <= self.range_ratio < 1:
             raise WorkloadError(f"--range-ratio must be in [0, 1), got {self.range_ratio}")
+        if self.num_prefix_groups > 0 and self.prefix_len == 0:
+            raise WorkloadError("--num-prefix-groups needs --prefix-len (the shared prompt's "
+                                "tokens)")
 
 
 def synthesize(spec: SyntheticSpec, rng: np.random.Generator) -> Workload:
@@ -69,7 +80,7 @@ def synthesize(spec: SyntheticSpec, rng: np.random.Generator) -> Workload:
         inputs = _uniform_lengths(rng, spec.input_len, spec.range_ratio, n)
         outputs = _uniform_lengths(rng, spec.output_len, spec.range_ratio, n)
     rate = "inf" if math.isinf(spec.request_rate) else f"{spec.request_rate:g}"
-    return Workload(
+    workload = Workload(
         arrival_s=arrival,
         input_tokens=inputs.astype(np.int64),
         output_tokens=outputs.astype(np.int64),
@@ -77,6 +88,15 @@ def synthesize(spec: SyntheticSpec, rng: np.random.Generator) -> Workload:
         ids=[str(i) for i in range(n)],
         source=f"synthetic(rate={rate}, burstiness={spec.burstiness:g}, n={n})",
     )
+    if spec.prefix_len:
+        # drawn last: the arrivals and lengths stay those of the same seed without a prefix
+        groups = rng.integers(0, max(1, spec.num_prefix_groups), size=n)
+        workload.input_tokens = workload.input_tokens + spec.prefix_len
+        workload.prefix_group = groups.astype(np.int64)
+        workload.prefix_tokens = np.full(n, spec.prefix_len, dtype=np.int64)
+        workload.source = (f"synthetic(rate={rate}, burstiness={spec.burstiness:g}, n={n}, "
+                           f"prefix={spec.prefix_len}x{max(1, spec.num_prefix_groups)})")
+    return workload
 
 
 def _uniform_lengths(rng: np.random.Generator, length: int, ratio: float, n: int) -> np.ndarray:

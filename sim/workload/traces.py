@@ -89,6 +89,8 @@ class _Rows:
     hash_ids: PrefixBlocks | None = None
     ids: list[str] | None = None  # native and vllm only
     priority: np.ndarray | None = None  # native only
+    prefix_group: np.ndarray | None = None  # native only: int64, -1 = none
+    prefix_tokens: np.ndarray | None = None  # native only: int64, 0 = none
 
 
 def load_trace(path: str | Path, time_scale: float = 1.0,
@@ -319,13 +321,18 @@ def _concat(chunks: Iterator[_Rows]) -> _Rows:
         return _Rows(empty, empty, empty, np.empty(0, dtype=np.int64))
     hashes = [p.hash_ids for p in parts]
     priorities = [p.priority for p in parts if p.priority is not None]
-    return _Rows(np.concatenate([p.time for p in parts]),
+    grouped = all(p.prefix_group is not None for p in parts)
+    rows = _Rows(np.concatenate([p.time for p in parts]),
                  np.concatenate([p.inputs for p in parts]),
                  np.concatenate([p.outputs for p in parts]),
                  np.concatenate([p.lines for p in parts]),
                  _concat_blocks(hashes) if all(h is not None for h in hashes) else None,
                  [i for p in parts for i in p.ids or ()] if parts[0].ids is not None else None,
                  np.concatenate(priorities) if len(priorities) == len(parts) else None)
+    if grouped:  # every line of a fast-path read has the same keys
+        rows.prefix_group = np.concatenate([p.prefix_group for p in parts])
+        rows.prefix_tokens = np.concatenate([p.prefix_tokens for p in parts])
+    return rows
 
 
 def _concat_blocks(parts: list[PrefixBlocks | None]) -> PrefixBlocks:
@@ -352,7 +359,8 @@ def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
     which also names the line of any problem."""
     first = jsonl_fast.first_nonblank(file)
     native = fmt.name == "native"
-    numeric = {fmt.time, fmt.input, fmt.output} | ({"priority"} if native else set())
+    numeric = {fmt.time, fmt.input, fmt.output} | (
+        {"priority", "prefix_group", "prefix_len"} if native else set())
     captured = ("id", "hash_ids") if native else ("hash_ids",)
     shape = jsonl_fast.line_shape(first, numeric, captured) if first is not None else None
     if shape is None or not {fmt.time, fmt.input, fmt.output} <= set(shape.extract):
@@ -384,6 +392,15 @@ def _fast_jsonl_rows(file: Path, fmt: TraceFormat) -> _Rows | None:
                     rows.priority = np.zeros(len(lines), dtype=np.int64)
                 if "id" in values:
                     rows.ids = [i.decode("utf-8", "replace") for i in values["id"]]
+                if ("prefix_group" in values) != ("prefix_len" in values):
+                    return None  # the slow path names the line
+                if "prefix_group" in values:
+                    group = jsonl_fast.numbers(values["prefix_group"])
+                    length = jsonl_fast.numbers(values["prefix_len"])
+                    if not _prefixes_valid(group, length, rows.inputs):
+                        return None
+                    rows.prefix_group = group.astype(np.int64)
+                    rows.prefix_tokens = length.astype(np.int64)
             parts.append(rows)
     return _concat(iter(parts))
 
@@ -431,6 +448,7 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
     lines: list[int] = []
     ids: list[str] = []
     priority: list[int] = []
+    prefixes: list[tuple[int, int]] = []
     hashes: list[list[int] | None] = []
     with file.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, text in enumerate(handle, start=1):
@@ -447,6 +465,7 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
                 outputs.append(_count(row, fmt.output, where))
                 priority.append(_priority(row, where))
                 ids.append(_id(row, where, len(ids)))
+                prefixes.append(_prefix(row, where, inputs[-1]))
             else:
                 inputs.append(_number(row, fmt.input, where))
                 outputs.append(_number(row, fmt.output, where))
@@ -458,10 +477,14 @@ def _json_rows(file: Path, fmt: TraceFormat) -> _Rows:
         flat = np.fromiter((x for h in hashes for x in h or ()), dtype=np.int64,
                            count=sum(counts))
         blocks = PrefixBlocks(flat, np.concatenate(([0], np.cumsum(counts))).astype(np.int64))
-    return _Rows(np.asarray(time, dtype=np.float64), np.asarray(inputs, dtype=np.float64),
+    rows = _Rows(np.asarray(time, dtype=np.float64), np.asarray(inputs, dtype=np.float64),
                  np.asarray(outputs, dtype=np.float64), np.asarray(lines, dtype=np.int64),
                  blocks, ids if native else None,
                  np.asarray(priority, dtype=np.int64) if native else None)
+    if any(g >= 0 for g, _ in prefixes):
+        pairs = np.asarray(prefixes, dtype=np.int64).reshape(-1, 2)
+        rows.prefix_group, rows.prefix_tokens = pairs[:, 0], pairs[:, 1]
+    return rows
 
 
 def _native_valid(rows: _Rows) -> bool:
@@ -471,6 +494,30 @@ def _native_valid(rows: _Rows) -> bool:
     return bool((rows.time >= 0).all() and np.isfinite(rows.time).all()
                 and (lengths > 0).all() and (lengths == np.floor(lengths)).all()
                 and (lengths <= _MAX_TOKENS).all())
+
+
+def _prefixes_valid(group: np.ndarray, length: np.ndarray, inputs: np.ndarray) -> bool:
+    """prefix_group a whole number >= 0, prefix_len a whole number in [1, input_tokens]."""
+    return bool((group >= 0).all() and (group == np.floor(group)).all()
+                and (group < 2.0**53).all() and (length >= 1).all()
+                and (length == np.floor(length)).all() and (length <= inputs).all())
+
+
+def _prefix(row: dict, where: str, input_tokens: float) -> tuple[int, int]:
+    """A native row's (prefix_group, prefix_len), (-1, 0) without them."""
+    if "prefix_group" not in row and "prefix_len" not in row:
+        return -1, 0
+    if "prefix_group" not in row or "prefix_len" not in row:
+        raise WorkloadError(f"{where}: prefix_group and prefix_len go together (the shared "
+                            "prompt's group and its length in tokens)")
+    group, length = row["prefix_group"], row["prefix_len"]
+    if type(group) is not int or not 0 <= group < 2**53:
+        raise WorkloadError(f"{where}: prefix_group must be an integer >= 0, got "
+                            f"{_short(group)}")
+    if type(length) is not int or not 1 <= length <= input_tokens:
+        raise WorkloadError(f"{where}: prefix_len must be an integer from 1 to input_tokens "
+                            f"({int(input_tokens)}), got {_short(length)}")
+    return group, length
 
 
 def _priorities_valid(priority: np.ndarray) -> bool:
@@ -571,6 +618,8 @@ def _to_workload(file: Path, fmt: TraceFormat, rows: _Rows, strict: bool) -> Wor
         source=str(file),
         line_numbers=rows.lines[index],
         hash_ids=hash_ids,
+        prefix_group=None if rows.prefix_group is None else rows.prefix_group[index],
+        prefix_tokens=None if rows.prefix_tokens is None else rows.prefix_tokens[index],
         provenance={"path": str(file), "format": fmt.name, "num_read": len(rows.lines),
                     "dropped_zero_length": zero, "sorted": resorted},
     )

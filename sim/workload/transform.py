@@ -145,7 +145,7 @@ def write_native(workload: Workload, out: Path, force: bool = False) -> None:
 
 def native_lines(workload: Workload) -> Iterator[str]:
     """One JSON object per request; arrival rounded to the microsecond, optional fields only
-    where they say something (an id, a non-zero priority, hash_ids)."""
+    where they say something (an id, a non-zero priority, hash_ids, a prefix group)."""
     arrival = np.round(workload.arrival_s, 6).tolist()
     inputs = workload.input_tokens.tolist()
     outputs = workload.output_tokens.tolist()
@@ -153,6 +153,8 @@ def native_lines(workload: Workload) -> Iterator[str]:
     blocks = workload.hash_ids
     flat = blocks.values.tolist() if blocks is not None else []
     offsets = blocks.offsets.tolist() if blocks is not None else []
+    groups = workload.prefix_group.tolist() if workload.prefix_group is not None else None
+    shared = workload.prefix_tokens.tolist() if workload.prefix_tokens is not None else []
     for i, (a, n_in, n_out, p) in enumerate(zip(arrival, inputs, outputs, priority,
                                                 strict=True)):
         extra = ""
@@ -162,5 +164,7 @@ def native_lines(workload: Workload) -> Iterator[str]:
             extra += f', "priority": {p}'
         if blocks is not None:
             extra += f', "hash_ids": [{", ".join(map(str, flat[offsets[i]:offsets[i + 1]]))}]'
+        if groups is not None and groups[i] >= 0:
+            extra += f', "prefix_group": {groups[i]}, "prefix_len": {shared[i]}'
         yield (f'{{"arrival_s": {a!r}, "input_tokens": {n_in}, '
                f'"output_tokens": {n_out}{extra}}}\n')

@@ -2,7 +2,9 @@
 
 Native trace format (JSONL, one request per line):
     {"arrival_s": 0.0, "input_tokens": 812, "output_tokens": 153, "id": "r1", "priority": 0}
-`id`, `priority` and `hash_ids` (prefix-block hashes, a list of integers) are optional. Public
+`id`, `priority`, `hash_ids` (prefix-block hashes, a list of integers, one per 512
+tokens of the prompt as in Mooncake's traces) and `prefix_group` with `prefix_len` (the first
+prefix_len tokens are that group's shared prompt) are optional. Public
 trace formats (Azure, BurstGPT, Mooncake, Vidur) are read by `batchsim.sim.workload.traces`
 (`load_trace` reads any of them); synthetic workloads are drawn by
 `batchsim.sim.workload.synthetic`. This module is the leaf both build on: it imports neither.
@@ -16,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from batchsim.policies.request import Request
+from batchsim.policies.request import PrefixId, Request
 from batchsim.sim.errors import UsageError
+
+HASH_BLOCK_TOKENS = 512  # tokens per hash_ids entry (Mooncake's block size)
 
 
 class WorkloadError(UsageError):
@@ -64,21 +68,49 @@ class Workload:
     source: str  # how it was made; for a trace, its path (error messages say source:line)
     line_numbers: np.ndarray | None = None  # trace line of each request, for error messages
     hash_ids: PrefixBlocks | None = field(default=None, repr=False)
+    # shared system prompts: request i's first prefix_tokens[i] tokens are group
+    # prefix_group[i]'s (-1: none); synthetic --num-prefix-groups
+    prefix_group: np.ndarray | None = field(default=None, repr=False)  # int64 [N]
+    prefix_tokens: np.ndarray | None = field(default=None, repr=False)  # int64 [N]
     # how a trace was read and transformed (format, window, scale, drops), for config.json
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.arrival_s)
 
-    def requests(self) -> list[Request]:
+    def requests(self, with_prefix: bool = False) -> list[Request]:
+        """The requests; with_prefix: with their prefix identity (for prefix caching),
+        from hash_ids or the prefix groups."""
         ids = self.ids if self.ids is not None else [str(i) for i in range(len(self))]
-        return [
+        out = [
             Request(i, float(a), int(n_in), int(n_out), int(p), rid)
             for i, (a, n_in, n_out, p, rid) in enumerate(
                 zip(self.arrival_s, self.input_tokens, self.output_tokens, self.priority,
                     ids, strict=True)
             )
         ]
+        if with_prefix:
+            for request, prefix in zip(out, self.prefixes(), strict=True):
+                request.prefix = prefix
+        return out
+
+    def prefixes(self) -> list[PrefixId | None]:
+        """Each request's prefix identity: its hash_ids (512-token blocks), else its prefix
+        group (one block of its shared length, the group as its hash), else None."""
+        out: list[PrefixId | None] = [None] * len(self)
+        if self.prefix_group is not None and self.prefix_tokens is not None:
+            for i, (g, t) in enumerate(zip(self.prefix_group.tolist(),
+                                           self.prefix_tokens.tolist(), strict=True)):
+                if g >= 0 and t > 0:
+                    out[i] = PrefixId(int(t), np.int64(g).tobytes())
+        if self.hash_ids is not None:  # the finer identity wins where a request has both
+            values = self.hash_ids.values.astype(np.int64, copy=False)
+            offsets = self.hash_ids.offsets.tolist()
+            for i in range(len(out)):
+                if offsets[i + 1] > offsets[i]:
+                    out[i] = PrefixId(HASH_BLOCK_TOKENS,
+                                      values[offsets[i]:offsets[i + 1]].tobytes())
+        return out
 
     def where(self, index: int) -> str:
         """Human pointer to request `index`: its trace line when there is one."""
@@ -97,5 +129,7 @@ class Workload:
             ids=None if self.ids is None else [self.ids[i] for i in index],
             line_numbers=None if self.line_numbers is None else self.line_numbers[index],
             hash_ids=None if self.hash_ids is None else self.hash_ids.take(index),
+            prefix_group=None if self.prefix_group is None else self.prefix_group[index],
+            prefix_tokens=None if self.prefix_tokens is None else self.prefix_tokens[index],
             provenance=dict(self.provenance),
         )

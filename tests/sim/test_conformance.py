@@ -36,7 +36,12 @@ KNOBS = {
                    {"vllm_version": "0.18.0", "block_size": "4", "max_num_batched_tokens": "32",
                     "max_num_seqs": "8"},
                    {"async_scheduling": "false", "long_prefill_token_threshold": "16",
-                    "block_size": "4", "max_num_batched_tokens": "48", "max_num_seqs": "6"}],
+                    "block_size": "4", "max_num_batched_tokens": "48", "max_num_seqs": "6"},
+                   # prefix caching (the workload gets two prefix groups: simulate_rows)
+                   {"enable_prefix_caching": "true", "block_size": "4",
+                    "max_num_batched_tokens": "32", "max_num_seqs": "8"},
+                   {"enable_prefix_caching": "true", "async_scheduling": "false",
+                    "long_prefill_token_threshold": "16", "max_num_seqs": "6"}],
     "shortest_prompt": [{},
                         {"block_size": "4", "max_num_batched_tokens": "32", "max_num_seqs": "8",
                          "prompt_bucket_tokens": "16"},
@@ -50,6 +55,8 @@ KNOBS = {
                {"cpu_max_prompt_tokens": "80", "enable_chunked_prefill": "false",
                 "max_num_batched_tokens": "96", "max_num_seqs": "3", "policy": "priority",
                 "block_size": "8", "hold_max_batch": "4"},
+               {"enable_prefix_caching": "true", "cpu_max_prompt_tokens": "40",
+                "block_size": "4", "max_num_batched_tokens": "32", "max_num_seqs": "8"},
                {"cpu_max_prompt_tokens": "20", "long_prefill_token_threshold": "16",
                 "arrival_gap_weight": "1"},
                {"async_scheduling": "true", "cpu_max_prompt_tokens": "40", "block_size": "4",
@@ -92,6 +99,9 @@ def simulate_rows(policy, knobs, rows, fast_forward=True, jitter=False):
                            kv_copy=KV_COPY, jitter_ratios=JITTER)
     rows = [(a, n_in, min(n_out, MAX_LEN - n_in) or 1, p) for a, n_in, n_out, p in rows]
     workload = make_workload([r[:3] for r in rows], [r[3] for r in rows])
+    if knobs.get("enable_prefix_caching") == "true":  # shared prompts of 12 tokens, 2 groups
+        workload.prefix_group = workload.priority % 2
+        workload.prefix_tokens = np.minimum(workload.input_tokens, 12)
     pol = get_policy(policy)(make_config(policy, knobs), profile.memory, profile.max_model_len)
     total = workload.input_tokens + workload.output_tokens
     pol.check_workload(int(workload.input_tokens.max()), int(total.max()))
@@ -130,6 +140,11 @@ def test_invariants(policy, knob_index, rows):
         produced[i] += 1
     completed = (req["status"] == "completed").to_numpy()
     assert (produced[completed] == workload.output_tokens[completed]).all()
+    if pol.caches_prefixes:  # every block back in the pool, each one once
+        ledger = pol.ledger
+        assert ledger.num_free == ledger.num_blocks == len(ledger._queue)
+        assert ledger.num_cached_free == sum(k is not None for k in ledger._hash)
+        assert (steps["kv_cached_blocks"] <= pol.kv_capacity_blocks).all()
 
 
 @pytest.mark.parametrize(("policy", "knob_index"), CASES)

@@ -13,6 +13,7 @@ import pytest
 from batchsim.cli import main
 from batchsim.policies.continuous import ContinuousConfig
 from batchsim.sim.engine_config import read_engine_config
+from batchsim.sim.errors import UsageError
 from batchsim.sim.run import RunSpec, prepare
 
 TRACE = Path(__file__).resolve().parent.parent / "data" / "traces" / "vllm_log.jsonl"
@@ -44,15 +45,26 @@ def test_settings_map_onto_knobs_and_unmodelled_ones_warn_once_each(tmp_path, ca
     with caplog.at_level(logging.WARNING):
         engine = read_engine_config(meta, NAMES)
     assert engine.knobs == {"max_num_seqs": 8, "max_num_batched_tokens": 64, "block_size": 32,
-                            "gpu_memory_utilization": 0.5, "num_gpu_blocks_override": 100}
+                            "gpu_memory_utilization": 0.5, "num_gpu_blocks_override": 100,
+                            "enable_prefix_caching": True}
     assert engine.sources["num_gpu_blocks_override"] == "kv_cache.num_gpu_blocks"
     warned = [r.getMessage() for r in caplog.records]
-    assert len(warned) == 4  # prefix caching, data parallel, the unknown argument, swap_space
+    assert len(warned) == 3  # data parallel, the unknown argument, swap_space
     assert any("kv_cache.swap_space = 4: not read" in w for w in warned)
-    assert any("enable_prefix_caching = True" in w for w in warned)
     assert any("data_parallel_size = 2" in w for w in warned)
     assert any("some_new_arg" in w for w in warned)
     assert engine.vllm_version == "0.19.0" and engine.max_model_len is None
+
+
+def test_prefix_caching_null_is_vllms_default_on(tmp_path):
+    """engine_kwargs.enable_prefix_caching null means vLLM V1's default, which is on (for
+    generative models); false stays off; a non-boolean is refused."""
+    on = read_engine_config(_meta(tmp_path, {"enable_prefix_caching": None}), NAMES)
+    assert on.knobs == {"enable_prefix_caching": True}
+    off = read_engine_config(_meta(tmp_path, {"enable_prefix_caching": False}), NAMES)
+    assert off.knobs == {"enable_prefix_caching": False}
+    with pytest.raises(UsageError, match="enable_prefix_caching must be true or false"):
+        read_engine_config(_meta(tmp_path, {"enable_prefix_caching": "yes"}), NAMES)
 
 
 def test_set_wins_and_the_run_records_where_each_knob_came_from(tmp_path, capsys):
@@ -65,7 +77,8 @@ def test_set_wins_and_the_run_records_where_each_knob_came_from(tmp_path, capsys
     config = json.loads((out / "config.json").read_text())
     assert config["knobs"]["max_num_seqs"] == 4 and config["knobs"]["block_size"] == 32
     assert config["knobs"]["max_num_batched_tokens"] == 64
-    assert config["kv_capacity_blocks"] == 100  # the pool vLLM sized, not the memory-derived one
+    # the pool vLLM sized, less its null block, not the memory-derived one
+    assert config["kv_capacity_blocks"] == 99
     sources = config["engine_config"]["knob_sources"]
     assert sources["max_num_seqs"] == "--set"
     assert sources["num_gpu_blocks_override"] == "engine config kv_cache.num_gpu_blocks"
@@ -75,10 +88,10 @@ def test_set_wins_and_the_run_records_where_each_knob_came_from(tmp_path, capsys
 
 def test_num_gpu_blocks_override_replaces_the_memory_derived_pool():
     spec = RunSpec(policy="continuous", knobs={"num_gpu_blocks_override": "37"}, trace=str(TRACE))
-    assert prepare(spec).policy.kv_capacity_blocks == 37
+    assert prepare(spec).policy.kv_capacity_blocks == 36  # one is vLLM's null block
     derived = prepare(RunSpec(policy="continuous", trace=str(TRACE))).policy.kv_capacity_blocks
     assert derived > 37
-    with pytest.raises(ValueError, match="num_gpu_blocks_override must be positive"):
+    with pytest.raises(ValueError, match="num_gpu_blocks_override must be at least 2"):
         ContinuousConfig(num_gpu_blocks_override=0)
 
 
