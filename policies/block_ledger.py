@@ -18,7 +18,7 @@ Bookkeeping is per event (allocation, start of decode, release) and per step, ne
 
 from __future__ import annotations
 
-import numpy as np
+from itertools import accumulate, cycle, islice
 
 from batchsim.policies.kv import blocks_for
 from batchsim.policies.request import Request
@@ -162,18 +162,14 @@ class BlockLedger:
         by take_step_growth); returns the blocks in use during each step of the run."""
         assert self._grown_through == step + 1, (self._grown_through, step)
         used = self.num_blocks - self.num_free
-        if num_steps > 12:  # numpy pays off only for longer runs
-            idx = (step + np.arange(1, num_steps)) % self.block_size
-            extra = np.cumsum(np.asarray(self._need)[idx])
-            out = [used, *(used + extra).tolist()]
-        else:
-            out = [used]
-            need, bs, r = self._need, self.block_size, (step + 1) % self.block_size
-            for _ in range(num_steps - 1):
-                used += need[r]
-                out.append(used)
-                r = r + 1 if r + 1 < bs else 0
-        self.num_free -= out[-1] - out[0]
+        # the needs of steps step+1, step+2, ... cycle with period block_size: accumulate
+        # them in C (itertools) rather than step by step
+        r, need = (step + 1) % self.block_size, self._need
+        order = need[r:] + need[:r]
+        k = num_steps - 1
+        out = list(accumulate(islice(cycle(order), k) if k > len(order) else order[:k],
+                              initial=used))
+        self.num_free -= out[-1] - used
         self._grown_through = step + num_steps
         return out
 

@@ -128,6 +128,9 @@ class Continuous(Policy):
         self._running: dict[int, Seq] = {}  # scheduling order: newest last
         self._prefilling: dict[int, Seq] = {}
         self._decoding: dict[int, Request] = {}
+        # list(self._decoding.values()), rebuilt only when the decode set changes: a Plan's
+        # `decodes` (never mutated by executors), shared by the plans of a steady batch
+        self._decode_list: list[Request] | None = None
         self._finish_heap: list[tuple[int, int, int, Seq]] = []  # (finish_step, index, version)
         self._decode_kv = 0  # sum of KV lengths of decoding requests before the current step
         self._kv_tokens = 0  # tokens held in KV by all running requests
@@ -365,12 +368,14 @@ class Continuous(Policy):
 
     def _catch_up(self) -> None:
         """async_scheduling: what the next decision knows that this one did not."""
-        for seq, kv_len in self._finished.values():
-            self._release(seq, kv_len)
-        self._finished.clear()
-        for seq in self._held:
-            self._waiting.push(seq)
-        self._held.clear()
+        if self._finished:
+            for seq, kv_len in self._finished.values():
+                self._release(seq, kv_len)
+            self._finished.clear()
+        if self._held:
+            for seq in self._held:
+                self._waiting.push(seq)
+            self._held.clear()
 
     def _schedule_step(self) -> Plan | Wait:
         step, ledger = self._step, self.ledger
@@ -388,7 +393,7 @@ class Continuous(Policy):
         budget -= len(self._decoding)
         # 2. Requests part-way through their prefill, in running order.
         chunks: list[PrefillChunk] = []
-        for seq in list(self._prefilling.values()):
+        for seq in list(self._prefilling.values()) if self._prefilling else ():
             if budget <= 0:
                 break
             index = seq.req.index
@@ -441,6 +446,7 @@ class Continuous(Policy):
             kv_len = seq.entry_len + (self._step - seq.entry_step)
             self._decode_kv -= kv_len
             del self._decoding[seq.req.index]
+            self._decode_list = None
             self._finish(seq, kv_len)
             events.finished.append((seq.req, num_steps - 1))
         # Prefill chunks: a chunk that completes its target samples a token.
@@ -476,6 +482,7 @@ class Continuous(Policy):
             kv_len = seq.entry_len + (self._step - seq.entry_step)
             self._decode_kv -= kv_len
             del self._decoding[index]
+            self._decode_list = None
             seq.version += 1  # its finish-heap entry goes stale
         else:
             kv_len = seq.computed
@@ -490,9 +497,12 @@ class Continuous(Policy):
             assert len(self._running) == len(self._finished), "running requests, none scheduled"
             return Wait()
         repeats = 1 if chunks or preempted else self.max_decode_repeats()
+        decodes = self._decode_list
+        if decodes is None:
+            decodes = self._decode_list = list(self._decoding.values())
         return Plan(
             prefills=chunks,
-            decodes=list(self._decoding.values()),
+            decodes=decodes,
             shape=self.step_shape(chunks),
             max_repeats=repeats,
             preempted=preempted,
@@ -505,6 +515,7 @@ class Continuous(Policy):
         self.ledger.start_growth(seq.req.index, seq.computed, self._step)
         self._decode_kv += seq.entry_len
         self._decoding[seq.req.index] = seq.req
+        self._decode_list = None
         heapq.heappush(self._finish_heap, (seq.finish_step, seq.req.index, seq.version, seq))
 
     def _finish(self, seq: Seq, kv_len: int) -> None:
@@ -533,6 +544,7 @@ class Continuous(Policy):
             seq.gen += self._step - seq.entry_step
             self._decode_kv -= kv_len
             del self._decoding[index]
+            self._decode_list = None
             seq.version += 1
         else:
             kv_len = seq.computed

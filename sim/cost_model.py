@@ -152,6 +152,12 @@ class CostModel:
         it is the maximum throughout (their difference is linear), the durations are an
         arithmetic progression and the stopping step has a closed form: no per-token work.
         """
+        if len(self.terms) == 1 and self.curve is None:  # one line: the closed form
+            term = self.terms[0]
+            b, s = sum(map(mul, term, shape.features())), term[_CTX] * shape.num_decode_seqs
+            if stop_s != float("inf"):
+                num_steps = min(num_steps, _steps_to_reach(b, s, stop_s))
+            return _progression(b, s, num_steps)
         lines = self._run_lines(shape)
         last = num_steps - 1
         b, s = max(lines)
@@ -163,7 +169,7 @@ class CostModel:
                 durations = durations[:cut]
             return durations.tolist()
         n = num_steps if stop_s == float("inf") else min(num_steps, _steps_to_reach(b, s, stop_s))
-        return [b + s * j for j in range(n)]
+        return _progression(b, s, n)
 
     def decode_run_array(self, shape: StepShape, num_steps: int) -> np.ndarray:
         """The durations predict_decode_run gives for num_steps steps with no stop, as an array
@@ -177,6 +183,13 @@ class CostModel:
         lift = self.curve(x[self.curve.feature]) if self.curve is not None else 0.0
         return [(sum(map(mul, term, x)) + lift, term[_CTX] * shape.num_decode_seqs)
                 for term in self.terms]
+
+
+def _progression(b: float, s: float, n: int) -> list[float]:
+    """[b + s*j for j < n]; numpy (the same two float operations per step) for long runs."""
+    if n > 32:
+        return (b + s * np.arange(n, dtype=np.float64)).tolist()
+    return [b + s * j for j in range(n)]
 
 
 def _run_array(lines: list[tuple[float, float]], num_steps: int) -> np.ndarray:

@@ -119,10 +119,11 @@ class Server:
         """Admit, then the policy's next step or Wait; None once everything is done."""
         if self._inbox:
             self.admit(now_s)
-        decision = self.policy.schedule(now_s, self.arrivals_done)
+        done = self.num_expected is not None and self.num_arrived >= self.num_expected
+        decision = self.policy.schedule(now_s, done)
         if decision.rejected:
             self._reject_all(decision, now_s)
-        if isinstance(decision, Wait) and self.arrivals_done and not self.policy.has_work():
+        if done and isinstance(decision, Wait) and not self.policy.has_work():
             return None
         return decision
 
@@ -144,7 +145,8 @@ class Server:
         """The plan ran len(durations) times from start_s: account and record it."""
         events = self.policy.complete(plan, len(durations))
         self.recorder.run(plan, start_s, durations, events)
-        self._count(events)
+        if events.finished:
+            self._count(events)
         return events
 
     def stop_s(self, start_s: float) -> float:
