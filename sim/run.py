@@ -82,8 +82,16 @@ class RunOutput:
     config: dict[str, Any]
     metrics: dict[str, Any]
     requests: pd.DataFrame
-    steps: pd.DataFrame
+    steps_table: pd.DataFrame | None  # None: built from the recorder when first asked for
     recorder: Recorder
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per step. Built on first use: a sweep point or a run without a report never
+        needs it (metrics and steps.csv come from the recorder's run records)."""
+        if self.steps_table is None:
+            self.steps_table = self.recorder.steps_table()
+        return self.steps_table
 
 
 def prepare(spec: RunSpec, workload: Workload | None = None) -> Prepared:
@@ -191,8 +199,9 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
                     jitter=jitter)
     result = sim.run()
-    requests, steps, metrics = outputs(result.recorder, result.requests, prep.policy,
-                                       prep.profile.source, prep.spec.goodput)
+    requests = result.recorder.requests_table(result.requests)
+    metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
+                        prep.profile.source, prep.spec.goodput)
     config = resolved_config(prep)
     if prep.cpu_costs is not None:
         config["cpu_path"] = prep.cpu_costs.source
@@ -207,7 +216,7 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     derived = prep.policy.derived_knobs()
     if derived:
         config["derived_knobs"] = derived
-    return RunOutput(config, metrics, requests, steps, result.recorder)
+    return RunOutput(config, metrics, requests, None, result.recorder)
 
 
 def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,
@@ -261,6 +270,11 @@ def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
             text = json.dumps(json_safe(doc), indent=2, allow_nan=False)  # strict JSON
             (tmp / name).write_text(text + "\n")
         write_csv(run.requests, tmp / "requests.csv")
-        write_csv(run.steps, tmp / "steps.csv")
+        # from the run records unless another table was given (or the run has CPU steps)
+        rec = run.recorder
+        fast = isinstance(rec, Recorder) and (run.steps_table is None
+                                              or rec.is_steps_table(run.steps_table))
+        if not (fast and rec.write_steps_csv(tmp / "steps.csv")):
+            write_csv(run.steps, tmp / "steps.csv")
         for writer in writers:
             writer(tmp, run)
