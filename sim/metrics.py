@@ -87,13 +87,20 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
               goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The run's metrics.json. steps_df: the steps table, or None to read the recorder's steps
     as arrays (the same figures, without building the table)."""
-    done = requests_df[requests_df["status"] == "completed"]
+    completed = (requests_df["status"] == "completed").to_numpy()
+    num_done = int(completed.sum())
+
+    def done(name: str) -> np.ndarray:
+        """A column's completed rows (a mask per column: filtering the whole table would copy
+        every column of a million-request run)."""
+        return requests_df[name].to_numpy()[completed]
+
     first_arrival = float(requests_df["arrival_s"].min())
-    last_finish = float(done["finish_s"].max()) if len(done) else first_arrival
+    last_finish = float(done("finish_s").max()) if num_done else first_arrival
     duration = last_finish - first_arrival
     rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
-    out_tokens = float(done["output_tokens"].sum())
-    in_tokens = float(done["input_tokens"].sum())
+    out_tokens = float(done("output_tokens").sum())
+    in_tokens = float(done("input_tokens").sum())
     itl_values, itl_weights = recorder.itl_samples()
     steps = _step_arrays(recorder, steps_df)
     cpu_busy = None
@@ -113,10 +120,10 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     num_steps = len(busy)
     metrics: dict[str, Any] = {
         "num_requests": len(requests_df),
-        "completed": len(done),
+        "completed": num_done,
         "rejected": int((requests_df["status"] == "rejected").sum()),
         "duration_s": duration,
-        "request_throughput": rate(len(done)),
+        "request_throughput": rate(num_done),
         "output_token_throughput": rate(out_tokens),
         "total_token_throughput": rate(out_tokens + in_tokens),
     }
@@ -124,7 +131,7 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
         if name == "itl":
             metrics["itl_ms"] = stats_ms(itl_values, itl_weights)
         else:
-            metrics[f"{name}_ms"] = stats_ms(done[f"{name}_ms"].to_numpy() / 1e3)
+            metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
     metrics.update({
         "gpu_busy_fraction": busy_total / duration if duration > 0 else 0.0,
         "prefill_time_share": float((busy * share).sum() / busy_total) if busy_total else 0.0,
@@ -138,9 +145,10 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     if recorder.prefill_paths:
         metrics.update(_path_metrics(requests_df, cpu_busy or 0.0, duration))
     if goodput:
-        good = np.ones(len(done), dtype=bool)
+        good = np.ones(num_done, dtype=bool)
         for key, limit in goodput.items():
-            good &= done[key].fillna(0.0).to_numpy() <= limit
+            values = done(key)
+            good &= np.where(np.isnan(values), 0.0, values) <= limit  # NaN: no such latency
         metrics["goodput"] = {
             "slo_ms": dict(goodput),
             "good_requests": int(good.sum()),
