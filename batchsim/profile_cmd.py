@@ -59,9 +59,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "PERF_DIR/tp<N>; default 1)")
     p.add_argument("--tp-link-gbps", type=float, default=None,
                    help="--import, tp > 1: GPU-to-GPU link bandwidth of the ring all-reduce "
-                        "(default 25 GB/s, an assumption recorded in the profile)")
+                        "(default: the perf tree's measured hardware.yaml, else 25 GB/s, an "
+                        "assumption recorded in the profile)")
     p.add_argument("--tp-link-latency-us", type=float, default=None,
-                   help="--import, tp > 1: latency per ring hop (default 5 us, assumed)")
+                   help="--import, tp > 1: latency per ring hop (default: hardware.yaml's "
+                        "measured one, else 5 us, assumed)")
     p.add_argument("--gpu-memory-gb", type=float, default=None,
                    help="--import: device memory in GiB (default: meta.yaml, the perf tree's "
                         "hardware.yaml, or the GPU's published capacity)")
@@ -235,9 +237,7 @@ def _import(args: argparse.Namespace) -> int:
                          "<model>/<variant>)")
     config = lss.ImportConfig(
         perf_dir=folder, config=Path(args.model), tp=args.tp,
-        link_gbps=lss.DEFAULT_LINK_GBPS if args.tp_link_gbps is None else args.tp_link_gbps,
-        link_latency_us=(lss.DEFAULT_LINK_LATENCY_US if args.tp_link_latency_us is None
-                         else args.tp_link_latency_us),
+        link_gbps=args.tp_link_gbps, link_latency_us=args.tp_link_latency_us,
         gpu_memory_gb=args.gpu_memory_gb,
         decode_spread=1.0 if args.decode_spread is None else args.decode_spread,
         seed=args.seed or 0)

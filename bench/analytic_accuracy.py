@@ -10,6 +10,14 @@ tables, which have no attention). Whole steps are composed from the source's own
 
     python bench/analytic_accuracy.py [--data ../shared/data] [--json OUT.json]
 
+Then the real vLLM run of the shared data (Llama-3.1-8B on the RTX PRO 6000, 300 ShareGPT
+requests, vLLM 0.19 with CUDA graphs) is simulated with `batchsim validate --observed` three
+times: with the analytic profile from the calibration fitted on every source (the PRO 6000
+tables included), with the analytic profile from the calibration fitted without any PRO 6000
+source (leave-one-GPU-out: only the GPU's published figures are known), and with the profile
+imported from the measured tables (`batchsim profile --import llmservingsim`); mean TTFT, TPOT
+and E2EL against the run's own.
+
 Needs the shared data folder (LLMServingSim and Vidur tables, MIT); prints a line and exits 2
 without it. Takes a minute or two (one calibration fit per left-out source).
 """
@@ -19,7 +27,9 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -99,9 +109,69 @@ def main() -> int:
     worst = max(v for k, r in results.items() if k.startswith("leave-one-GPU")
                 for p, v in r["steps"].items())
     print(f"\nworst per-phase step MAPE, leave-one-GPU-out: {100 * worst:.1f}% (target <= 15%)")
+    lss = args.data / "llmservingsim"
+    if (lss / RUN).is_dir():
+        fits = {"analytic, calibrated on all sources": C.fit_calibration(all_recs),
+                "analytic, leave-one-GPU-out (no PRO 6000 data)": C.fit_calibration(
+                    [r for s in sources if s.gpu.name != "rtx-pro-6000" for r in recs[s.name]])}
+        results["real run"] = real_run(lss, fits)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
+
+
+RUN = "bench/examples/RTXPRO6000/Llama-3.1-8B/vllm"
+PERF = "profiler/perf/RTXPRO6000/meta-llama/Llama-3.1-8B/bf16"
+CONFIG = "configs/model/meta-llama/Llama-3.1-8B.json"
+
+
+def batchsim(*words: str) -> None:
+    exe = Path(sys.executable).parent / "batchsim"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "batchsim"]
+    done = subprocess.run([*cmd, *words], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"batchsim {' '.join(words)} failed: {done.stderr.strip()}")
+
+
+def real_run(lss: Path, fits: dict[str, C.Calibration]) -> dict[str, dict[str, float]]:
+    """Mean TTFT/TPOT/E2EL of the real run against the simulation with each profile."""
+    from batchsim.profiler.analytic.builder import analytic_profile
+    from batchsim.profiler.analytic.gpus import GPUS
+    from batchsim.profiler.model_arch import read_config
+
+    run, out = lss / RUN, {}
+    arch = read_config(lss / CONFIG)
+    with tempfile.TemporaryDirectory(prefix="analytic-accuracy-") as tmp:
+        profiles = {}
+        for label, calib in fits.items():
+            path = Path(tmp) / f"{len(profiles)}.json"
+            doc = analytic_profile(arch, dict(arch.raw), GPUS["rtx-pro-6000"],
+                                   calibration=(calib, {"fitted_for": label}))
+            path.write_text(json.dumps(doc))
+            profiles[label] = path
+        imported = Path(tmp) / "imported.json"
+        batchsim("profile", "--import", "llmservingsim", str(lss / PERF), "--model",
+                 str(lss / CONFIG), "--tp", "1", "--out", str(imported), "--quiet")
+        profiles["imported from the measured tables"] = imported
+        for label, path in profiles.items():
+            folder = Path(tmp) / f"v{len(out)}"
+            batchsim("validate", "--observed", str(run / "requests.jsonl"), "--policy",
+                     "continuous", "--profile", str(path), "--engine-config",
+                     str(run / "meta.json"), "--out", str(folder), "--quiet")
+            doc = json.loads((folder / "validation.json").read_text())
+            comp = doc["points"][0]["comparison"]
+            out[label] = {m: comp[f"{m}.mean"]["rel_error"] for m in ("ttft_ms", "tpot_ms",
+                                                                      "e2el_ms")}
+            out[label].update({f"real_{m}": comp[f"{m}.mean"]["real"] for m in ("ttft_ms",
+                                                                                "tpot_ms",
+                                                                                "e2el_ms")})
+    print("\nthe real vLLM run (Llama-3.1-8B, RTX PRO 6000, 300 requests), simulated; error of "
+          "the mean (target: TPOT and E2EL within 10%)")
+    print(f"{'profile':<50} {'TTFT':>8} {'TPOT':>8} {'E2EL':>8}")
+    for label, e in out.items():
+        print(f"{label:<50} {100 * e['ttft_ms']:>+7.1f}% {100 * e['tpot_ms']:>+7.1f}% "
+              f"{100 * e['e2el_ms']:>+7.1f}%")
+    return out
 
 
 if __name__ == "__main__":

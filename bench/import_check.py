@@ -2,7 +2,8 @@
 
 Usage: python bench/import_check.py PERF_DIR CONFIG.json PROFILE.json [--tp N]
   (PROFILE.json from `batchsim profile --import llmservingsim PERF_DIR --model CONFIG.json`;
-  give the same --tp and link flags' defaults)
+  give the same --tp, and no link flags: the link is the import's default, hardware.yaml's or
+  the built-in one)
 Prints, for a few typical shapes per phase, the composed time, the profile's prediction and the
 relative difference, and the components of the composition.
 """
@@ -20,12 +21,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     from batchsim.policies.base import StepShape, chunk_attn_pairs
     from batchsim.profiler.imported.compose import Link, StepComposer
-    from batchsim.profiler.imported.llmservingsim import (
-        DEFAULT_LINK_GBPS,
-        DEFAULT_LINK_LATENCY_US,
-    )
-    from batchsim.profiler.imported.model_config import read_config
+    from batchsim.profiler.imported.hardware import tp_link
     from batchsim.profiler.imported.tables import read_meta
+    from batchsim.profiler.model_arch import read_config
     from batchsim.sim.profile import load_profile
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,9 +32,9 @@ def main() -> None:
     p.add_argument("profile", type=Path)
     p.add_argument("--tp", type=int, default=1)
     args = p.parse_args()
+    link = tp_link(args.perf_dir, None, None, args.tp)  # as the import without link flags
     composer = StepComposer(args.perf_dir, read_meta(args.perf_dir), read_config(args.config),
-                            args.tp, Link(DEFAULT_LINK_GBPS * 1e9, DEFAULT_LINK_LATENCY_US * 1e-6),
-                            2)
+                            args.tp, Link(link.gbps * 1e9, link.latency_us * 1e-6), 2)
     profile = load_profile(args.profile)
     shapes = [
         ("prefill 1 x 512", StepShape(1, 512, 0, chunk_attn_pairs(0, 512), 0)),

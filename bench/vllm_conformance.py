@@ -52,7 +52,8 @@ OLD_RULES = {"async_scheduling": False, "scheduler_reserve_full_isl": False,
 class Case:
     name: str
     knobs: dict[str, Any]  # batchsim knob names, the same settings given to vLLM
-    num_blocks: int  # usable KV blocks
+    num_blocks: int  # usable KV blocks: both sides get a pool of num_blocks + 1 (vLLM's
+    # num_gpu_blocks, and the policy's num_gpu_blocks_override), block 0 being the null block
     rows: list[tuple[float, int, int, int]] = field(repr=False)  # arrival, in, out, priority
     max_model_len: int = 16384
 
@@ -115,7 +116,8 @@ def cases(seed: int) -> list[Case]:
 
 
 def bench_profile(case: Case) -> Profile:
-    """Exactly case.num_blocks blocks at gpu_memory_utilization 1, the COSTS formula."""
+    """The COSTS formula; memory for exactly case.num_blocks blocks at gpu_memory_utilization 1
+    (the pool itself is set by num_gpu_blocks_override, as vLLM's num_gpu_blocks)."""
     bs = int(case.knobs["block_size"])
     terms = {"packed.prefill": PREFILL, "packed.decode": DECODE, "packed.mixed": COSTS["mixed"],
              "padded.prefill": PREFILL, "padded.decode": DECODE}
@@ -129,7 +131,8 @@ def bench_profile(case: Case) -> Profile:
 
 
 def run_policy(case: Case, vllm_version: str, extra: dict[str, Any]) -> dict[str, Any]:
-    knobs = {**case.knobs, "gpu_memory_utilization": 1.0, "vllm_version": vllm_version, **extra}
+    knobs = {**case.knobs, "gpu_memory_utilization": 1.0, "vllm_version": vllm_version,
+             "num_gpu_blocks_override": case.num_blocks + 1, **extra}
     profile = bench_profile(case)
     base = get_policy("continuous")
     log: list[dict[str, int]] = []

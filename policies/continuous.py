@@ -40,7 +40,7 @@ from batchsim.policies.queues import QueueKey, WaitingQueue
 from batchsim.policies.registry import register
 from batchsim.policies.request import Request
 from batchsim.policies.seq import Seq
-from batchsim.policies.vllm_versions import vllm_defaults
+from batchsim.policies.vllm_versions import NULL_BLOCKS, vllm_defaults
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class ContinuousConfig:
     # step k starts, so a request arriving during step k first runs in step k+2 and a request
     # finishing in step k frees its seat and blocks for step k+2
     async_scheduling: bool | None = None
-    # KV pool size in blocks (vLLM's name), replacing the capacity derived from memory and
+    # KV pool size in blocks (vLLM's name and meaning: its pool's block count, of which block
+    # 0 is vLLM's null block, so N - 1 hold KV), replacing the capacity derived from memory and
     # gpu_memory_utilization; None = derived
     num_gpu_blocks_override: int | None = None
 
@@ -78,9 +79,11 @@ class ContinuousConfig:
         for knob in ("max_num_seqs", "max_num_batched_tokens", "block_size"):
             if getattr(self, knob) <= 0:
                 raise ValueError(f"{knob} must be positive, got {getattr(self, knob)}")
-        if self.num_gpu_blocks_override is not None and self.num_gpu_blocks_override <= 0:
-            raise ValueError("num_gpu_blocks_override must be positive (or none = derived from "
-                             f"memory), got {self.num_gpu_blocks_override}")
+        if self.num_gpu_blocks_override is not None and \
+                self.num_gpu_blocks_override <= NULL_BLOCKS:
+            raise ValueError("num_gpu_blocks_override must be at least 2 (vLLM keeps one block "
+                             "of the pool as its null block; none = derived from memory), got "
+                             f"{self.num_gpu_blocks_override}")
         if self.long_prefill_token_threshold < 0:
             raise ValueError("long_prefill_token_threshold must be >= 0 (0 = no cap)")
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -104,8 +107,13 @@ class Continuous(Policy):
 
     def __init__(self, config: ContinuousConfig, memory: MemoryFacts, max_model_len: int) -> None:
         super().__init__(config, memory, max_model_len)
-        num_blocks = config.num_gpu_blocks_override or (
-            memory.kv_capacity_tokens(config.gpu_memory_utilization) // config.block_size)
+        if config.num_gpu_blocks_override is not None:
+            # vLLM's BlockPool takes block 0 as its null block (a placeholder that never holds
+            # KV), so a pool of N blocks gives requests N - 1
+            num_blocks = config.num_gpu_blocks_override - NULL_BLOCKS
+        else:
+            num_blocks = memory.kv_capacity_tokens(config.gpu_memory_utilization) // \
+                config.block_size
         self.ledger = BlockLedger(num_blocks, config.block_size)
         self._waiting: WaitingQueue[Seq] = WaitingQueue(self.queue_order())
         self._running: dict[int, Seq] = {}  # scheduling order: newest last

@@ -22,6 +22,11 @@ from __future__ import annotations
 
 import re
 
+# vLLM V1's BlockPool takes the first block of its pool as the null block (a placeholder
+# that never holds KV; vllm/v1/core/block_pool.py, read in 0.33.0), so of num_gpu_blocks N
+# only N - 1 hold requests' KV (its KV-usage metric divides by N - 1 too)
+NULL_BLOCKS = 1
+
 OLDEST_MODELLED = (0, 8, 0)  # the V1 engine became vLLM's default in 0.8.0
 NEWEST_READ = (0, 33, 0)  # the newest release whose scheduler source was read
 

@@ -2,7 +2,12 @@
 
 The file is the `meta.json` LLMServingSim writes beside a recorded vLLM run: `engine_kwargs` (the
 arguments the engine was built with, vLLM's names) and optionally `kv_cache` (what the engine
-sized at start-up, e.g. `num_gpu_blocks`), plus metadata (`vllm_version`, dataset, times).
+sized at start-up: `num_gpu_blocks`, `num_cpu_blocks`, `block_size`, `num_kv_tokens`,
+`gpu_memory_utilization`, `enable_prefix_caching`, `kv_cache_memory_bytes`, as its bench runner
+reads them off vLLM's CacheConfig), `resolved_config` (vLLM's whole resolved VllmConfig, one
+object per sub-config: `cache_config.num_gpu_blocks` is read when `kv_cache` lacks it) and
+`hardware`, plus metadata (`vllm_version`, dataset, times). Its `engine_start.json` (the same
+sections, written at boot) reads the same way.
 
 Each setting is either mapped onto a knob of the continuous policy (the knobs carry vLLM's
 names), checked against the run's other inputs, neutral to timing (model name, seed), or not
@@ -53,11 +58,18 @@ _OFF_BY_DEFAULT: dict[str, tuple[Any, ...]] = {
     "speculative_config": (None, {}),
     "quantization": (None,),
     "cpu_offload_gb": (0, None),
+    "kv_cache_memory_bytes": (None,),  # an explicit KV budget; num_gpu_blocks says its result
+    "load_format": ("auto", None),
+    "disable_custom_all_reduce": (False, None),
 }
 _NEUTRAL = {"model", "tokenizer", "served_model_name", "seed", "trust_remote_code", "revision",
-            "download_dir", "disable_log_stats", "disable_log_requests", "enable_log_requests"}
+            "download_dir", "disable_log_stats", "disable_log_requests", "enable_log_requests",
+            "skip_tokenizer_init",
+            "num_cpu_blocks",  # kv_cache: CPU swap blocks; V1 preempts by recompute, never swaps
+            "num_kv_tokens"}  # kv_cache: num_gpu_blocks * block_size, checked against them
 _METADATA = {"schema_version", "model", "vllm_version", "dataset_path", "dataset_hash",
-             "num_requests", "started_at", "finished_at", "tick_seconds"}
+             "num_requests", "started_at", "finished_at", "tick_seconds", "hardware",
+             "resolved_config", "resolve_only", "status"}
 _DTYPES = {"auto": None, "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16",
            "half": "float16", "fp16": "float16", "float32": "float32", "float": "float32"}
 _WHY_NOT = {
@@ -70,6 +82,12 @@ _WHY_NOT = {
     "cache_dtype": "KV bytes per token come from the profile (the model's dtype); pass "
                    "num_gpu_blocks_override for the real pool size",
     "enforce_eager": "the profile's step times decide (eager or CUDA graphs is the profile's)",
+    "load_format": "step times are the profile's; with dummy weights a MoE gate routes "
+                   "differently from the real one",
+    "disable_custom_all_reduce": "TP all-reduces are the profile's ring model (the import's "
+                                 "--tp-link-gbps/--tp-link-latency-us)",
+    "kv_cache_memory_bytes": "the KV pool is derived from memory unless kv_cache.num_gpu_blocks "
+                             "(what this budget gave) is in the file",
 }
 
 
@@ -195,6 +213,8 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
                 why = ("not read: the KV pool is derived from memory unless num_gpu_blocks is "
                        "given" if section == "kv_cache" else "not modelled by batchsim")
                 ignored.append(f"{where} = {_short(value)}: {_WHY_NOT.get(key, why)}")
+    _resolved_blocks(file, data, knobs, sources)
+    _check_kv_tokens(file, data, knobs)
     for key in data:
         if key not in _METADATA and key not in ("engine_kwargs", "kv_cache"):
             ignored.append(f"{key}: not an engine setting batchsim knows; ignored")
@@ -209,6 +229,40 @@ def read_engine_config(path: str | Path, knob_names: Collection[str] = ()) -> En
                         checked.get("tensor_parallel_size") or 1, checked.get("dtype"),
                         None if version is None else str(version),
                         None if model is None else str(model), ignored)
+
+
+def _resolved_blocks(file: Path, data: Mapping[str, Any], knobs: dict[str, Any],
+                     sources: dict[str, str]) -> None:
+    """resolved_config.cache_config.num_gpu_blocks, when kv_cache did not give the pool (its
+    collection can fail and leave kv_cache {} while resolved_config was read)."""
+    resolved = data.get("resolved_config")
+    cache = resolved.get("cache_config") if isinstance(resolved, Mapping) else None
+    blocks = cache.get("num_gpu_blocks") if isinstance(cache, Mapping) else None
+    if blocks is None:
+        return
+    where = "resolved_config.cache_config.num_gpu_blocks"
+    value = _checked(file, where, "num_gpu_blocks", blocks)
+    knob = "num_gpu_blocks_override"
+    if knob not in knobs:
+        knobs[knob], sources[knob] = value, where
+    elif knobs[knob] != value and sources[knob].startswith("kv_cache"):
+        raise UsageError(f"{file}: {where} = {value!r} contradicts {sources[knob]} = "
+                         f"{knobs[knob]!r}")
+
+
+def _check_kv_tokens(file: Path, data: Mapping[str, Any], knobs: Mapping[str, Any]) -> None:
+    """kv_cache.num_kv_tokens is num_gpu_blocks * block_size (null block included)."""
+    kv = data.get("kv_cache")
+    tokens = kv.get("num_kv_tokens") if isinstance(kv, Mapping) else None
+    if tokens is None:
+        return
+    if not (_is_int(tokens) and tokens > 0):
+        raise UsageError(f"{file}: kv_cache.num_kv_tokens must be a positive integer, got "
+                         f"{tokens!r}")
+    blocks, size = knobs.get("num_gpu_blocks_override"), knobs.get("block_size")
+    if blocks is not None and size is not None and blocks * size != tokens:
+        raise UsageError(f"{file}: kv_cache.num_kv_tokens = {tokens} is not num_gpu_blocks "
+                         f"({blocks}) x block_size ({size})")
 
 
 def _checked(file: Path, where: str, key: str, value: Any) -> Any:

@@ -17,16 +17,17 @@ from dataclasses import asdict
 from typing import Any
 
 from batchsim.policies.base import StepShape
-from batchsim.profiler.analytic.arch import ModelArch
 from batchsim.profiler.analytic.calibration import (
     CALIBRATION_FILE,
     EAGER,
     VLLM,
+    Calibration,
     load_calibration,
     step_time,
 )
 from batchsim.profiler.analytic.gpus import GpuSpec
 from batchsim.profiler.analytic.ops import step_ops
+from batchsim.profiler.model_arch import ModelArch
 from batchsim.profiler.profiling.grid import (
     PADDED_DECODE,
     PADDED_PREFILL,
@@ -45,13 +46,18 @@ MIN_ACTIVATION_BYTES = 2**30
 
 def activation_reserve(arch: ModelArch, tp: int) -> int:
     logits = 256 * arch.vocab_size * 4
-    mlp = 8192 * (2 * arch.intermediate_size // tp) * 2 * (arch.experts_per_token or 1)
+    width = arch.moe_intermediate_size if arch.is_moe else arch.intermediate_size
+    mlp = 8192 * (2 * width // tp) * 2 * (arch.experts_per_token or 1)
     return max(MIN_ACTIVATION_BYTES, logits + mlp)
 
 
 def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, tp: int = 1,
-                     dtype: str = "bfloat16", engine: str = "vllm") -> dict[str, Any]:
-    """The profile document (sim/profile.py schema). ValueError when the model does not fit."""
+                     dtype: str = "bfloat16", engine: str = "vllm",
+                     calibration: tuple[Calibration, dict[str, Any]] | None = None
+                     ) -> dict[str, Any]:
+    """The profile document (sim/profile.py schema). ValueError when the model does not fit.
+    `calibration` (parameters, meta) replaces the committed calibration.json (the accuracy
+    bench builds profiles from calibrations that leave sources out)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     if engine not in ("vllm", "eager"):
@@ -69,7 +75,7 @@ def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, 
             f"{arch.name} does not fit one {gpu.name} at --tp {tp}: {weights / 2**30:.1f} GiB of "
             f"{dtype} weights per GPU + {reserve / 2**30:.1f} GiB of activations exceed 90% of "
             f"{gpu.mem_bytes / 2**30:.0f} GiB; raise --tp or choose a larger GPU")
-    calib, calib_meta = load_calibration()
+    calib, calib_meta = calibration if calibration is not None else load_calibration()
     spec = grid_spec("standard", "cuda")
     shapes: list[tuple[str, str, StepShape]] = []
     for gp in build_points(spec, arch.max_model_len):
@@ -121,7 +127,7 @@ def analytic_profile(arch: ModelArch, raw_config: dict[str, Any], gpu: GpuSpec, 
                 f"launches per layer at {EAGER['launch_s'] * 1e6:g} us, "
                 f"{EAGER['step_overhead_s'] * 1e3:g} ms per step, "
                 f"{EAGER['per_seq_s'] * 1e6:g} us per sequence"),
-            "calibration_file": CALIBRATION_FILE.name,
+            "calibration_file": CALIBRATION_FILE.name if calibration is None else None,
             "calibration": calib_meta,
             "activation_reserve": "assumed: max(1 GiB, fp32 logits of 256 sequences + MLP "
                                   "intermediates of 8192 tokens)",

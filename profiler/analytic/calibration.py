@@ -3,8 +3,12 @@
 One small physical model per kernel class, with a handful of parameters per GPU family:
 
     gemm, moe:   t = c + (tc^p + tm^p)^(1/p),  tc = FLOPs / (peak * e_c),  tm = bytes / (bw * e_m)
-    attention:   t = c + s * sequences + tc + tm + kv / (bw * e_d)  (chunks' FLOPs and key
-                 walks, and the decodes' KV reads, in one kernel)
+    attention (varlen kernel: prefill chunks, with any decodes of the step):
+                 t = c + s * sequences + (tc^p + tw^p + tm^p)^(1/p),  tc = padded tile FLOPs /
+                 (peak * e_c), tw = the longest tile's FLOPs / (peak / SMs * e_c) (it runs on one
+                 SM), tm = bytes / (bw * e_m)
+    decode_attention (decode-only steps, split-KV kernel): t = c + s * sequences + KV bytes /
+                 (bw * e_m)
     norm, activation, rope, embedding, sampler (memory-bound): t = c + bytes / (bw * e_m)
     allreduce:   bytes / link + hops * link latency (not calibrated: no public data here)
 
@@ -38,7 +42,8 @@ from batchsim.profiler.analytic.ops import MEMORY_BOUND, KernelClass, Op
 
 CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
 POOLED = "pooled"
-CALIBRATED: tuple[KernelClass, ...] = ("gemm", "moe", "attention", *MEMORY_BOUND)
+CALIBRATED: tuple[KernelClass, ...] = ("gemm", "moe", "attention", "decode_attention",
+                                       *MEMORY_BOUND)
 # Classes fitted per family where the family has data; the others are pooled only.
 PER_FAMILY: tuple[KernelClass, ...] = ("gemm", "norm", "activation", "rope", "embedding")
 
@@ -55,30 +60,40 @@ class KernelParams:
     e_m: float = 1.0  # achieved fraction of peak bandwidth
     p: float = 4.0  # sharpness of the smooth max of compute and memory time
     per_seq_s: float = 0.0  # attention: time per sequence in the kernel
-    e_d: float = 1.0  # attention: achieved fraction of bandwidth reading the decodes' KV
 
     def time(self, op: Op, gpu: GpuSpec) -> float:
         tm = op.bytes / (gpu.mem_bandwidth * self.e_m)
         if op.kind in MEMORY_BOUND:
             return self.c_s + tm
+        if op.kind == "decode_attention":
+            return self.c_s + self.per_seq_s * op.seqs + tm
+        if op.kind == "attention":
+            tc = op.padded_flops / (gpu.peak_flops * self.e_c)
+            tw = op.walk_flops * gpu.sm_count / (gpu.peak_flops * self.e_c)
+            return self.c_s + self.per_seq_s * op.seqs + smooth_max((tc, tw, tm), self.p)
         tc = op.flops / (gpu.peak_flops * self.e_c)
-        if op.kind == "attention":  # one kernel doing chunks' FLOPs and decodes' KV reads
-            td = op.kv_bytes / (gpu.mem_bandwidth * self.e_d)
-            return self.c_s + self.per_seq_s * op.seqs + tc + tm + td
-        hi = max(tc, tm)
-        body = hi * ((tc / hi) ** self.p + (tm / hi) ** self.p) ** (1 / self.p) if hi > 0 else 0.0
-        return self.c_s + body + self.per_seq_s * op.seqs
+        return self.c_s + smooth_max((tc, tm), self.p) + self.per_seq_s * op.seqs
+
+
+def smooth_max(xs: Sequence[float], p: float) -> float:
+    """(sum x^p)^(1/p): the largest bound, softened where they are close (p -> inf: the max)."""
+    hi = max(xs)
+    return hi * sum((x / hi) ** p for x in xs) ** (1 / p) if hi > 0 else 0.0
 
 
 Calibration = dict[str, dict[str, KernelParams]]  # family (or "pooled") -> kernel class -> params
 
 
 # When no measurement of a class exists at all (a leave-out run, a calibration file of your own):
-# MoE experts are grouped GEMMs, the sampler is memory-bound like a norm; attention falls back
-# to an ASSUMED kernel (half of peak FLOP/s, 70% of bandwidth), said in the profile.
+# MoE experts are grouped GEMMs, the sampler is memory-bound like a norm; attention runs on the
+# same tensor cores and memory as the GEMMs, so it takes the GEMMs' efficiencies (no
+# per-sequence cost), said in the profile.
 FALLBACK = {"moe": "gemm", "sampler": "norm", "activation": "norm", "rope": "norm",
             "embedding": "norm"}
-ASSUMED_ATTENTION = KernelParams(c_s=5e-6, e_c=0.5, e_m=0.7, per_seq_s=0.0, e_d=0.7)
+
+
+def attention_from_gemm(g: KernelParams) -> KernelParams:
+    return KernelParams(c_s=g.c_s, e_c=g.e_c, e_m=g.e_m, p=g.p)
 
 
 def params_for(calib: Calibration, family: str, kind: str) -> KernelParams:
@@ -93,8 +108,8 @@ def params_for(calib: Calibration, family: str, kind: str) -> KernelParams:
         return pooled[kind]
     if kind in FALLBACK:
         return params_for(calib, family, FALLBACK[kind])
-    if kind == "attention":
-        return ASSUMED_ATTENTION
+    if kind in ("attention", "decode_attention"):
+        return attention_from_gemm(params_for(calib, family, "gemm"))
     raise KeyError(f"the calibration has no parameters for {kind} kernels")
 
 
@@ -130,17 +145,21 @@ class Record:
     time_s: float
 
 
+# starting points (c_s, e_c, e_m, p, per_seq_s); parameters are fitted as logs (positive)
 _START = {"gemm": (5e-6, 0.7, 0.8, 3.0, 0.0), "moe": (2e-5, 0.5, 0.8, 3.0, 0.0),
-          "attention": (5e-6, 0.5, 0.5, 0.3, 1e-7)}
+          "attention": (5e-6, 0.5, 0.8, 2.0, 2e-7), "decode_attention": (5e-6, 1.0, 0.8, 1.0, 2e-7)}
 _MEMORY_START = (3e-6, 1.0, 0.6, 1.0, 0.0)
 
 
 def _unpack(kind: str, z: np.ndarray) -> KernelParams:
     if kind in MEMORY_BOUND:
         return KernelParams(c_s=math.exp(z[0]), e_m=math.exp(z[1]))
+    if kind == "decode_attention":
+        c, em, ps = (math.exp(v) for v in z)
+        return KernelParams(c_s=c, e_m=em, per_seq_s=ps)
     if kind == "attention":
-        c, ec, em, ed, ps = (math.exp(v) for v in z)
-        return KernelParams(c_s=c, e_c=ec, e_m=em, per_seq_s=ps, e_d=ed)
+        c, ec, em, p, ps = (math.exp(v) for v in z)
+        return KernelParams(c_s=c, e_c=ec, e_m=em, p=1.0 + p, per_seq_s=ps)
     c, ec, em, p = (math.exp(v) for v in z)
     return KernelParams(c_s=c, e_c=ec, e_m=em, p=1.0 + p)
 
@@ -149,8 +168,10 @@ def _start(kind: str) -> np.ndarray:
     c, ec, em, p, ps = _START.get(kind, _MEMORY_START)
     if kind in MEMORY_BOUND:
         return np.log([c, em])
+    if kind == "decode_attention":
+        return np.log([c, em, ps])
     if kind == "attention":
-        return np.log([c, ec, em, p, ps])  # p's slot holds e_d's start
+        return np.log([c, ec, em, p - 1.0, ps])
     return np.log([c, ec, em, p - 1.0])
 
 
@@ -160,21 +181,23 @@ def fit_kind(kind: str, records: Sequence[Record]) -> KernelParams:
 
     y = np.log([r.time_s for r in records])
     tm0 = np.array([r.op.bytes / r.gpu.mem_bandwidth for r in records])
-    tc0 = np.array([r.op.flops / r.gpu.peak_flops for r in records])
+    tc0 = np.array([(r.op.padded_flops if kind == "attention" else r.op.flops)
+                    / r.gpu.peak_flops for r in records])
+    tw0 = np.array([r.op.walk_flops * r.gpu.sm_count / r.gpu.peak_flops for r in records])
     seqs = np.array([r.op.seqs for r in records], dtype=float)
-    td0 = np.array([r.op.kv_bytes / r.gpu.mem_bandwidth for r in records])
 
     def resid(z: np.ndarray) -> np.ndarray:  # KernelParams.time, vectorised over the records
         kp = _unpack(kind, z)
         tm = tm0 / kp.e_m
         if kind in MEMORY_BOUND:
             return np.log(kp.c_s + tm) - y
+        if kind == "decode_attention":
+            return np.log(kp.c_s + kp.per_seq_s * seqs + tm) - y
         tc = tc0 / kp.e_c
-        if kind == "attention":
-            return np.log(kp.c_s + kp.per_seq_s * seqs + tc + tm + td0 / kp.e_d) - y
-        hi = np.maximum(tc, tm)
-        body = hi * ((tc / hi) ** kp.p + (tm / hi) ** kp.p) ** (1 / kp.p)
-        return np.log(kp.c_s + body) - y
+        bounds = [tc, tm] + ([tw0 / kp.e_c] if kind == "attention" else [])
+        hi = np.maximum.reduce(bounds)
+        body = hi * sum((b / hi) ** kp.p for b in bounds) ** (1 / kp.p)
+        return np.log(kp.c_s + kp.per_seq_s * seqs + body) - y
 
     fit = least_squares(resid, _start(kind), method="trf", max_nfev=400)
     return _unpack(kind, fit.x)

@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from batchsim.policies.base import StepShape, chunk_attn_pairs
-from batchsim.profiler.analytic.arch import ModelArch, arch_from_config
+from batchsim.profiler.analytic.arch import arch_from_config
 from batchsim.profiler.analytic.calibration import Record
 from batchsim.profiler.analytic.gpus import GPUS, GpuSpec
 from batchsim.profiler.analytic.ops import Op, gemm, step_ops
+from batchsim.profiler.model_arch import ModelArch
 
 DTYPE_BYTES = 2
 
@@ -105,7 +106,7 @@ def llmservingsim_records(src: Source) -> list[Record]:
     for c, kp, n, kvd, us in attn[["prefill_chunk", "kv_prefill", "n_decode", "kv_decode",
                                    "time_us"]].itertuples(index=False):
         shape = attention_shape(int(c), int(kp), int(n), int(kvd))
-        op = next(o for o in step_ops(a, shape, tp, b) if o.kind == "attention")
+        op = next(o for o in step_ops(a, shape, tp, b) if o.name == "attention")
         recs.append(Record(src.name, src.gpu, replace(op, count=1), float(us) * 1e-6))
     moe_file = src.path / "moe.csv"
     if moe_file.exists() and a.is_moe:
@@ -127,8 +128,8 @@ def attention_shape(chunk: int, kv_prefill: int, n_decode: int, kv_decode: int) 
 def moe_op(a: ModelArch, tp: int, tokens: int, active: float) -> Op:
     mats = 3 if a.gated_mlp else 2
     k = a.experts_per_token
-    return Op("moe", "moe", 2.0 * tokens * k * mats * a.hidden_size * a.intermediate_size / tp,
-              (active * mats * a.hidden_size * a.intermediate_size / tp
+    return Op("moe", "moe", 2.0 * tokens * k * mats * a.hidden_size * a.moe_intermediate_size / tp,
+              (active * mats * a.hidden_size * a.moe_intermediate_size / tp
                + 2.0 * tokens * k * a.hidden_size) * DTYPE_BYTES, tokens=tokens)
 
 

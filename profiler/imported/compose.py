@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from batchsim.policies.base import StepShape
-from batchsim.profiler.imported.model_config import ModelConfig
 from batchsim.profiler.imported.skew import SkewFit
 from batchsim.profiler.imported.tables import (
     NestedTable,
@@ -29,6 +28,7 @@ from batchsim.profiler.imported.tables import (
     read_table,
     tp_folder,
 )
+from batchsim.profiler.model_arch import ModelArch
 
 ONCE_OPS = ("embedding", "final_layernorm")  # the prologue and the head's norm: once per step
 MLP_OPS = ("gate_up_proj", "act_fn", "down_proj")  # the dense MLP: layers without experts
@@ -57,7 +57,7 @@ class Link:
 class StepComposer:
     """Step times of one model at one tensor-parallel degree, from one perf folder."""
 
-    def __init__(self, folder: Path, meta: Mapping[str, Any], config: ModelConfig, tp: int,
+    def __init__(self, folder: Path, meta: Mapping[str, Any], config: ModelArch, tp: int,
                  link: Link, dtype_bytes: int, decode_spread: float = 1.0,
                  skew_buckets: bool = False) -> None:
         if not 0.0 <= decode_spread <= 1.0:

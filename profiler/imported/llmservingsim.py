@@ -23,10 +23,12 @@ import numpy as np
 
 from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
+from batchsim.profiler.imported.dtypes import VariantDtypes
 from batchsim.profiler.imported.grids import GridBuilder
+from batchsim.profiler.imported.hardware import LinkChoice, tp_link
 from batchsim.profiler.imported.memory import memory_facts
-from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
+from batchsim.profiler.model_arch import ModelArch, read_config
 from batchsim.profiler.profiling.fit import SIMPLER_MARGIN, fit_key
 from batchsim.sim.profile import SCHEMA, SCHEMA_VERSION
 
@@ -34,9 +36,6 @@ logger = logging.getLogger(__name__)
 
 MAX_MAPE = 0.02  # the fitted models must reproduce composed times this well on held-out shapes
 PHASES = ("prefill", "decode", "mixed")
-# published defaults of the all-reduce link: a PCIe-class link (docs/IMPORT.md)
-DEFAULT_LINK_GBPS = 25.0
-DEFAULT_LINK_LATENCY_US = 5.0
 
 
 @dataclass(frozen=True)
@@ -46,8 +45,10 @@ class ImportConfig:
     perf_dir: Path
     config: Path
     tp: int = 1
-    link_gbps: float = DEFAULT_LINK_GBPS
-    link_latency_us: float = DEFAULT_LINK_LATENCY_US
+    # None = the perf tree's hardware.yaml (measured), else DEFAULT_LINK_* (profiler/imported/
+    # hardware.py)
+    link_gbps: float | None = None
+    link_latency_us: float | None = None
     gpu_memory_gb: float | None = None
     decode_spread: float = 1.0
     seed: int = 0
@@ -59,7 +60,8 @@ class ImportConfig:
             raise ValueError(f"--tp must be a positive integer, got {self.tp}")
         if self.gpu_memory_gb is not None and not self.gpu_memory_gb > 0:
             raise ValueError(f"--gpu-memory-gb must be positive, got {self.gpu_memory_gb}")
-        if not self.link_gbps > 0 or self.link_latency_us < 0:
+        if (self.link_gbps is not None and not self.link_gbps > 0) or \
+                (self.link_latency_us is not None and not self.link_latency_us >= 0):
             raise ValueError("--tp-link-gbps must be positive and --tp-link-latency-us >= 0")
 
 
@@ -75,7 +77,7 @@ def _shard_of(key: str, have: int, value: int, t: int) -> bool:
     return abs(have / t - value) <= _SHARDED[key] * value
 
 
-def check_architecture(meta: Mapping[str, Any], config: ModelConfig, meta_path: Path) -> None:
+def check_architecture(meta: Mapping[str, Any], config: ModelArch, meta_path: Path) -> None:
     """The config must be the model the tables measured: same architecture, and the one-layer
     model's overridden TP-sharded dimensions (heads, intermediate size, vocabulary) one GPU's
     share (1/t, t in tp_degrees) of the config's. Other overrides (layers, a reduced expert
@@ -136,7 +138,8 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
         dtypes = VariantDtypes.parse(variant)
     except ValueError as e:
         raise ValueError(f"{folder / 'meta.yaml'}: variant {variant!r}: {e}") from None
-    link = Link(cfg.link_gbps * 1e9, cfg.link_latency_us * 1e-6)
+    chosen = tp_link(folder, cfg.link_gbps, cfg.link_latency_us, cfg.tp)
+    link = Link(chosen.gbps * 1e9, chosen.latency_us * 1e-6)
     composer = StepComposer(folder, meta, config, cfg.tp, link, dtypes.activation_bytes,
                             cfg.decode_spread)
     if not config.is_moe and (folder / f"tp{cfg.tp}" / "moe.csv").exists():
@@ -185,8 +188,8 @@ def import_profile(cfg: ImportConfig) -> tuple[dict[str, Any], dict[str, dict[st
     cost_models["padded.prefill"] = cost_models["packed.prefill"]
     cost_models["padded.decode"] = cost_models["packed.decode"]
     memory, memory_source = memory_facts(folder, meta, config, cfg.tp, dtypes, cfg.gpu_memory_gb)
-    doc = _document(cfg, meta, config, composer, memory, memory_source, cost_models, points,
-                    errors, time.monotonic() - started)
+    doc = _document(cfg, meta, config, composer, chosen, memory, memory_source, cost_models,
+                    points, errors, time.monotonic() - started)
     return doc, errors
 
 
@@ -196,8 +199,9 @@ def _features(shapes: list[StepShape]) -> np.ndarray:
     return feature_matrix(shapes)
 
 
-def _document(cfg: ImportConfig, meta: Mapping[str, Any], config: ModelConfig,
-              composer: StepComposer, memory: dict[str, int], memory_source: str,
+def _document(cfg: ImportConfig, meta: Mapping[str, Any], config: ModelArch,
+              composer: StepComposer, link: LinkChoice, memory: dict[str, int],
+              memory_source: str,
               cost_models: dict[str, Any], points: list[dict[str, Any]],
               errors: dict[str, Any], elapsed_s: float) -> dict[str, Any]:
     folder = cfg.perf_dir
@@ -244,8 +248,9 @@ def _document(cfg: ImportConfig, meta: Mapping[str, Any], config: ModelConfig,
         "cost_models": cost_models,
         "import_errors": errors,
         "assumptions": {
-            "tp_allreduce": (f"ring all-reduce, 2 per layer, {cfg.link_gbps} GB/s link, "
-                             f"{cfg.link_latency_us} us per hop" if cfg.tp > 1 else "none (tp 1)"),
+            "tp_allreduce": (f"ring all-reduce, 2 per layer, {link.gbps} GB/s link, "
+                             f"{link.latency_us} us per hop, from {link.source}" if cfg.tp > 1
+                             else "none (tp 1)"),
             "decode_spread": (f"decode contexts spread evenly over mean * (1 +- "
                               f"{cfg.decode_spread}) for the skew correction"),
             "skew_alpha": f"pooled alpha_default {skew.alpha_default} of meta.yaml",

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from batchsim.profiler.imported.model_config import ModelConfig, VariantDtypes
+from batchsim.profiler.imported.dtypes import VariantDtypes
+from batchsim.profiler.model_arch import ModelArch
 
 GIB = 2**30
 # Published memory capacities (vendor datasheets), matched as substrings of meta.yaml's `gpu`
@@ -55,7 +56,7 @@ def device_memory_bytes(folder: Path, meta: Mapping[str, Any],
                      "--gpu-memory-gb GB")
 
 
-def memory_facts(folder: Path, meta: Mapping[str, Any], config: ModelConfig, tp: int,
+def memory_facts(folder: Path, meta: Mapping[str, Any], config: ModelArch, tp: int,
                  dtypes: VariantDtypes, flag_gb: float | None) -> tuple[dict[str, int], str]:
     """The profile's memory block (per GPU) and a sentence saying where each part came from."""
     total, source = device_memory_bytes(folder, meta, flag_gb)
@@ -73,7 +74,7 @@ def memory_facts(folder: Path, meta: Mapping[str, Any], config: ModelConfig, tp:
     facts = {
         "total_bytes": total,
         "weight_bytes": config.weight_bytes_per_gpu(dtypes.weight_bytes, tp),
-        "kv_bytes_per_token": config.kv_bytes_per_token_per_gpu(dtypes.kv_bytes, tp),
+        "kv_bytes_per_token": config.kv_bytes_per_token(dtypes.kv_bytes, tp),
         "activation_reserve_bytes": activations + CONTEXT_RESERVE_BYTES,
     }
     how = (f"device memory: {source}; weights and KV from {config.path} per GPU at tp {tp}; "

@@ -136,6 +136,31 @@ def per_request_table(real: pd.DataFrame, sim: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def engine_queued_s(arrival_s: np.ndarray, steps: pd.DataFrame) -> np.ndarray:
+    """When a simulated engine would stamp each request QUEUED, as vLLM's engine core does: it
+    reads new requests only at the top of its loop, just before a scheduling decision, so a
+    request arriving while a step runs is stamped as that step ends, and one arriving at an
+    idle engine at once. A vLLM log's latencies count from that stamp (its `queued_ts`, which
+    is why its scheduled_ts - queued_ts is microseconds for a request that finds a seat)."""
+    start = steps["start_s"].to_numpy(dtype=np.float64)
+    end = start + steps["duration_s"].to_numpy(dtype=np.float64)
+    i = np.searchsorted(start, arrival_s, side="right") - 1
+    j = np.maximum(i, 0)
+    running = (i >= 0) & (arrival_s < end[j]) if len(start) else np.zeros(len(arrival_s), bool)
+    return np.where(running, end[j] if len(start) else arrival_s, arrival_s)
+
+
+def from_engine_queue(requests: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """A simulation's requests table with TTFT, E2EL and queue time counted from
+    engine_queued_s, the origin of a vLLM log's own latencies (TPOT is unchanged)."""
+    arrival = requests["arrival_s"].to_numpy(dtype=np.float64)
+    shift_ms = (engine_queued_s(arrival, steps) - arrival) * 1e3
+    out = requests.copy()
+    for name in ("ttft_ms", "e2el_ms", "queue_ms"):
+        out[name] = requests[name].to_numpy(dtype=np.float64) - shift_ms
+    return out
+
+
 def timeseries_table(real: pd.DataFrame, sim: RunOutput, tick_s: float) -> pd.DataFrame:
     """The server's periodic stats beside the simulation's at the same ticks."""
     t = real["t"].to_numpy(dtype=np.float64)

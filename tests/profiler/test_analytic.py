@@ -31,7 +31,7 @@ def by_name(shape: StepShape, arch: ModelArch = SMALL, tp: int = 1) -> dict:
 def test_prefill_ops_count_flops_and_bytes_by_hand():
     """One prompt of 8 tokens: QKV is an (8 x 64) @ (64 x 128) GEMM, 2*8*64*128 FLOPs, moving
     the 64*128 weight, 8*64 inputs and 8*128 outputs in bf16; attention does 4*4*16 FLOPs per
-    causal pair (36 pairs) and walks its 8 keys once per query head."""
+    causal pair (36 pairs); the varlen kernel runs it as one query tile of 64 rows per head."""
     ops = by_name(StepShape(1, 8, 0, chunk_attn_pairs(0, 8), 0))
     qkv = ops["qkv_proj"]
     assert (qkv.flops, qkv.bytes, qkv.count) == (2 * 8 * 64 * 128, (64 * 128 + 8 * 64 + 8 * 128)
@@ -41,19 +41,35 @@ def test_prefill_ops_count_flops_and_bytes_by_hand():
     assert ops["down_proj"].flops == 2 * 8 * 128 * 64
     attn = ops["attention"]
     assert attn.flops == 4 * 4 * 16 * 36
-    # keys walked: pairs / chunk + (chunk - 1) / 2 = 36/8 + 3.5 = 8 (the chunk itself); K and V
-    # per query head (64 values each), plus the queries in and outputs out
-    assert attn.bytes == (2 * 64 * 8 + 2 * 8 * 64) * 2 and attn.kv_bytes == 0
+    assert attn.kind == "attention" and attn.kv_bytes == 0
+    # keys seen: pairs / chunk + (chunk - 1) / 2 = 36/8 + 3.5 = 8 (the chunk itself); their K and
+    # V once per KV head (2 x 2 x 16 values each), plus the queries in and outputs out (4 x 16)
+    assert attn.bytes == (8 * 2 * 2 * 16 + 2 * 8 * 4 * 16) * 2
+    # one 64-row tile per head walks the 8 keys: 4 x 16 x 64 FLOPs per key, 4 heads
+    assert attn.padded_flops == 4 * (4 * 16 * 64) * 8
+    assert attn.walk_flops == (4 * 16 * 64) * 8
     assert ops["lm_head"].flops == 2 * 1 * 64 * 100  # only the sampled token
     assert ops["layernorm"].count == 4  # before attention and before the MLP, in each layer
 
 
 def test_decode_attention_reads_each_context_once_per_kv_head():
     """Three decodes of 100 cached tokens each (101 keys with their own): K and V of 2 heads of
-    16, 303 tokens, bf16."""
+    16, 303 tokens, bf16, in the decode kernel."""
     attn = by_name(StepShape(3, 0, 3, 0, 3 * 101))["attention"]
-    assert attn.kv_bytes == 2 * 32 * 303 * 2
+    assert attn.kind == "decode_attention"
+    assert attn.kv_bytes == attn.bytes == 2 * 32 * 303 * 2
     assert attn.flops == 4 * 4 * 16 * 303
+
+
+def test_decodes_beside_a_chunk_read_their_context_once_per_query_head():
+    """A chunk of 8 and two decodes of 50 keys in one varlen kernel: each decode is a 64-row
+    tile per query head walking its 50 keys, reading them for each of the 4 query heads."""
+    attn = by_name(StepShape(3, 8, 2, chunk_attn_pairs(0, 8), 100))["attention"]
+    assert attn.kind == "attention" and attn.seqs == 3 and attn.tokens == 10
+    chunk_bytes = (8 * 2 * 2 * 16 + 2 * 8 * 4 * 16) * 2
+    assert attn.bytes == chunk_bytes + 100 * 2 * 4 * 16 * 2
+    assert attn.padded_flops == 4 * (4 * 16 * 64) * (8 + 100)
+    assert attn.walk_flops == (4 * 16 * 64) * 50  # the longest tile: a decode's 50 keys
 
 
 def test_expected_experts_under_top_k_routing():
@@ -127,7 +143,7 @@ def test_calibration_reproduces_its_training_points_within_the_reported_error():
 
 def test_committed_calibration_covers_every_kernel_class():
     calib, _ = load_calibration()
-    assert {"gemm", "attention", "norm", "moe"} <= set(calib["pooled"])
+    assert {"gemm", "attention", "decode_attention", "norm", "moe"} <= set(calib["pooled"])
     for params in calib["pooled"].values():
         assert params.e_m > 0 and params.e_c > 0 and params.c_s >= 0
 
@@ -195,3 +211,16 @@ def test_listing_gpus(capsys):
     for name in ("h100-sxm", "h100-pcie", "h200", "a100-40gb", "a100-80gb", "l40s", "l4",
                  "rtx-4090", "rtx-pro-6000", "b200"):
         assert name in out
+
+
+def test_a_few_long_attention_tiles_are_bound_by_one_sm_each():
+    """One short chunk after a long prefix: 4 tiles (one per head) on a GPU of 100 SMs take the
+    time one SM needs for one tile's walk, not the whole GPU's time for all the FLOPs; without
+    attention measurements the kernel takes the GEMMs' efficiencies."""
+    gpu = GpuSpec("g", "hopper", 1e15, 1e12, 80 * 2**30, 1e11, sm_count=100)
+    attn = by_name(StepShape(1, 8, 0, chunk_attn_pairs(1000, 8), 0))["attention"]
+    gemm = KernelParams(c_s=0.0, e_c=0.5, e_m=1.0, p=50.0)
+    t = op_time(attn, gpu, {"pooled": {"gemm": gemm}})
+    walk = attn.walk_flops * 100 / (1e15 * 0.5)
+    assert t == pytest.approx(walk, rel=0.02)
+    assert walk > attn.padded_flops / (1e15 * 0.5)

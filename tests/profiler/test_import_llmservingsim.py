@@ -13,9 +13,10 @@ import pytest
 from batchsim.cli import main
 from batchsim.policies.base import StepShape, chunk_attn_pairs
 from batchsim.profiler.imported.compose import Link, StepComposer
+from batchsim.profiler.imported.dtypes import VariantDtypes
 from batchsim.profiler.imported.llmservingsim import ImportConfig, import_profile, sample_shapes
-from batchsim.profiler.imported.model_config import VariantDtypes, read_config
 from batchsim.profiler.imported.tables import read_meta
+from batchsim.profiler.model_arch import read_config
 from batchsim.sim.profile import load_profile
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "llmservingsim"

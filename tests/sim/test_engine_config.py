@@ -65,7 +65,8 @@ def test_set_wins_and_the_run_records_where_each_knob_came_from(tmp_path, capsys
     config = json.loads((out / "config.json").read_text())
     assert config["knobs"]["max_num_seqs"] == 4 and config["knobs"]["block_size"] == 32
     assert config["knobs"]["max_num_batched_tokens"] == 64
-    assert config["kv_capacity_blocks"] == 100  # the pool vLLM sized, not the memory-derived one
+    # the pool vLLM sized, less its null block, not the memory-derived one
+    assert config["kv_capacity_blocks"] == 99
     sources = config["engine_config"]["knob_sources"]
     assert sources["max_num_seqs"] == "--set"
     assert sources["num_gpu_blocks_override"] == "engine config kv_cache.num_gpu_blocks"
@@ -75,10 +76,10 @@ def test_set_wins_and_the_run_records_where_each_knob_came_from(tmp_path, capsys
 
 def test_num_gpu_blocks_override_replaces_the_memory_derived_pool():
     spec = RunSpec(policy="continuous", knobs={"num_gpu_blocks_override": "37"}, trace=str(TRACE))
-    assert prepare(spec).policy.kv_capacity_blocks == 37
+    assert prepare(spec).policy.kv_capacity_blocks == 36  # one is vLLM's null block
     derived = prepare(RunSpec(policy="continuous", trace=str(TRACE))).policy.kv_capacity_blocks
     assert derived > 37
-    with pytest.raises(ValueError, match="num_gpu_blocks_override must be positive"):
+    with pytest.raises(ValueError, match="num_gpu_blocks_override must be at least 2"):
         ContinuousConfig(num_gpu_blocks_override=0)
 
 
