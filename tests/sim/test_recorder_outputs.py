@@ -32,7 +32,7 @@ CASES = {
     "continuous": {},
     "static": {},  # padded steps
     "dynamic": {},
-    "preempting": {"knobs": {"num_gpu_blocks_override": "40"}},
+    "preempting": {"knobs": {"num_gpu_blocks_override": "60"}},
     "hybrid": {"profile": TINY, "cpu_profile": TINY, "kv_copy_gbps": 5.0},
 }
 
