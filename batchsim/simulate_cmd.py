@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchsim.args import (
     add_cpu_path_options,
@@ -23,13 +24,14 @@ from batchsim.args import (
 from batchsim.policies.registry import available
 from batchsim.progress import Progress, Status
 from batchsim.result_options import add_result_options, result_options
-from batchsim.sim.metrics import parse_goodput
-from batchsim.sim.overload import overload
-from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
-from batchsim.sim.vllm_result import vllm_result
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.summary import format_summary
 
+if TYPE_CHECKING:
+    from batchsim.sim.run import RunSpec
+
+# The simulator, pandas and plotly are imported in run(), not here: parsing the arguments (and
+# --help, and a bad flag's error) stays cheap.
 logger = logging.getLogger(__name__)
 
 
@@ -58,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    from batchsim.sim.metrics import parse_goodput
+    from batchsim.sim.run import RunSpec
+
     work = workload_from_args(args, request_rate=True)
     knobs = knobs_from_args(args, [args.policy])
     return RunSpec(
@@ -80,6 +85,10 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    from batchsim.sim.overload import overload
+    from batchsim.sim.run import check_out_dir, prepare, simulate, write_run
+    from batchsim.sim.vllm_result import vllm_result
+
     spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
     for line in prep.engine_warnings:

@@ -41,13 +41,27 @@ def _f4(x: np.ndarray | Sequence[float]) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+def _use_template(fig: go.Figure) -> None:
+    """fig.layout.template = TEMPLATE without re-validating it: validation copies the whole
+    template (every trace type's defaults), ~50 ms a figure, and a report has a dozen. The
+    registered template is valid already; plotly assigns its default template the same way
+    (BaseFigure._initialize_layout_template). The figure's JSON is the same."""
+    layout = fig.layout
+    layout._validate = False
+    try:
+        layout.template = pio.templates[TEMPLATE]
+    finally:
+        layout._validate = fig._validate
+
+
 def styled(fig: go.Figure, title: str, x_title: str = "", y_title: str = "") -> go.Figure:
     # t=90: the title and plotly's toolbar share the top strip (10-30 px from the top, left
     # and right), our buttons the lower one (just above the plot area); tests/reports/
     # test_browser.py checks in a browser that none overlap
+    _use_template(fig)
     fig.update_layout(title={"text": title, "x": 0.01, "xanchor": "left", "yref": "container",
                              "y": 1.0, "yanchor": "top", "pad": {"t": 10}},
-                      template=TEMPLATE, margin={"l": 60, "r": 20, "t": 90, "b": 45},
+                      margin={"l": 60, "r": 20, "t": 90, "b": 45},
                       legend={"orientation": "h", "y": -0.18}, hovermode="closest")
     if x_title:
         fig.update_xaxes(title_text=x_title)

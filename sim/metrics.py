@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from batchsim.sim.checks import MAX_SLO_MS, number
-from batchsim.sim.recorder import Recorder
+from batchsim.sim.recorder import DEVICES, PHASES, Recorder
 
 STATS = ("mean", "median", "p90", "p95", "p99")
 PERCENTS = (50.0, 90.0, 95.0, 99.0)
@@ -82,36 +82,48 @@ def _path_metrics(requests_df: pd.DataFrame, cpu_busy_s: float,
     return out
 
 
-def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFrame,
-              kv_capacity_blocks: int, profile_source: str,
+def summarize(recorder: Recorder, requests_df: pd.DataFrame,
+              steps_df: pd.DataFrame | None, kv_capacity_blocks: int, profile_source: str,
               goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
-    done = requests_df[requests_df["status"] == "completed"]
+    """The run's metrics.json. steps_df: the steps table, or None to read the recorder's steps
+    as arrays (the same figures, without building the table)."""
+    completed = (requests_df["status"] == "completed").to_numpy()
+    num_done = int(completed.sum())
+
+    def done(name: str) -> np.ndarray:
+        """A column's completed rows (a mask per column: filtering the whole table would copy
+        every column of a million-request run)."""
+        return requests_df[name].to_numpy()[completed]
+
     first_arrival = float(requests_df["arrival_s"].min())
-    last_finish = float(done["finish_s"].max()) if len(done) else first_arrival
+    last_finish = float(done("finish_s").max()) if num_done else first_arrival
     duration = last_finish - first_arrival
     rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
-    out_tokens = float(done["output_tokens"].sum())
-    in_tokens = float(done["input_tokens"].sum())
+    out_tokens = float(done("output_tokens").sum())
+    in_tokens = float(done("input_tokens").sum())
     itl_values, itl_weights = recorder.itl_samples()
+    steps = _step_arrays(recorder, steps_df)
     cpu_busy = None
     if recorder.cpu_steps:  # a CPU path ran: GPU figures from GPU steps, CPU ones apart
-        on_cpu = (steps_df["device"] == "cpu").to_numpy()
-        cpu_busy = float(steps_df["duration_s"].to_numpy()[on_cpu].sum())
-        steps_df = steps_df[~on_cpu]
-    busy = steps_df["duration_s"].to_numpy()
-    phase = steps_df["phase"].astype(str).to_numpy()
-    prefill_tok = steps_df["prefill_tokens"].to_numpy()
-    tokens = prefill_tok + steps_df["decode_tokens"].to_numpy()
+        on_cpu = steps["device"] == DEVICES.index("cpu")
+        cpu_busy = float(steps["duration_s"][on_cpu].sum())
+        steps = {name: column[~on_cpu] for name, column in steps.items()}
+    busy = steps["duration_s"]
+    phase = steps["phase"]
+    prefill_tok = steps["prefill_tokens"]
+    tokens = prefill_tok + steps["decode_tokens"]
     # Mixed steps count toward prefill in proportion to their prefill tokens.
-    share = np.where(phase == "prefill", 1.0,
-                     np.where(phase == "mixed", prefill_tok / np.maximum(tokens, 1), 0.0))
+    share = np.where(phase == PHASES.index("prefill"), 1.0,
+                     np.where(phase == PHASES.index("mixed"),
+                              prefill_tok / np.maximum(tokens, 1), 0.0))
     busy_total = float(busy.sum())
+    num_steps = len(busy)
     metrics: dict[str, Any] = {
         "num_requests": len(requests_df),
-        "completed": len(done),
+        "completed": num_done,
         "rejected": int((requests_df["status"] == "rejected").sum()),
         "duration_s": duration,
-        "request_throughput": rate(len(done)),
+        "request_throughput": rate(num_done),
         "output_token_throughput": rate(out_tokens),
         "total_token_throughput": rate(out_tokens + in_tokens),
     }
@@ -119,21 +131,24 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
         if name == "itl":
             metrics["itl_ms"] = stats_ms(itl_values, itl_weights)
         else:
-            metrics[f"{name}_ms"] = stats_ms(done[f"{name}_ms"].to_numpy() / 1e3)
+            metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
     metrics.update({
         "gpu_busy_fraction": busy_total / duration if duration > 0 else 0.0,
         "prefill_time_share": float((busy * share).sum() / busy_total) if busy_total else 0.0,
-        "mean_batch_size": float(steps_df["batch_size"].mean()) if len(steps_df) else 0.0,
-        "max_kv_utilization": (float(steps_df["kv_blocks_used"].max()) / kv_capacity_blocks
-                               if len(steps_df) else 0.0),
+        # an integer sum is exact in float64 (< 2**53), so this is pandas' mean to the bit
+        "mean_batch_size": (float(steps["batch_size"].sum(dtype=np.float64) / num_steps)
+                            if num_steps else 0.0),
+        "max_kv_utilization": (float(steps["kv_blocks_used"].max()) / kv_capacity_blocks
+                               if num_steps else 0.0),
         "preemptions": int(requests_df["preemptions"].sum()),
     })
     if recorder.prefill_paths:
         metrics.update(_path_metrics(requests_df, cpu_busy or 0.0, duration))
     if goodput:
-        good = np.ones(len(done), dtype=bool)
+        good = np.ones(num_done, dtype=bool)
         for key, limit in goodput.items():
-            good &= done[key].fillna(0.0).to_numpy() <= limit
+            values = done(key)
+            good &= np.where(np.isnan(values), 0.0, values) <= limit  # NaN: no such latency
         metrics["goodput"] = {
             "slo_ms": dict(goodput),
             "good_requests": int(good.sum()),
@@ -141,3 +156,15 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame, steps_df: pd.DataFr
         }
     metrics["profile_source"] = profile_source
     return metrics
+
+
+def _step_arrays(recorder: Recorder, steps_df: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """The columns summarize reads, phase and device as codes (recorder.PHASES, DEVICES)."""
+    if steps_df is None:
+        return recorder.step_columns()
+    out = {name: steps_df[name].to_numpy() for name in
+           ("duration_s", "prefill_tokens", "decode_tokens", "batch_size", "kv_blocks_used")}
+    for name, names in (("phase", PHASES), ("device", DEVICES)):
+        values = steps_df[name].astype(str)  # categorical, or strings read back from a CSV
+        out[name] = pd.Categorical(values, categories=list(names)).codes.astype(np.int64)
+    return out

@@ -10,12 +10,20 @@ so that step indexes, token segments and inter-token gaps stay those of the GPU 
 prefill's token is the request's first, and the gap to its first GPU token is recorded like the
 gap across a preemption. The tables then gain a per-request `prefill_path` column and CPU rows
 (device "cpu") in the steps table, merged in start-time order.
+
+Storage is typed arrays (`array.array`), not lists of Python objects: a million-request run
+holds ~1M token segments and ~800k steps, which as tuples and floats cost hundreds of MB. A run
+of identical steps (a fast-forwarded decode run) is one record with its repeat count; only its
+per-step durations and KV use are per step, and rows are expanded only where a per-step table
+is built or written (`steps_table`, `write_steps_csv`).
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from itertools import accumulate
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +39,18 @@ LAYOUTS = ("packed", "padded")
 _LAYOUT_CODE = {name: code for code, name in enumerate(LAYOUTS)}
 DEVICES = ("gpu", "cpu")
 _DEVICE_CODE = {name: code for code, name in enumerate(DEVICES)}
+STEP_COLUMNS = ("step", "start_s", "duration_s", "phase", "layout", "device", "batch_size",
+                "prefill_tokens", "decode_tokens", "kv_blocks_used", "kv_tokens_used")
+_STATUS = np.asarray(["completed", "unfinished"], dtype=object)
+_PATHS = np.asarray(["gpu", ""], dtype=object)
+_CSV_CHUNK_ROWS = 65_536  # rows formatted at once: bounds the text in flight
+
+
+def _numpy(values: array, dtype: type) -> np.ndarray:
+    """A copy of a typed array as numpy (a copy: a view would stop the array from growing)."""
+    if not values:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(values, dtype=dtype).copy()
 
 
 class Recorder:
@@ -44,45 +64,58 @@ class Recorder:
         self.cpu_steps: list[tuple[float, float, int, int, int, int]] = []
         self.cpu_tokens: list[int] = []
         nan = float("nan")
-        # Plain lists: setting one item per event is several times cheaper than on numpy.
-        self.first_sched_s = [nan] * n
-        self.first_token_s = [nan] * n
-        self.finish_s = [nan] * n
-        self.seg_start = [-1] * n  # step of the open token segment's first token, -1 = none
-        self.num_preemptions = [0] * n
+        # Typed arrays: setting one item per event costs what it costs on a list (several
+        # times less than on numpy) at 8 bytes an item instead of a pointer plus a float object.
+        self.first_sched_s = array("d", [nan]) * n
+        self.first_token_s = array("d", [nan]) * n
+        self.finish_s = array("d", [nan]) * n
+        self.seg_start = array("q", [-1]) * n  # step of the open token segment's first token
+        self.num_preemptions = array("q", [0]) * n
         self.reject_reason: dict[int, str] = {}
         self.reject_s: dict[int, float] = {}
-        # Closed token segments (first step, last step, request index): the request produced a
-        # token in every step of the segment. Plus ITL samples spanning a preemption.
-        self.segments: list[tuple[int, int, int]] = []
+        # Closed token segments, flat (first step, last step, request index)...: the request
+        # produced a token in every step of the segment. Plus ITL samples across a preemption.
+        self._segments = array("q")
         self.resume_gaps_s: list[float] = []
         self._last_token_end_s: dict[int, float] = {}
-        # Steps, stored per run of identical steps and expanded by steps_table().
-        self._runs: list[tuple[int, float, int, int, int, int, int, int]] = []
-        self._durations: list[float] = []
-        self._kv_blocks: list[int] = []
-        self._kv_tokens: list[int] = []
-        self._kv_cached: list[int] = []  # prefix caching: cached free blocks per step
+        # Steps, one record per run of identical steps: repeat count, start, and flat
+        # (phase, layout, device, batch size, prefill tokens, decode tokens); per step only
+        # the durations and KV use.
+        self._run_k = array("q")
+        self._run_start = array("d")
+        self._run_shape = array("q")
+        self._durations = array("d")
+        self._kv_blocks = array("q")
+        self._kv_tokens = array("q")
+        self._kv_cached = array("q")  # prefix caching: cached free blocks per step
         self.num_steps = 0
         self._last_end_s = 0.0
+        self._steps: pd.DataFrame | None = None  # steps_table()'s, while no step was added
 
     def add_requests(self, num: int) -> None:
         """Room for num more requests (a server whose requests are not known in advance)."""
         nan = float("nan")
-        self.first_sched_s += [nan] * num
-        self.first_token_s += [nan] * num
-        self.finish_s += [nan] * num
-        self.seg_start += [-1] * num
-        self.num_preemptions += [0] * num
+        self.first_sched_s.extend(array("d", [nan]) * num)
+        self.first_token_s.extend(array("d", [nan]) * num)
+        self.finish_s.extend(array("d", [nan]) * num)
+        self.seg_start.extend(array("q", [-1]) * num)
+        self.num_preemptions.extend(array("q", [0]) * num)
         self.num_requests += num
 
     def reject(self, request: Request, reason: str, now_s: float) -> None:
         self.reject_reason[request.index] = reason
         self.reject_s[request.index] = now_s
 
-    def run(self, plan: Plan, start_s: float, durations: list[float],
+    @property
+    def segments(self) -> list[tuple[int, int, int]]:
+        """Closed token segments (first step, last step, request index), in closing order."""
+        flat = self._segments.tolist()
+        return list(zip(flat[0::3], flat[1::3], flat[2::3], strict=True))
+
+    def run(self, plan: Plan, start_s: float, durations: Sequence[float],
             events: StepEvents) -> None:
         """Record a run of len(durations) steps of plan starting at start_s."""
+        self._steps = None
         k = len(durations)
         first = self.num_steps
         if k == 1:
@@ -93,7 +126,7 @@ class Recorder:
             i = r.index
             self.num_preemptions[i] += 1
             if self.seg_start[i] >= 0:  # it had been decoding: its last token was the prior step
-                self.segments.append((self.seg_start[i], first - 1, i))
+                self._segments.extend((self.seg_start[i], first - 1, i))
                 self._last_token_end_s[i] = self._last_end_s
                 self.seg_start[i] = -1
         for chunk in plan.prefills:
@@ -108,12 +141,14 @@ class Recorder:
             self.seg_start[r.index] = first + off
         for r, off in events.finished:
             self.finish_s[r.index] = ends[off]
-            self.segments.append((self.seg_start[r.index], first + off, r.index))
+            self._segments.extend((self.seg_start[r.index], first + off, r.index))
             self.seg_start[r.index] = -1
         shape = plan.shape
-        self._runs.append((k, start_s, _PHASE_CODE[shape.phase], _LAYOUT_CODE[plan.layout],
-                           _DEVICE_CODE[plan.device],
-                           shape.num_seqs, shape.num_prefill_tokens, shape.num_decode_seqs))
+        self._run_k.append(k)
+        self._run_start.append(start_s)
+        self._run_shape.extend((_PHASE_CODE[shape.phase], _LAYOUT_CODE[plan.layout],
+                                _DEVICE_CODE[plan.device], shape.num_seqs,
+                                shape.num_prefill_tokens, shape.num_decode_seqs))
         self._durations.extend(durations)
         self._kv_blocks.extend(events.kv_blocks_used)
         self._kv_tokens.extend(events.kv_tokens_used)
@@ -125,6 +160,7 @@ class Recorder:
     def cpu_run(self, plan: Plan, start_s: float, duration_s: float,
                 events: StepEvents) -> None:
         """Record one CPU prefill step: first tokens only, outside the GPU step sequence."""
+        self._steps = None
         end = start_s + duration_s
         for chunk in plan.prefills:
             i = chunk.request.index
@@ -141,29 +177,62 @@ class Recorder:
         self.cpu_steps.append((start_s, duration_s, shape.num_seqs, shape.num_prefill_tokens,
                                events.kv_blocks_used[0], events.kv_tokens_used[0]))
 
+    def kv_cached_blocks(self) -> np.ndarray | None:
+        """Cached free blocks per GPU step (prefix caching), None when not recorded."""
+        return _numpy(self._kv_cached, np.int64) if self._kv_cached else None
+
     def _step_times(self) -> tuple[np.ndarray, np.ndarray]:
         """(start_s, duration_s) of every step: run start + durations before it in the run."""
-        dur = np.asarray(self._durations, dtype=np.float64)
-        if not self._runs:
+        dur = _numpy(self._durations, np.float64)
+        if not self._run_k:
             return dur, dur
-        ks = np.array([run[0] for run in self._runs])
-        run_start = np.array([run[1] for run in self._runs])
+        ks = _numpy(self._run_k, np.int64)
+        run_start = _numpy(self._run_start, np.float64)
         csum = np.cumsum(dur)
         first = np.cumsum(ks) - ks
         before = np.concatenate(([0.0], csum))[first]  # cumulative duration before each run
         ends = np.repeat(run_start - before, ks) + csum
         return ends - dur, dur
 
+    def _shapes(self) -> np.ndarray:
+        """Per run: phase, layout, device codes, batch size, prefill tokens, decode tokens."""
+        return _numpy(self._run_shape, np.int64).reshape(-1, 6)
+
+    def step_columns(self) -> dict[str, np.ndarray]:
+        """The steps table's numeric columns as arrays, CPU rows included in the table's order
+        (phase, layout, device as codes into PHASES, LAYOUTS, DEVICES), without building it:
+        what the summary metrics need."""
+        if self.cpu_steps:
+            table = self.steps_table()
+            out = {name: table[name].to_numpy() for name in STEP_COLUMNS
+                   if name not in ("phase", "layout", "device")}
+            for name in ("phase", "layout", "device"):
+                out[name] = table[name].cat.codes.to_numpy().astype(np.int64)
+            return out
+        start, dur = self._step_times()
+        ks = _numpy(self._run_k, np.int64)
+        shapes = self._shapes()
+        out = {"step": np.arange(self.num_steps), "start_s": start, "duration_s": dur}
+        for i, name in enumerate(("phase", "layout", "device", "batch_size", "prefill_tokens",
+                                  "decode_tokens")):
+            out[name] = np.repeat(shapes[:, i], ks)
+        out["kv_blocks_used"] = _numpy(self._kv_blocks, np.int64)
+        out["kv_tokens_used"] = _numpy(self._kv_tokens, np.int64)
+        return out
+
     # -- tables ---------------------------------------------------------------------------------
 
     def steps_table(self) -> pd.DataFrame:
+        """One row per step (CPU steps merged in start order). Built once per recorded state:
+        the run's outputs, its metrics and its report share it."""
+        if self._steps is not None:
+            return self._steps
         start, dur = self._step_times()
-        ks = [run[0] for run in self._runs]
+        ks = _numpy(self._run_k, np.int64)
+        shapes = self._shapes()
 
         def column(i: int) -> np.ndarray:
-            if not ks:
-                return np.zeros(0, dtype=np.int64)
-            return np.repeat(np.array([run[i] for run in self._runs]), ks)
+            return np.repeat(shapes[:, i], ks)
 
         def categorical(i: int, names: tuple[str, ...]) -> pd.Categorical[str]:
             # codes, not strings: a million-step run would otherwise build a million str objects
@@ -173,19 +242,62 @@ class Recorder:
             "step": np.arange(self.num_steps),
             "start_s": start,
             "duration_s": dur,
-            "phase": categorical(2, PHASES),
-            "layout": categorical(3, LAYOUTS),
-            "device": categorical(4, DEVICES),
-            "batch_size": column(5),
-            "prefill_tokens": column(6),
-            "decode_tokens": column(7),
-            "kv_blocks_used": np.asarray(self._kv_blocks, dtype=np.int64),
-            "kv_tokens_used": np.asarray(self._kv_tokens, dtype=np.int64),
+            "phase": categorical(0, PHASES),
+            "layout": categorical(1, LAYOUTS),
+            "device": categorical(2, DEVICES),
+            "batch_size": column(3),
+            "prefill_tokens": column(4),
+            "decode_tokens": column(5),
+            "kv_blocks_used": _numpy(self._kv_blocks, np.int64),
+            "kv_tokens_used": _numpy(self._kv_tokens, np.int64),
         })
         if self._kv_cached:
             # free blocks holding a cached prefix (evictable), with enable_prefix_caching
-            table["kv_cached_blocks"] = np.asarray(self._kv_cached, dtype=np.int64)
-        return self._with_cpu_steps(table) if self.cpu_steps else table
+            table["kv_cached_blocks"] = _numpy(self._kv_cached, np.int64)
+        self._steps = self._with_cpu_steps(table) if self.cpu_steps else table
+        return self._steps
+
+    def is_steps_table(self, steps: object) -> bool:
+        """steps is this recorder's own steps_table() of its current state (so write_steps_csv
+        writes exactly its rows)."""
+        return self._steps is not None and steps is self._steps
+
+    def write_steps_csv(self, path: Path) -> bool:
+        """Write steps_table() as CSV (write_csv's bytes) from the run records, without the
+        table: the columns that are constant along a run are formatted once per distinct run
+        shape. False (nothing written) for a run with CPU steps, which write_csv handles."""
+        if self.cpu_steps:
+            return False
+        start, dur = self._step_times()
+        if np.isnan(start).any() or np.isnan(dur).any():
+            return False  # write_csv writes NaN as an empty field; never seen in steps
+        ks = _numpy(self._run_k, np.int64)
+        shapes = self._shapes()
+        if len(shapes):
+            unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
+        else:
+            unique, inverse = shapes, np.zeros(0, dtype=np.int64)
+        middle = np.asarray([f"{PHASES[a]},{LAYOUTS[b]},{DEVICES[c]},{d},{e},{f},"
+                             for a, b, c, d, e, f in unique.tolist()], dtype=object)
+        per_step = np.repeat(np.asarray(inverse).reshape(-1), ks)
+        step = np.arange(self.num_steps)
+        kv_blocks = _numpy(self._kv_blocks, np.int64)
+        kv_tokens = _numpy(self._kv_tokens, np.int64)
+        columns: tuple[str, ...] = STEP_COLUMNS
+        tail = [kv_blocks, kv_tokens]
+        if self._kv_cached:  # prefix caching: the table's last column
+            columns += ("kv_cached_blocks",)
+            tail.append(_numpy(self._kv_cached, np.int64))
+        row = "%d,%.6f,%.6f,%s" + ",".join(["%d"] * len(tail)) + "\n"  # as csv_table.write_csv
+        with open(path, "w", newline="") as f:
+            f.write(",".join(columns) + "\n")
+            for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
+                b = min(a + _CSV_CHUNK_ROWS, self.num_steps)
+                rows = zip(step[a:b].tolist(), start[a:b].tolist(), dur[a:b].tolist(),
+                           middle[per_step[a:b]].tolist(), *[c[a:b].tolist() for c in tail],
+                           strict=True)
+                f.write("".join([row % r for r in rows]))
+        return True
 
     def _with_cpu_steps(self, gpu: pd.DataFrame) -> pd.DataFrame:
         """GPU and CPU rows in start-time order (GPU first at a tie), renumbered. A CPU row's
@@ -219,23 +331,26 @@ class Recorder:
         return both
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:
-        arrival = np.array([r.arrival_s for r in requests])
-        out_tokens = np.array([r.output_tokens for r in requests])
-        first_sched = np.asarray(self.first_sched_s)
-        first_token = np.asarray(self.first_token_s)
-        finish = np.asarray(self.finish_s)
+        n = len(requests)
+        # fromiter, not a list then an array: no million-item list in between
+        arrival = np.fromiter((r.arrival_s for r in requests), np.float64, n)
+        out_tokens = np.fromiter((r.output_tokens for r in requests), np.int64, n)
+        first_sched = _numpy(self.first_sched_s, np.float64)
+        first_token = _numpy(self.first_token_s, np.float64)
+        finish = _numpy(self.finish_s, np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = np.where(out_tokens > 1, (finish - first_token) / (out_tokens - 1), np.nan)
         reason = [self.reject_reason.get(r.index, "") for r in requests]
-        status = np.where(np.isfinite(finish), "completed", "unfinished").astype(object)
-        rejected = np.array([bool(x) for x in reason])
-        status[rejected] = "rejected"
+        # one str object per distinct value, not per request (astype(object) makes one each)
+        status = _STATUS[np.where(np.isfinite(finish), 0, 1)]
+        if self.reject_reason:
+            status[np.array([bool(x) for x in reason])] = "rejected"
         table = pd.DataFrame({
             "id": [r.id for r in requests],
             "arrival_s": arrival,
-            "input_tokens": [r.input_tokens for r in requests],
+            "input_tokens": np.fromiter((r.input_tokens for r in requests), np.int64, n),
             "output_tokens": out_tokens,
-            "priority": [r.priority for r in requests],
+            "priority": np.fromiter((r.priority for r in requests), np.int64, n),
             "status": status,
             "reject_reason": reason,
             "queue_ms": (first_sched - arrival) * 1e3,
@@ -244,11 +359,11 @@ class Recorder:
             "e2el_ms": (finish - arrival) * 1e3,
             "first_token_s": first_token,
             "finish_s": finish,
-            "preemptions": np.asarray(self.num_preemptions, dtype=np.int64),
-        })
+            "preemptions": _numpy(self.num_preemptions, np.int64),
+        }, copy=False)  # the arrays are the table's own: no second copy of every column
         if self.prefill_paths:
             # where the request's (first) prefill ran; empty if it never ran
-            path = np.where(np.isfinite(first_sched), "gpu", "").astype(object)
+            path = _PATHS[np.where(np.isfinite(first_sched), 0, 1)]
             path[self.cpu_tokens] = "cpu"
             table["prefill_path"] = path
         return table
@@ -280,8 +395,8 @@ class Recorder:
         start, dur = self._step_times()
         gaps = np.diff(start + dur, prepend=np.nan)
         weight = np.zeros(self.num_steps + 1, dtype=np.int64)
-        if self.segments:
-            seg = np.asarray(self.segments, dtype=np.int64)
+        if self._segments:
+            seg = _numpy(self._segments, np.int64).reshape(-1, 3)
             seg = seg[seg[:, 1] > seg[:, 0]]
             np.add.at(weight, seg[:, 0] + 1, 1)
             np.add.at(weight, seg[:, 1] + 1, -1)

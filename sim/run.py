@@ -82,8 +82,16 @@ class RunOutput:
     config: dict[str, Any]
     metrics: dict[str, Any]
     requests: pd.DataFrame
-    steps: pd.DataFrame
+    steps_table: pd.DataFrame | None  # None: built from the recorder when first asked for
     recorder: Recorder
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        """One row per step. Built on first use: a sweep point or a run without a report never
+        needs it (metrics and steps.csv come from the recorder's run records)."""
+        if self.steps_table is None:
+            self.steps_table = self.recorder.steps_table()
+        return self.steps_table
 
 
 def prepare(spec: RunSpec, workload: Workload | None = None) -> Prepared:
@@ -191,8 +199,10 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
                     jitter=jitter)
     result = sim.run()
-    requests, steps, metrics = outputs(result.recorder, result.requests, prep.policy,
-                                       prep.profile.source, prep.spec.goodput)
+    requests = result.recorder.requests_table(result.requests)
+    metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
+                        prep.profile.source, prep.spec.goodput)
+    add_policy_metrics(metrics, prep.policy, result.recorder.kv_cached_blocks())
     config = resolved_config(prep)
     if prep.cpu_costs is not None:
         config["cpu_path"] = prep.cpu_costs.source
@@ -207,7 +217,7 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     derived = prep.policy.derived_knobs()
     if derived:
         config["derived_knobs"] = derived
-    return RunOutput(config, metrics, requests, steps, result.recorder)
+    return RunOutput(config, metrics, requests, None, result.recorder)
 
 
 def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,
@@ -219,16 +229,25 @@ def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,
     steps_df = recorder.steps_table()
     metrics = summarize(recorder, requests_df, steps_df, policy.kv_capacity_blocks,
                         profile_source, goodput)
-    extra = policy.extra_metrics()
-    if extra:  # e.g. prefix caching's hits; nothing otherwise, so other runs keep their bytes
-        metrics.update(extra)
-        if "kv_cached_blocks" in steps_df:
-            cached = steps_df["kv_cached_blocks"].to_numpy()
-            metrics["prefix_cache"] = {**metrics["prefix_cache"],
-                                       "max_cached_blocks": int(cached.max(initial=0)),
-                                       "mean_cached_blocks": float(cached.mean())
-                                       if len(cached) else 0.0}
+    cached = (steps_df["kv_cached_blocks"].to_numpy() if "kv_cached_blocks" in steps_df
+              else None)
+    add_policy_metrics(metrics, policy, cached)
     return requests_df, steps_df, metrics
+
+
+def add_policy_metrics(metrics: dict[str, Any], policy: Policy,
+                       cached_blocks: np.ndarray | None) -> None:
+    """The policy's own metrics (e.g. prefix caching's hits, with the cached free blocks per
+    step); nothing otherwise, so other runs keep their bytes."""
+    extra = policy.extra_metrics()
+    if not extra:
+        return
+    metrics.update(extra)
+    if cached_blocks is not None:
+        metrics["prefix_cache"] = {**metrics["prefix_cache"],
+                                   "max_cached_blocks": int(cached_blocks.max(initial=0)),
+                                   "mean_cached_blocks": float(cached_blocks.mean())
+                                   if len(cached_blocks) else 0.0}
 
 
 def resolved_config(prep: Prepared) -> dict[str, Any]:
@@ -270,6 +289,11 @@ def write_run(out: Path, run: RunOutput, extra: Mapping[str, Any] | None = None,
             text = json.dumps(json_safe(doc), indent=2, allow_nan=False)  # strict JSON
             (tmp / name).write_text(text + "\n")
         write_csv(run.requests, tmp / "requests.csv")
-        write_csv(run.steps, tmp / "steps.csv")
+        # from the run records unless another table was given (or the run has CPU steps)
+        rec = run.recorder
+        fast = isinstance(rec, Recorder) and (run.steps_table is None
+                                              or rec.is_steps_table(run.steps_table))
+        if not (fast and rec.write_steps_csv(tmp / "steps.csv")):
+            write_csv(run.steps, tmp / "steps.csv")
         for writer in writers:
             writer(tmp, run)

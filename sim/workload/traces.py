@@ -34,15 +34,17 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 
 from batchsim.sim.shipped import resolve
 from batchsim.sim.workload import jsonl_fast, request_log
 from batchsim.sim.workload.transform import TraceOptions, transform
 from batchsim.sim.workload.workload import PrefixBlocks, Workload, WorkloadError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,8 @@ def _csv_chunks(file: Path, fmt: TraceFormat, header_line: int, columns: list[in
     number: type = np.float64 if numeric else str
     dtypes = {columns[0]: str if fmt.time_unit == "datetime" else number,
               columns[1]: number, columns[2]: number}
+    import pandas as pd  # only CSV traces need it: JSONL ones and the CLI's parsing do not
+
     # skip_blank_lines=False keeps one row per line, so row k is line header_line + 1 + k
     reader = pd.read_csv(file, header=None, skiprows=header_line, usecols=columns,
                          dtype=dtypes, skip_blank_lines=False, chunksize=_CSV_CHUNK_ROWS,
@@ -294,6 +298,8 @@ def _numbers(file: Path, column: pd.Series, name: str, lines: np.ndarray,
 
 
 def _text_numbers(file: Path, text: pd.Series, name: str, lines: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(np.isnan(values) & text.notna().to_numpy())
     if len(bad):
@@ -304,6 +310,8 @@ def _text_numbers(file: Path, text: pd.Series, name: str, lines: np.ndarray) -> 
 
 def _datetimes(file: Path, text: pd.Series, lines: np.ndarray) -> np.ndarray:
     """Seconds since the epoch of ISO-8601 wall-clock strings (an offset, if any, honoured)."""
+    import pandas as pd
+
     parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
     bad = np.flatnonzero(parsed.isna().to_numpy() & text.notna().to_numpy())
     if len(bad):
