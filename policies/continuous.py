@@ -141,6 +141,8 @@ class Continuous(Policy):
         # from the next one), and requests that finished in the last step, still holding
         # their seat and blocks (with their KV length) until the end of this schedule call
         self._held: list[Seq] = []
+        # preempted by a decision that ran nothing (a Wait): reported with the next Plan
+        self._unreported: list[Request] = []
         self._finished: dict[int, tuple[Seq, int]] = {}
 
     # -- hooks: override these to make a variant ---------------------------------------------
@@ -353,12 +355,18 @@ class Continuous(Policy):
         return bool(self._running) or len(self._waiting) > 0 or bool(self._held)
 
     def schedule(self, now_s: float, arrivals_done: bool) -> Plan | Wait:
+        # A step that preempted everything running schedules nothing in vLLM (a preempting
+        # step skips the waiting queue) and takes no time: right after it the scheduler runs
+        # again and admits, the preempted first; their preemptions go with that plan.
         if not self.config.async_scheduling:
-            return self._schedule_step()
+            decision = self._schedule_step()
+            if isinstance(decision, Wait) and self._unreported:
+                decision = self._schedule_step()
+            return decision
         # One step ahead: vLLM decided this step when the previous one started, before that
         # step's arrivals (held) and before the requests finishing in it (_finished) left.
         decision = self._schedule_step()
-        if isinstance(decision, Wait) and (self._held or self._finished):
+        if isinstance(decision, Wait) and (self._held or self._finished or self._unreported):
             # vLLM's step here is empty and takes no time: right after it, it schedules again
             # knowing everything, as a synchronous scheduler does now.
             self._catch_up()
@@ -495,7 +503,11 @@ class Continuous(Policy):
     def _plan(self, chunks: list[PrefillChunk], preempted: list[Request]) -> Plan | Wait:
         if not chunks and not self._decoding:
             assert len(self._running) == len(self._finished), "running requests, none scheduled"
+            self._unreported.extend(preempted)
             return Wait()
+        if self._unreported:
+            preempted = self._unreported + preempted
+            self._unreported = []
         repeats = 1 if chunks or preempted else self.max_decode_repeats()
         decodes = self._decode_list
         if decodes is None:
