@@ -14,6 +14,7 @@ from batchsim.args import (
     add_engine_config_option,
     add_jitter_option,
     add_knob_option,
+    add_max_concurrency_option,
     add_workload_options,
     engine_config,
     knobs_from_args,
@@ -54,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake, "
                                     "Vidur, a vLLM request log or LLMServingSim (detected)")
     add_jitter_option(p, default=False)
+    add_max_concurrency_option(p)
     p.add_argument("--percentile-metrics", default=",".join(PERCENTILE_METRICS),
                    help="latency sections the summary prints, comma-separated (as vllm bench "
                         f"serve; default {','.join(PERCENTILE_METRICS)})")
@@ -85,6 +87,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         goodput=parse_goodput(args.goodput) if args.goodput else None,
         step_jitter=args.jitter,
         engine_config=engine_config(args.engine_config, [args.policy]),
+        max_concurrency=args.max_concurrency,
     )
 
 
