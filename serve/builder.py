@@ -46,6 +46,13 @@ class ServeSpec:
             raise ValueError("give --profile P.json or --model NAME")
         if self.kv_cache_gb is not None and not self.kv_cache_gb > 0:
             raise ValueError(f"--kv-cache-gb must be positive, got {self.kv_cache_gb}")
+        # checked here, before any engine process is started or torch imported
+        if "cpu" in get_policy(self.policy).paths:
+            raise ValueError(f"serve cannot run --policy {self.policy} yet: its CPU prefill path "
+                             "needs a CPU engine and the KV hand-off inside the serving loop, "
+                             "which are not built; serve continuous (simulate and validate run "
+                             f"{self.policy})")
+        make_config(self.policy, dict(self.knobs))  # a bad knob is one line, before the build
 
 
 @dataclass
@@ -84,9 +91,6 @@ def build_served(spec: ServeSpec) -> Served:
     from batchsim.profiler.real.validate import engine_spec
 
     policy_class = get_policy(spec.policy)
-    if "cpu" in policy_class.paths:
-        raise ValueError(f"serve runs the main device's engines only; the {spec.policy} "
-                         "policy's CPU path is not served yet: use continuous")
     config = make_config(spec.policy, dict(spec.knobs))
     profile: Profile | None = None
     if spec.profile is not None:

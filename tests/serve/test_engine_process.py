@@ -80,3 +80,12 @@ def test_a_dead_engine_process_ends_streams_and_fails_health():
         assert again.status_code == 503 and "Retry-After" in again.headers
     finally:
         assert server.stop() == 0
+
+
+def test_hybrid_is_refused_in_one_line_before_any_engine_is_built(capsys):
+    """The hybrid policy's CPU path is not served: one line, exit 2, nothing started."""
+    from batchsim.cli import main
+
+    assert main(["serve", "--model", "tiny-qwen2", "--policy", "hybrid"]) == 2
+    err = capsys.readouterr().err
+    assert "serve cannot run --policy hybrid yet" in err and err.count("\n") == 1
