@@ -51,7 +51,10 @@ class EngineProcess:
         """spec: a `serve.builder.ServeSpec` (built in the child)."""
         ctx = mp.get_context("spawn")  # no fork: torch and threads do not survive a fork
         self._conn, child_conn = ctx.Pipe()
-        self._proc = ctx.Process(target=engine_main, args=(spec, child_conn),
+        root = logging.getLogger()
+        fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter \
+            else None  # the child logs as this process does (the CLI's format)
+        self._proc = ctx.Process(target=engine_main, args=(spec, child_conn, root.level, fmt),
                                  name="batchsim-engine", daemon=True)
         self._child_conn = child_conn
         self.max_waiting = max_waiting
@@ -227,10 +230,13 @@ class _Channel:
                 logger.warning("the HTTP process is gone")
 
 
-def engine_main(spec: Any, conn: Connection) -> None:
+def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
+                log_format: str | None = None) -> None:
     """The child: build, report ready (or one failure line), run the loop until drained."""
     from batchsim.serve.builder import build_served
     from batchsim.serve.engine_loop import EngineLoop
+
+    logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
 
     # the parent handles SIGINT/SIGTERM and drains us; a terminal's ^C reaches the whole group
     signal.signal(signal.SIGINT, signal.SIG_IGN)

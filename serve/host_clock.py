@@ -2,10 +2,12 @@
 
 On a shared machine the wall time between two engine steps is the server's own work plus the
 time its thread sat runnable on a run queue while other processes had the cores. Linux counts
-both per thread in `/proc/thread-self/schedstat` (nanoseconds on a CPU, nanoseconds waiting on a
-run queue), so the loop can report its overhead with the machine's contention apart. The file
-is opened once, by the thread it describes, and re-read with `pread` (a few microseconds).
-Elsewhere the CPU time comes from `time.thread_time()` and the run-queue wait is unknown (0).
+the wait per thread in `/proc/thread-self/schedstat` (its second field, nanoseconds runnable on
+a run queue; complete whenever the thread itself reads it, since it is running), so the loop can
+report its overhead with the machine's contention apart. The file is opened once, by the thread
+it describes, and re-read with `pread` (a few microseconds); elsewhere the wait is unknown (0).
+The CPU time is `time.thread_time()`: schedstat's first field is only brought up to date at
+scheduler ticks while the thread runs, so its deltas over short intervals are biased.
 """
 
 from __future__ import annotations
@@ -32,9 +34,7 @@ class HostClock:
 
     def read(self) -> tuple[float, float]:
         """The thread's CPU seconds and run-queue seconds so far."""
-        if self._fd is None:
-            return time.thread_time(), 0.0
-        return self._parse()
+        return time.thread_time(), 0.0 if self._fd is None else self._parse()
 
     def close(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -42,7 +42,7 @@ class HostClock:
         if fd is not None:
             os.close(fd)
 
-    def _parse(self) -> tuple[float, float]:
+    def _parse(self) -> float:
         assert self._fd is not None
-        on_cpu_ns, wait_ns, _ = os.pread(self._fd, 128, 0).split()
-        return int(on_cpu_ns) * 1e-9, int(wait_ns) * 1e-9
+        _, wait_ns, _ = os.pread(self._fd, 128, 0).split()
+        return int(wait_ns) * 1e-9
