@@ -87,7 +87,8 @@ def _synthetic(workload: Mapping[str, Any] | SyntheticSpec | None) -> SyntheticS
 def _spec(policy: str, *, trace: str | Path | None, workload: Any, knobs: Mapping[str, Any] | None,
           profile: str | Path | None, seed: int, goodput: Mapping[str, float] | None,
           jitter: bool, cpu_profile: str | Path | None, kv_copy_gbps: float | None,
-          reject_too_long: bool, time_scale: float) -> RunSpec:
+          reject_too_long: bool, time_scale: float,
+          max_concurrency: int | None = None) -> RunSpec:
     from batchsim.sim.metrics import parse_goodput
     from batchsim.sim.run import RunSpec
 
@@ -116,6 +117,7 @@ def _spec(policy: str, *, trace: str | Path | None, workload: Any, knobs: Mappin
         cpu_profile=None if cpu_profile is None else str(cpu_profile),
         kv_copy_gbps=kv_copy_gbps,
         step_jitter=jitter,
+        max_concurrency=max_concurrency,
     )
 
 
@@ -124,14 +126,17 @@ def simulate(policy: str = "continuous", *, trace: str | Path | None = None,
              knobs: Mapping[str, Any] | None = None, profile: str | Path | None = None,
              seed: int = 0, goodput: Mapping[str, float] | None = None, jitter: bool = False,
              cpu_profile: str | Path | None = None, kv_copy_gbps: float | None = None,
-             reject_too_long: bool = False, time_scale: float = 1.0) -> SimulationResult:
+             reject_too_long: bool = False, time_scale: float = 1.0,
+             max_concurrency: int | None = None) -> SimulationResult:
     """Simulate one policy on one workload, as `batchsim simulate` does, and return the result.
 
     trace: a trace file in any format `--trace` reads; workload: synthetic parameters
     (`num_requests`, `request_rate`, `burstiness`, `input_len`, `output_len`, `range_ratio`,
     `lengths_from`) when there is no trace; knobs: the policy's knobs by name (values typed as the
     policy's config declares them, or strings as on the command line); profile: a profile file
-    (default: the shipped default profile); goodput: SLOs in ms, e.g. {"ttft": 500}.
+    (default: the shipped default profile); goodput: SLOs in ms, e.g. {"ttft": 500};
+    max_concurrency: at most this many requests outstanding (closed-loop clients, as
+    `--max-concurrency`).
     """
     from batchsim.sim.run import prepare
     from batchsim.sim.run import simulate as run_simulation
@@ -139,7 +144,7 @@ def simulate(policy: str = "continuous", *, trace: str | Path | None = None,
     spec = _spec(policy, trace=trace, workload=workload, knobs=knobs, profile=profile, seed=seed,
                  goodput=goodput, jitter=jitter, cpu_profile=cpu_profile,
                  kv_copy_gbps=kv_copy_gbps, reject_too_long=reject_too_long,
-                 time_scale=time_scale)
+                 time_scale=time_scale, max_concurrency=max_concurrency)
     from batchsim.args import with_cpu_path_defaults
 
     # hybrid on a GPU profile without CPU-path inputs: the same defaults as the command line,
@@ -156,10 +161,11 @@ def sweep(policies: str | Sequence[str], *, vary: Mapping[str, Sequence[Any]] | 
           workload: Mapping[str, Any] | SyntheticSpec | None = None,
           knobs: Mapping[str, Any] | None = None, profile: str | Path | None = None,
           seed: int = 0, goodput: Mapping[str, float] | None = None, jitter: bool = False,
-          workers: int = 1) -> pd.DataFrame:
+          workers: int = 1, max_concurrency: int | None = None) -> pd.DataFrame:
     """Every policy × every combination of the varied knob values × every request rate, as
     `batchsim sweep` runs them; returns the sweep table (one row per point, the columns of
-    sweep.csv). workers: processes (1 = this one, the default in a notebook)."""
+    sweep.csv). workers: processes (1 = this one, the default in a notebook);
+    max_concurrency: closed-loop clients at every point, as in `simulate`."""
     from batchsim.sim.sweep.sweep import SweepSpec, check, expand, run_sweep
 
     names = [policies] if isinstance(policies, str) else list(policies)
@@ -179,6 +185,6 @@ def sweep(policies: str | Sequence[str], *, vary: Mapping[str, Sequence[Any]] | 
         raise ValueError(f"vary: no values for {', '.join(empty)}")
     base = _spec(names[0], trace=trace, workload=workload, knobs=knobs, profile=profile,
                  seed=seed, goodput=goodput, jitter=jitter, cpu_profile=None, kv_copy_gbps=None,
-                 reject_too_long=False, time_scale=1.0)
+                 reject_too_long=False, time_scale=1.0, max_concurrency=max_concurrency)
     spec = SweepSpec(tuple(expand(names, varied)), rates, base)
     return run_sweep(spec, workers, points=check(spec))

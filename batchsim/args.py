@@ -265,3 +265,12 @@ def with_cpu_path_defaults(spec: RunSpec, policies: list[str]) -> tuple[RunSpec,
         spec, cpu_profile=spec.cpu_profile or (str(cpu_profile) if cpu_profile else None),
         kv_copy_gbps=spec.kv_copy_gbps if spec.kv_copy_gbps is not None else gbps)
     return spec, said
+
+
+def add_max_concurrency_option(p: argparse.ArgumentParser) -> None:
+    """--max-concurrency: closed-loop clients, as in `batchsim bench` and vllm bench serve."""
+    p.add_argument("--max-concurrency", type=int, metavar="N",
+                   help="at most N requests outstanding (closed-loop clients, as vllm bench "
+                        "serve): a request due while N are outstanding arrives when one "
+                        "finishes or is rejected (default: no limit)")
+

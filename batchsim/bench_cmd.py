@@ -155,5 +155,9 @@ def bench_lines(m: dict[str, Any]) -> str:
         lines.append(f"client + HTTP overhead on TTFT (client - server), mean: {overhead:.2f} ms")
     sm = m.get("server_metrics") or {}
     if sm.get("host_ms_per_step") is not None:
-        lines.append(f"server engine-thread host time per step: {sm['host_ms_per_step']:.3f} ms")
+        line = f"server engine-loop host time per step: {sm['host_ms_per_step']:.3f} ms"
+        if sm.get("host_runqueue_ms_per_step") is not None:
+            line += (f" (of which {sm['host_runqueue_ms_per_step']:.3f} ms waiting for a core, "
+                     f"{sm['host_cpu_ms_per_step']:.3f} ms on one)")
+        lines.append(line)
     return "\n".join(lines)

@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shutdown-grace-s", type=float, default=10.0,
                    help="on SIGTERM, seconds in-flight requests may take to finish before they "
                         "are aborted (default %(default)s)")
+    p.add_argument("--engine-loop", choices=("process", "thread"), default="process",
+                   help="run the engine loop in its own process (default), or in a thread of "
+                        "the HTTP process, where it shares the GIL (kept to measure the "
+                        "difference: bench/serve_load.py)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,25 +53,38 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK:
         print(f"batchsim: warning: binding {args.host}: the server has no authentication",
               file=sys.stderr)
-    from dataclasses import replace
-
     from batchsim.serve.app import EventPoster, create_app
-    from batchsim.serve.builder import ServeSpec, build_served
-    from batchsim.serve.engine_loop import EngineLoop
+    from batchsim.serve.builder import ServeSpec
+    from batchsim.serve.events import EngineHandle
+    from batchsim.serve.frontend import frontend
     from batchsim.serve.live_stats import LiveStats
     from batchsim.serve.runner import run_server
 
-    served = build_served(ServeSpec(args.policy, parse_knobs(args.knobs), args.profile,
-                                    args.model, args.device, args.dtype, args.kv_cache_gb))
-    limits = served.limits
-    if args.served_model_name:
-        limits = replace(limits, name=args.served_model_name)
-    stats = LiveStats(limits.name)
+    spec = ServeSpec(args.policy, parse_knobs(args.knobs), args.profile, args.model,
+                     args.device, args.dtype, args.kv_cache_gb)
     poster = EventPoster()
-    engine = EngineLoop(served.policy, served.runner, stats, served.eos_token_id,
-                        args.max_waiting, post=poster, **served.loop_options())
-    app = create_app(engine, limits, stats, args.policy, poster, served.detokenize)
-    c = served.config
+    engine: EngineHandle
+    if args.engine_loop == "process":
+        from batchsim.serve.engine_process import EngineProcess
+
+        proc = EngineProcess(spec, args.max_waiting)
+        facts = proc.boot()
+        limits, detokenize = frontend(facts, args.served_model_name)
+        stats = LiveStats(limits.name)
+        proc.attach(stats, poster)
+        engine = proc
+    else:
+        from batchsim.serve.builder import build_served
+        from batchsim.serve.engine_loop import EngineLoop
+
+        served = build_served(spec)
+        facts = served.facts
+        limits, detokenize = frontend(facts, args.served_model_name)
+        stats = LiveStats(limits.name)
+        engine = EngineLoop(served.policy, served.runner, stats, served.eos_token_id,
+                            args.max_waiting, post=poster, **served.loop_options())
+    app = create_app(engine, limits, stats, args.policy, poster, detokenize)
+    c = facts.config
     url = f"http://{args.host}:{args.port}"
 
     def ready() -> None:

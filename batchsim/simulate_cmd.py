@@ -15,6 +15,7 @@ from batchsim.args import (
     add_engine_config_option,
     add_jitter_option,
     add_knob_option,
+    add_max_concurrency_option,
     add_workload_options,
     engine_config,
     knobs_from_args,
@@ -53,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "Vidur, a vLLM request log or LLMServingSim (detected)")
     add_jitter_option(p, default=False)
     add_result_options(p)
+    add_max_concurrency_option(p)
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (faster on large runs; `batchsim report RUN_DIR` "
@@ -81,6 +83,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         goodput=parse_goodput(args.goodput) if args.goodput else None,
         step_jitter=args.jitter,
         engine_config=engine_config(args.engine_config, [args.policy]),
+        max_concurrency=args.max_concurrency,
     )
 
 

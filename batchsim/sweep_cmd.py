@@ -20,6 +20,7 @@ from batchsim.args import (
     add_engine_config_option,
     add_jitter_option,
     add_knob_option,
+    add_max_concurrency_option,
     add_workload_options,
     engine_config,
     knobs_from_args,
@@ -85,6 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="folder to write (default: runs/<time>-sweep)")
     p.add_argument("--force", action="store_true", help="replace an existing folder")
     add_jitter_option(p, default=False)
+    add_max_concurrency_option(p)
     add_cpu_path_options(p)
     p.add_argument("--quiet", action="store_true", help="print only the sweep folder")
     add_workload_options(p, defaults=SyntheticSpec(), request_rate=False, rescale=True,
@@ -137,7 +139,8 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
                    step_jitter=args.jitter, cpu_profile=args.cpu_profile,
                    kv_copy_gbps=args.kv_copy_gbps, kv_copy_latency_us=args.kv_copy_latency_us,
                    engine_config=engine_config(args.engine_config,
-                                               [c.policy for c in configurations]))
+                                               [c.policy for c in configurations]),
+                   max_concurrency=args.max_concurrency)
     base, assumed = with_cpu_path_defaults(base, [c.policy for c in configurations])
     return SweepSpec(tuple(configurations), tuple(rates), base, tuple(assumed))
 
@@ -168,6 +171,7 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
         "goodput": dict(base.goodput) if base.goodput else None,
         "command": " ".join(["batchsim", *sys.argv[1:]]),
         **({"assumptions": list(sweep.assumptions)} if sweep.assumptions else {}),
+        **({"max_concurrency": base.max_concurrency} if base.max_concurrency else {}),
     }
 
 

@@ -1,19 +1,23 @@
 """What does the HTTP server cost? `batchsim serve` under closed-loop load at 1, 16, 64 streams.
 
-For each concurrency N, alternating in one run (A, B, A, B):
-  A  `batchsim serve` (subprocess, loopback) measured by `batchsim bench --max-concurrency N`:
-     sustained requests/s and tokens/s seen by the client; from the server's /metrics the engine
-     step time (device busy / steps) and the engine thread's host time between steps (schedule,
-     complete, token hand-off, stats, and any wait for the GIL held by the HTTP thread), per step
-     and per generated token; client TTFT minus the server's own TTFT (the client and HTTP
-     overhead the bench client adds to what it measures).
-  B  the same EngineLoop, policy and engine in this process with N in-process clients and no
-     HTTP: tokens/s and step time without the server around it.
-The server's overhead is A's host time per step over A's step time, and A's throughput against
-B's. Every run is bounded (a fixed number of requests; each request has a timeout).
+For each concurrency N, in one run, alternating the order each round:
+  process  `batchsim serve` (the engine loop in its own process, the default), measured by
+           `batchsim bench --max-concurrency N` over loopback;
+  thread   the same with `--engine-loop thread` (the loop in a thread of the HTTP process,
+           sharing its GIL: the previous design);
+  inproc   the same EngineLoop, policy and engine in this process with N in-process clients
+           and no HTTP at all (the floor).
+Per mode: client tokens/s; engine step time (device busy / steps); the engine loop's host time
+between steps per step (`batchsim:host_seconds_total`: schedule, complete, token hand-off,
+stats, and any wait for a core or the GIL), split into its CPU time, its wait on a run queue
+(Linux schedstat: runnable, but another process had the core) and the rest (in thread mode: the
+GIL held by the HTTP thread). The server's overhead is host/step, as a share of the step time;
+`own` leaves the run-queue wait out: on this shared 2-core VM that wait is the other tenants'
+load, not the server's work, and it is what makes the wall-clock share meaningless here. Client
+TTFT minus the server's own TTFT is the bench client's (and HTTP's) overhead.
 
 Usage: python bench/serve_load.py [--model tiny-qwen2] [--streams 1,16,64] [--rounds 2]
-       [--input-len 32] [--output-len 64] [--requests-per-stream 4]
+       [--input-len 32] [--output-len 64] [--requests-per-stream 4] [--modes process,thread,inproc]
 CPU numbers from this machine; they say nothing about a GPU.
 """
 
@@ -34,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+MODES = ("process", "thread", "inproc")
 
 
 def free_port() -> int:
@@ -42,13 +47,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, n: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model: str, n: int, engine_loop: str) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "batchsim", "serve", "--model", model,
                              "--policy", "continuous", "--set", f"max_num_seqs={n}",
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL)
+                             "--engine-loop", engine_loop, "--port", str(port)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -61,15 +67,15 @@ def start_server(model: str, n: int) -> tuple[subprocess.Popen[bytes], str]:
     raise SystemExit("the server did not start")
 
 
-def run_a(args: argparse.Namespace, n: int) -> dict[str, Any]:
-    """Through HTTP: serve + bench."""
+def run_http(args: argparse.Namespace, n: int, engine_loop: str) -> dict[str, Any]:
+    """serve (engine loop in a process or a thread) + bench over loopback."""
     from batchsim.cli import main
 
-    proc, url = start_server(args.model, n)
+    proc, url = start_server(args.model, n, engine_loop)
+    requests = max(16, n * args.requests_per_stream)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "b"
-            requests = max(16, n * args.requests_per_stream)
             rc = main(["bench", "--endpoint", url, "--max-concurrency", str(n),
                        "--num-requests", str(requests), "--input-len", str(args.input_len),
                        "--output-len", str(args.output_len), "--out", str(out), "--quiet",
@@ -81,15 +87,15 @@ def run_a(args: argparse.Namespace, n: int) -> dict[str, Any]:
         proc.wait(120)
     sm = m["server_metrics"]
     steps = sm["engine_steps"]
-    return {"req_s": m["request_throughput"], "tok_s": m["output_token_throughput"],
-            "step_ms": sm["busy_s"] / steps * 1e3, "host_ms": sm["host_s"] / steps * 1e3,
-            "host_cpu_ms": sm["host_cpu_ms_per_step"],
-            "host_us_per_token": sm["host_s"] / sm["generation_tokens"] * 1e6,
-            "client_ttft_ms": m["ttft_ms"]["mean"], "server_ttft_ms": m["server_ttft_ms"]["mean"],
+    return {"tok_s": m["output_token_throughput"], "step_ms": sm["busy_s"] / steps * 1e3,
+            "host_ms": sm["host_ms_per_step"], "cpu_ms": sm["host_cpu_ms_per_step"],
+            "rq_ms": sm["host_runqueue_ms_per_step"],
+            "us_tok": sm["host_s"] / sm["generation_tokens"] * 1e6,
+            "ttft_client": m["ttft_ms"]["mean"], "ttft_server": m["server_ttft_ms"]["mean"],
             "exact": m["generated_tokens_match"] and m["completed"] == requests}
 
 
-def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
+def run_inproc(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """In process, no HTTP: N closed-loop clients on the same EngineLoop."""
     from batchsim.serve.builder import ServeSpec, build_served
     from batchsim.serve.engine_loop import EngineLoop
@@ -103,8 +109,7 @@ def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
     total = max(16, n * args.requests_per_stream)
     gen = GenerationRequest("completion", [1] * args.input_len, args.output_len,
                             args.output_len, True, True, True, 0)
-    lock, done, sent = threading.Lock(), threading.Event(), [0]
-    finished = [0]
+    lock, done, sent, finished = threading.Lock(), threading.Event(), [0], [0]
 
     def sink(ev: Event) -> None:  # on the engine thread
         if ev.reason is None:
@@ -127,10 +132,21 @@ def run_b(args: argparse.Namespace, n: int) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     loop.drain(0)
     loop.join(30)
-    return {"req_s": total / wall, "tok_s": total * args.output_len / wall,
-            "step_ms": stats.busy_s / stats.steps * 1e3,
-            "host_ms": stats.host_s / stats.steps * 1e3,
-            "host_cpu_ms": stats.host_cpu_s / stats.steps * 1e3}
+    steps = stats.steps
+    return {"tok_s": total * args.output_len / wall, "step_ms": stats.busy_s / steps * 1e3,
+            "host_ms": stats.host_s / steps * 1e3, "cpu_ms": stats.host_cpu_s / steps * 1e3,
+            "rq_ms": stats.host_runqueue_s / steps * 1e3,
+            "us_tok": stats.host_s / stats.generation_tokens * 1e6,
+            "ttft_client": None, "ttft_server": None, "exact": True}
+
+
+def mean(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r[key] is not None]
+    return sum(values) / len(values) if values else None
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
 
 
 def main() -> None:
@@ -141,41 +157,43 @@ def main() -> None:
     p.add_argument("--input-len", type=int, default=32)
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--requests-per-stream", type=int, default=4)
+    p.add_argument("--modes", default=",".join(MODES))
     args = p.parse_args()
+    modes = args.modes.split(",")
+    assert set(modes) <= set(MODES), modes
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    rows = []
+    load0 = os.getloadavg()
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for n in (int(x) for x in args.streams.split(",")):
-        a_runs, b_runs = [], []
-        for _ in range(args.rounds):  # alternate A and B
-            a_runs.append(run_a(args, n))
-            b_runs.append(run_b(args, n))
-
-        def mean(runs: list[dict[str, Any]], key: str) -> float:
-            return sum(r[key] for r in runs) / len(runs)
-
-        rows.append((n, mean(a_runs, "req_s"), mean(a_runs, "tok_s"), mean(b_runs, "tok_s"),
-                     mean(a_runs, "step_ms"), mean(b_runs, "step_ms"), mean(a_runs, "host_ms"),
-                     mean(b_runs, "host_ms"), mean(a_runs, "host_cpu_ms"),
-                     mean(b_runs, "host_cpu_ms"),
-                     mean(a_runs, "host_us_per_token"), mean(a_runs, "client_ttft_ms"),
-                     mean(a_runs, "server_ttft_ms"), all(r["exact"] for r in a_runs)))
-        print(f"done: {n} streams", file=sys.stderr, flush=True)
+        for r in range(args.rounds):  # alternate the modes, reversing the order each round
+            for mode in (modes if r % 2 == 0 else modes[::-1]):
+                got = run_inproc(args, n) if mode == "inproc" else run_http(args, n, mode)
+                runs.setdefault((n, mode), []).append(got)
+        print(f"done: {n} streams (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    load1 = os.getloadavg()
     print(f"model {args.model}, input {args.input_len}, output {args.output_len} tokens, "
-          f"{args.rounds} rounds (A = serve over HTTP, B = same engine loop in-process)")
-    head = ("streams", "req/s A", "tok/s A", "tok/s B", "A/B", "step ms A", "step ms B",
-            "host ms/step A", "host ms/step B", "host CPU ms A", "host CPU ms B",
-            "host/step A", "host us/tok A", "TTFT client",
-            "TTFT server", "client ovh ms", "exact")
+          f"{args.rounds} rounds; load average {load0[0]:.1f} at start, {load1[0]:.1f} at "
+          f"end ({os.cpu_count()} CPUs)")
+    head = ("streams", "mode", "tok/s", "vs inproc", "step ms", "host ms/step", "CPU ms",
+            "run-queue ms", "other ms", "host/step", "own/step", "host us/tok",
+            "TTFT client ms", "TTFT server ms", "client ovh ms", "exact")
     print(" | ".join(head))
-    for (n, req_s, tok_a, tok_b, step_a, step_b, host, host_b, cpu_a, cpu_b, host_tok, c_ttft,
-         s_ttft, exact) in rows:
-        print(" | ".join([str(n), f"{req_s:.1f}", f"{tok_a:.0f}", f"{tok_b:.0f}",
-                          f"{tok_a / tok_b:.2f}", f"{step_a:.2f}", f"{step_b:.2f}",
-                          f"{host:.3f}", f"{host_b:.3f}", f"{cpu_a:.3f}", f"{cpu_b:.3f}",
-                          f"{host / step_a:.1%}",
-                          f"{host_tok:.1f}",
-                          f"{c_ttft:.1f}", f"{s_ttft:.1f}", f"{c_ttft - s_ttft:.1f}",
-                          "yes" if exact else "NO"]))
+    for (n, mode), rs in runs.items():
+        tok, step, host = mean(rs, "tok_s"), mean(rs, "step_ms"), mean(rs, "host_ms")
+        cpu, rq = mean(rs, "cpu_ms"), mean(rs, "rq_ms")
+        base = runs.get((n, "inproc"))
+        base_tok = mean(base, "tok_s") if base else None
+        c_ttft, s_ttft = mean(rs, "ttft_client"), mean(rs, "ttft_server")
+        assert tok is not None and step is not None and host is not None and rq is not None
+        assert cpu is not None
+        print(" | ".join([
+            str(n), mode, f"{tok:.0f}", fmt(tok / base_tok if base_tok else None, ".2f"),
+            f"{step:.2f}", f"{host:.3f}", f"{cpu:.3f}", f"{rq:.3f}",
+            f"{max(host - cpu - rq, 0.0):.3f}", f"{host / step:.1%}",
+            f"{(host - rq) / step:.1%}", fmt(mean(rs, "us_tok"), ".1f"), fmt(c_ttft, ".1f"),
+            fmt(s_ttft, ".1f"),
+            fmt(c_ttft - s_ttft if c_ttft is not None and s_ttft is not None else None, ".1f"),
+            "yes" if all(r["exact"] for r in rs) else "NO"]))
 
 
 if __name__ == "__main__":

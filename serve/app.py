@@ -1,12 +1,13 @@
-"""The HTTP layer: OpenAI-compatible endpoints over an `EngineLoop` (FastAPI).
+"""The HTTP layer: OpenAI-compatible endpoints over an engine handle (FastAPI).
 
 Handlers never wait for the engine: they check the body (`serve.protocol`), `submit` it, and
-read the request's events from an asyncio queue that the engine thread feeds through
-`call_soon_threadsafe`. A streamed response sends one server-sent event per token (the last one
-carries `finish_reason`), then, with `stream_options.include_usage`, a usage chunk, then
-`[DONE]`. The usage of every response also carries `server_timing` (queue, TTFT and E2E as the
-server measured them, in ms), so a client can tell its own overhead apart. A client that goes
-away mid-request is aborted: the engine frees its KV blocks.
+read the request's events from an asyncio queue that the engine thread (or the engine
+process's reader thread) feeds through `call_soon_threadsafe`, once per step. A streamed
+response sends one server-sent event per token (the last one carries `finish_reason`), then,
+with `stream_options.include_usage`, a usage chunk, then `[DONE]`. The usage of every response
+also carries `server_timing` (queue, TTFT and E2E as the server measured them, in ms), so a
+client can tell its own overhead apart. A client that goes away mid-request is aborted: the
+engine frees its KV blocks.
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from batchsim.serve.dashboard import dashboard_page
-from batchsim.serve.engine_loop import EngineLoop
-from batchsim.serve.events import Event, Sink, Unavailable
+from batchsim.serve.events import EngineHandle, Event, Sink, Unavailable
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import (
     GenerationRequest,
@@ -103,6 +103,8 @@ class EventPoster:
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the app starts serving
 
     def __call__(self, batch: list[tuple[Sink, Event]]) -> None:
+        if not batch:
+            return  # a step without events (statistics only)
         assert self.loop is not None, "events before the server started"
         self.loop.call_soon_threadsafe(_deliver_all, batch)
 
@@ -112,7 +114,7 @@ def _deliver_all(batch: list[tuple[Sink, Event]]) -> None:
         sink(event)
 
 
-def create_app(engine: EngineLoop, limits: ModelLimits, stats: LiveStats, policy: str,
+def create_app(engine: EngineHandle, limits: ModelLimits, stats: LiveStats, policy: str,
                poster: EventPoster, detokenize: Detokenize | None = None) -> FastAPI:
     """The ASGI app; the caller owns the engine loop (starts and shuts it down) and gives it
     `poster` as its `post`, which the app binds to its event loop on the first request."""
@@ -191,7 +193,7 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
 
 
-async def _stream(engine: EngineLoop, index: int, queue: asyncio.Queue[Event],
+async def _stream(engine: EngineHandle, index: int, queue: asyncio.Queue[Event],
                   gen: GenerationRequest, out: _Response) -> AsyncIterator[str]:
     """SSE events of one request; aborts it if the client goes away (cancel or close)."""
     done = False
@@ -221,7 +223,7 @@ async def _stream(engine: EngineLoop, index: int, queue: asyncio.Queue[Event],
             engine.abort(index)
 
 
-async def _whole(engine: EngineLoop, index: int, queue: asyncio.Queue[Event],
+async def _whole(engine: EngineHandle, index: int, queue: asyncio.Queue[Event],
                  gen: GenerationRequest, out: _Response, request: Request) -> Any:
     """A non-streamed response; polls for a disconnect while waiting (then aborts)."""
     tokens: list[int] = []

@@ -164,6 +164,7 @@ def server_deltas(before: dict[str, float] | None, after: dict[str, float] | Non
     e2e_sum = delta("vllm:e2e_request_latency_seconds_sum")
     host = delta("batchsim:host_seconds_total")
     host_cpu = delta("batchsim:host_cpu_seconds_total")
+    host_rq = delta("batchsim:host_runqueue_seconds_total")
     steps = delta("batchsim:engine_steps_total")
     return {
         "busy_s": delta("batchsim:device_busy_seconds_total"),
@@ -177,4 +178,6 @@ def server_deltas(before: dict[str, float] | None, after: dict[str, float] | Non
         "host_ms_per_step": host / steps * 1e3 if steps and host is not None else None,
         "host_cpu_ms_per_step": (host_cpu / steps * 1e3 if steps and host_cpu is not None
                                  else None),
+        "host_runqueue_ms_per_step": (host_rq / steps * 1e3 if steps and host_rq is not None
+                                      else None),
     }

@@ -1,4 +1,4 @@
-"""Build what `batchsim serve` runs: the policy, the real engines sized to it, the model limits.
+"""Build what `batchsim serve` runs: the policy, the real engines sized to it, the model facts.
 
 With `--profile` the engine is rebuilt exactly as profiled (model, dtype, threads, device: the
 checks of `batchsim validate`) and the policy sees the profile's memory facts, as in `simulate`;
@@ -20,7 +20,7 @@ from batchsim.policies.kv import MemoryFacts
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.static import PaddedBatchPolicy
 from batchsim.profiler.real.plan_runner import PlanRunner
-from batchsim.serve.protocol import ModelLimits
+from batchsim.serve.frontend import FrontFacts
 
 if TYPE_CHECKING:
     from batchsim.sim.profile import Profile
@@ -46,16 +46,21 @@ class ServeSpec:
             raise ValueError("give --profile P.json or --model NAME")
         if self.kv_cache_gb is not None and not self.kv_cache_gb > 0:
             raise ValueError(f"--kv-cache-gb must be positive, got {self.kv_cache_gb}")
+        # checked here, before any engine process is started or torch imported
+        if "cpu" in get_policy(self.policy).paths:
+            raise ValueError(f"serve cannot run --policy {self.policy} yet: its CPU prefill path "
+                             "needs a CPU engine and the KV hand-off inside the serving loop, "
+                             "which are not built; serve continuous (simulate and validate run "
+                             f"{self.policy})")
+        make_config(self.policy, dict(self.knobs))  # a bad knob is one line, before the build
 
 
 @dataclass
 class Served:
     policy: Policy
     runner: PlanRunner
-    limits: ModelLimits
+    facts: FrontFacts  # what the HTTP side needs (limits, tokenizer, what was built)
     eos_token_id: int | None
-    detokenize: Any  # Callable[[int], str] | None
-    config: dict[str, Any]  # what was built, for logs and /v1/models
     paths: dict[Any, Any] | None = None  # the policy's execution paths (the profile's models)
     predict: Any = None  # Callable[[Plan], float]: a step's expected seconds, or None
 
@@ -86,9 +91,6 @@ def build_served(spec: ServeSpec) -> Served:
     from batchsim.profiler.real.validate import engine_spec
 
     policy_class = get_policy(spec.policy)
-    if "cpu" in policy_class.paths:
-        raise ValueError(f"serve runs the main device's engines only; the {spec.policy} "
-                         "policy's CPU path is not served yet: use continuous")
     config = make_config(spec.policy, dict(spec.knobs))
     profile: Profile | None = None
     if spec.profile is not None:
@@ -148,17 +150,12 @@ def build_served(spec: ServeSpec) -> Served:
         warm_packed(paged)
     eos = getattr(resolved.config, "eos_token_id", None)
     eos_id = eos[0] if isinstance(eos, list) and eos else eos if isinstance(eos, int) else None
-    tokenizer = _tokenizer(resolved.checkpoint_dir)
-    limits = ModelLimits(
-        name=resolved.name, max_model_len=max_model_len, vocab_size=info.vocab_size,
-        tokenize=(lambda text: list(tokenizer.encode(text))) if tokenizer else None,
-        apply_chat=_chat(tokenizer) if tokenizer else None)
-    detok = (lambda t: tokenizer.decode([t])) if tokenizer else None
+    ckpt = None if resolved.checkpoint_dir is None else str(resolved.checkpoint_dir)
     built = {"model": resolved.name, "device": device, "dtype": info.dtype,
              "threads": torch.get_num_threads(), "policy": spec.policy,
              "kv_capacity_blocks": policy.kv_capacity_blocks,
-             "kv_block_size": policy.kv_block_size, "profile": spec.profile,
-             "tokenizer": tokenizer is not None}
+             "kv_block_size": policy.kv_block_size, "profile": spec.profile}
+    facts = FrontFacts(resolved.name, max_model_len, info.vocab_size, ckpt, built)
     paths = predict = None
     if profile is not None:
         from batchsim.sim.profile import execution_paths
@@ -169,12 +166,11 @@ def build_served(spec: ServeSpec) -> Served:
         def predict(plan: Any) -> float:
             return prof.cost_model(plan.layout, plan.phase, plan.device).predict(plan.shape)
 
-    return Served(policy, PlanRunner(paged, static), limits, eos_id, detok, built, paths,
-                  predict)
+    return Served(policy, PlanRunner(paged, static), facts, eos_id, paths, predict)
 
 
 @dataclass(frozen=True)
-class _Facts:
+class _ModelSizes:
     weight_bytes: int
     kv_bytes_per_token: int
     vocab_size: int
@@ -182,7 +178,7 @@ class _Facts:
     dtype: str
 
 
-def _model_facts(model: str, dtype: str | None) -> _Facts:
+def _model_facts(model: str, dtype: str | None) -> _ModelSizes:
     """Sizes of the model, from its config on the meta device (no weights are built)."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -196,28 +192,5 @@ def _model_facts(model: str, dtype: str | None) -> _Facts:
         shell = AutoModelForCausalLM.from_config(cfg)
     size = torch.empty((), dtype=torch_dtype).element_size()
     params = sum(p.numel() for p in shell.parameters())
-    return _Facts(params * size, kv_bytes_per_token(cfg, size), int(cfg.vocab_size),
+    return _ModelSizes(params * size, kv_bytes_per_token(cfg, size), int(cfg.vocab_size),
                   resolved.max_model_len, str(torch_dtype).removeprefix("torch."))
-
-
-def _tokenizer(checkpoint_dir: Any) -> Any:
-    """The checkpoint's tokenizer, or None (presets and bare configs have none)."""
-    if checkpoint_dir is None:
-        return None
-    try:
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(checkpoint_dir, local_files_only=True)
-    except (OSError, ValueError) as e:
-        logger.warning("no tokenizer in %s (%s): token-id prompts only", checkpoint_dir, e)
-        return None
-
-
-def _chat(tokenizer: Any) -> Any:
-    def apply(messages: list[dict[str, str]]) -> list[int]:
-        if getattr(tokenizer, "chat_template", None):
-            return list(tokenizer.apply_chat_template(messages, tokenize=True,
-                                                      add_generation_prompt=True))
-        return list(tokenizer.encode("\n".join(m["content"] for m in messages)))
-
-    return apply

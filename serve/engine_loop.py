@@ -5,13 +5,17 @@ the validation executor): the core admits, decides, and accounts for each step; 
 says how time passes (the wall clock; arrivals pushed by HTTP handlers) and how a step runs (the
 engines, `profiler.real.plan_runner`), and hands tokens back to the handlers.
 
-The loop runs in its own thread, so the asyncio event loop never waits for a step. HTTP handlers
+The loop runs in its own thread (`start`) or in the calling thread (`run`: the engine process
+of `serve.engine_process`), so the asyncio event loop never waits for a step. HTTP handlers
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
 the loop hands arrivals to the policy before each decision, as the simulator and the validation
 executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
 each token back to the request's `sink`. Events are handed over in one batch per step through
 `post` (default: call each sink here): the HTTP side passes a `post` that moves the whole batch
 onto its event loop with one thread-safe call, so a step of 64 tokens wakes it once, not 64 times.
+`post` is called at the end of every step and every idle wake-up, after the step's statistics
+went to `stats`, with an empty batch when no request has an event (the engine process forwards
+the statistics with it).
 
 A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
 it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
@@ -34,6 +38,7 @@ from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
 from batchsim.profiler.real.plan_runner import PlanRunner
 from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable, call_each
+from batchsim.serve.host_clock import HostClock
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import GenerationRequest
 from batchsim.sim.server import Server
@@ -79,11 +84,12 @@ class EngineLoop:
         self._live: dict[int, _Live] = {}  # handed to the policy, not yet out of it
         self._pending_abort: set[int] = set()  # the policy could not drop them yet
         self._next_index = 0
+        self.num_taken = 0  # arrivals taken from the inbox into the core so far
         self._num_waiting = 0  # as of the last step
         self._draining = False
         self._deadline_s = float("inf")
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="engine-loop", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="engine-loop", daemon=True)
         self.error: BaseException | None = None
 
     # -- called from any thread -------------------------------------------------------------
@@ -91,9 +97,12 @@ class EngineLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, gen: GenerationRequest, sink: Sink) -> int:
-        """Queue a request; returns its index. Raises Unavailable (queue full, shutting down)."""
-        now = time.perf_counter()
+    def submit(self, gen: GenerationRequest, sink: Sink, arrival_s: float | None = None,
+               index: int | None = None) -> int:
+        """Queue a request; returns its index. Raises Unavailable (queue full, shutting down).
+        arrival_s: when it arrived (perf_counter, which is system-wide on Linux; default now);
+        index: the caller's id for it (increasing; default the next one)."""
+        now = time.perf_counter() if arrival_s is None else arrival_s
         with self._cv:
             if self._draining or self.error is not None:
                 raise Unavailable("the server is shutting down" if self.error is None
@@ -101,8 +110,10 @@ class EngineLoop:
             waiting = len(self._inbox) + self._num_waiting
             if waiting >= self.max_waiting:
                 raise Unavailable(f"the queue is full ({self.max_waiting} waiting requests)")
-            index = self._next_index
-            self._next_index += 1
+            if index is None:
+                index = self._next_index
+            assert index >= self._next_index, (index, self._next_index)
+            self._next_index = index + 1
             req = Request(index, now, len(gen.prompt_token_ids), gen.max_tokens, gen.priority,
                           str(index))
             self._inbox.append(_Live(req, gen, sink))
@@ -139,7 +150,13 @@ class EngineLoop:
 
     # -- the engine thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
+    @property
+    def num_waiting(self) -> int:
+        """Requests handed to the core and not yet running, as of the last step."""
+        return self._num_waiting
+
+    def run(self) -> None:
+        """The loop, in the calling thread, until drained (or the engine fails)."""
         try:
             self._loop()
         except BaseException as e:  # the engine broke: fail every request, refuse new ones
@@ -151,7 +168,17 @@ class EngineLoop:
 
     def _loop(self) -> None:
         server = self.server
-        host_t0, cpu_t0 = time.perf_counter(), time.thread_time()
+        clock = HostClock()  # this thread's CPU and run-queue time (read twice per step)
+        try:
+            self._steps(server, clock)
+        finally:
+            clock.close()
+
+    def _steps(self, server: Server, clock: HostClock) -> None:
+        # host: this thread's wall time between steps, with its CPU time and its wait for a
+        # core apart (the rest is waiting for the GIL, if another thread of the process has it)
+        host_t0 = time.perf_counter()
+        cpu_t0, rq_t0 = clock.read()
         while True:
             draining = self._take_inbox()
             now = time.perf_counter()
@@ -168,34 +195,33 @@ class EngineLoop:
                 self._finish(self._live[r.index], "rejected", reason, now)
             if isinstance(decision, Wait):
                 server.check_wait(decision, now)
-                self._flush()
                 self._publish_idle()
+                self._flush()
                 self._sleep(decision.until_s)
-                host_t0, cpu_t0 = time.perf_counter(), time.thread_time()
+                host_t0 = time.perf_counter()
+                cpu_t0, rq_t0 = clock.read()
                 continue
             self._started(decision)
             start = time.perf_counter()
             server.begin(decision, start, self.predict(decision) if self.predict else 0.0)
-            step_cpu0 = time.thread_time()
+            cpu_start, rq_start = clock.read()
             out = self.runner.run(decision)
-            step_cpu = time.thread_time() - step_cpu0
+            cpu_end, rq_end = clock.read()
             end = time.perf_counter()
             events = server.end(decision, start, [end - start])
             delivered = self._deliver(out.tokens, end)
             for r, _ in events.finished:  # out of the policy; their last token went out
                 self._release(r.index)
             self._retry_aborts()
-            self._flush()
             used = events.kv_blocks_used[-1] / max(self.policy.kv_capacity_blocks, 1)
             kv = self.runner.kv_usage()
-            # host: this thread's wall time between steps (its CPU time apart: the rest is
-            # waiting for a core or for the GIL)
-            cpu_now = time.thread_time()
-            self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0),
-                            delivered, *self._counts(), kv if kv is not None else used,
+            self.stats.step(out.busy_s, max(end - host_t0 - out.busy_s, 0.0), delivered,
+                            *self._counts(), kv if kv is not None else used,
                             len(decision.preempted),
-                            host_cpu_s=max(cpu_now - cpu_t0 - step_cpu, 0.0))
-            host_t0, cpu_t0 = end, cpu_now
+                            host_cpu_s=max(cpu_start - cpu_t0, 0.0),
+                            host_runqueue_s=max(rq_start - rq_t0, 0.0))
+            self._flush()
+            host_t0, cpu_t0, rq_t0 = end, cpu_end, rq_end
 
     def _take_inbox(self) -> bool:
         """Push arrivals into the server core and admit them (the policy sees them before the
@@ -317,10 +343,9 @@ class EngineLoop:
         self._flush()
 
     def _flush(self) -> None:
-        """Hand the events gathered so far to the HTTP side, in one batch."""
-        if self._outbox:
-            batch, self._outbox = self._outbox, []
-            self.post(batch)
+        """Hand the events gathered so far to the HTTP side, in one batch (maybe empty)."""
+        batch, self._outbox = self._outbox, []
+        self.post(batch)
 
     def _counts(self) -> tuple[int, int]:
         running = waiting = 0

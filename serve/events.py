@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from batchsim.serve.protocol import GenerationRequest
 
 FinishReason = Literal["length", "stop", "abort", "rejected"]
 
@@ -36,3 +39,23 @@ class Unavailable(Exception):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class EngineHandle(Protocol):
+    """What the HTTP side and the runner use of an engine: an `EngineLoop` in a thread of this
+    process, or `EngineProcess` (the loop in its own process)."""
+
+    error: BaseException | None
+
+    def start(self) -> None: ...
+
+    def submit(self, gen: GenerationRequest, sink: Sink) -> int: ...
+
+    def abort(self, index: int) -> None: ...
+
+    def drain(self, grace_s: float) -> None: ...
+
+    def join(self, timeout_s: float) -> bool: ...
+
+    @property
+    def stopped(self) -> bool: ...

@@ -60,6 +60,7 @@ class LiveStats:
         self.busy_s = 0.0  # device time in engine steps
         self.host_s = 0.0  # engine-thread time between steps while it had work
         self.host_cpu_s = 0.0  # of which the thread was on a core (thread CPU time)
+        self.host_runqueue_s = 0.0  # of which it was runnable, waiting for a core (Linux)
         self.steps = 0
         self.finished: dict[str, int] = {"length": 0, "stop": 0, "abort": 0, "rejected": 0}
         self.ttft = Histogram()
@@ -71,12 +72,14 @@ class LiveStats:
     # -- written by the engine thread -------------------------------------------------------
 
     def step(self, busy_s: float, host_s: float, tokens: int, running: int, waiting: int,
-             kv_usage: float, preempted: int, host_cpu_s: float = 0.0) -> None:
+             kv_usage: float, preempted: int, host_cpu_s: float = 0.0,
+             host_runqueue_s: float = 0.0) -> None:
         with self._lock:
             self.steps += 1
             self.busy_s += busy_s
             self.host_s += host_s
             self.host_cpu_s += host_cpu_s
+            self.host_runqueue_s += host_runqueue_s
             self.generation_tokens += tokens
             self.preemptions += preempted
             self.running, self.waiting, self.kv_usage = running, waiting, kv_usage
@@ -180,6 +183,9 @@ class LiveStats:
             metric("batchsim:host_cpu_seconds_total", "counter", "CPU time of the engine "
                    "thread between steps (host seconds minus waiting for a core or the GIL).",
                    self.host_cpu_s)
+            metric("batchsim:host_runqueue_seconds_total", "counter", "Of the host seconds, "
+                   "the engine thread was runnable but waiting for a core (Linux schedstat; "
+                   "the machine's contention, not the server's work).", self.host_runqueue_s)
             metric("batchsim:engine_steps_total", "counter", "Engine steps run.",
                    float(self.steps))
         return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from batchsim.serve.engine_loop import EngineLoop
+from batchsim.serve.events import EngineHandle
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 class _Server(uvicorn.Server):
     """Uvicorn's server whose exit signal also drains the engine, and is not re-raised."""
 
-    def __init__(self, config: uvicorn.Config, engine: EngineLoop, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, engine: EngineHandle, grace_s: float) -> None:
         super().__init__(config)
         self.engine = engine
         self.grace_s = grace_s
@@ -47,7 +47,7 @@ class _Server(uvicorn.Server):
                 signal.signal(s, handler)
 
 
-def run_server(app: Any, engine: EngineLoop, host: str, port: int, grace_s: float,
+def run_server(app: Any, engine: EngineHandle, host: str, port: int, grace_s: float,
                on_ready: Callable[[], None] | None = None) -> int:
     """Serve until a signal; returns the exit status (0 after a clean drain)."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",

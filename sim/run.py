@@ -55,6 +55,8 @@ class RunSpec:
     step_jitter: bool = False  # draw GPU step-time noise from the profile's repeats (sim.jitter)
     # a vLLM engine's settings (--engine-config): its knobs lie under `knobs` (--set wins)
     engine_config: EngineConfig | None = None
+    # closed-loop clients: at most this many requests outstanding (sim.concurrency_gate)
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         # finite and bounded where they enter (sim.checks); NaN would pass `x <= 0` tests
@@ -64,6 +66,11 @@ class RunSpec:
         number("--kv-copy-latency-us", self.kv_copy_latency_us, 0, 1e9)
         for key, value in (self.goodput or {}).items():
             number(f"--goodput {key}", value, 0, MAX_SLO_MS, low_open=True)
+        if self.max_concurrency is not None and (
+                isinstance(self.max_concurrency, bool) or not isinstance(self.max_concurrency, int)
+                or self.max_concurrency < 1):
+            raise ValueError(f"--max-concurrency must be a positive integer, got "
+                             f"{self.max_concurrency!r}")
 
 
 @dataclass
@@ -197,7 +204,7 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     jitter = make_jitter(prep, jitter_seed_offset)
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
-                    jitter=jitter)
+                    jitter=jitter, max_concurrency=prep.spec.max_concurrency)
     result = sim.run()
     requests = result.recorder.requests_table(result.requests)
     metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
@@ -217,6 +224,8 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     derived = prep.policy.derived_knobs()
     if derived:
         config["derived_knobs"] = derived
+    if prep.spec.max_concurrency is not None:  # absent otherwise: outputs as before
+        config["max_concurrency"] = prep.spec.max_concurrency
     return RunOutput(config, metrics, requests, None, result.recorder)
 
 

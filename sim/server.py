@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from batchsim.policies.base import Device
     from batchsim.policies.paths import ExecutionPath
     from batchsim.policies.request import Request
+    from batchsim.sim.concurrency_gate import ConcurrencyGate
     from batchsim.sim.jitter import StepJitter
     from batchsim.sim.profile import StepCostModel as CostModel
 
@@ -78,6 +79,7 @@ class Server:
         self.cpu_end_s = float("inf")  # its expected end
         self._inbox: list[Request] = []  # arrived, not yet handed to the policy
         self._num_done = 0
+        self.gate: ConcurrencyGate | None = None  # closed-loop clients: told of departures
         policy.bind_paths(paths)
 
     # -- arrivals ------------------------------------------------------------------------------
@@ -100,8 +102,9 @@ class Server:
     @property
     def next_arrival_s(self) -> float:
         """Arrival time of the next known request (inf if none is known)."""
-        if self.arrival_s is None or self.num_arrived >= len(self.arrival_s):
-            return float("inf")
+        if (self.arrival_s is None or self.num_arrived >= len(self.arrival_s)
+                or (self.gate is not None and self.gate.full)):
+            return float("inf")  # none known, or none before a departure
         return float(self.arrival_s[self.num_arrived])
 
     def admit(self, now_s: float) -> None:
@@ -111,6 +114,8 @@ class Server:
                       else self.policy.add_request(request, now_s))
             if reason is not None:
                 self.recorder.reject(request, reason, now_s)
+                if self.gate is not None:
+                    self.gate.left(now_s)  # may arrive a held request: admitted in this loop
         self._inbox.clear()
 
     # -- the GPU path --------------------------------------------------------------------------
@@ -136,6 +141,12 @@ class Server:
             return
         if self.arrivals_done and self.cpu_plan is None and not cpu_pending:
             raise AssertionError(f"{self.policy.name} is stuck with queued work and no arrivals")
+        gate = self.gate
+        if gate is not None and gate.full and self.cpu_plan is None and not cpu_pending:
+            raise ValueError(
+                f"{self.policy.name} waits for more requests, but all {gate.max_concurrency} "
+                "that --max-concurrency lets out are waiting in it: raise --max-concurrency or "
+                "let the policy start partial batches (e.g. max_queue_delay_ms)")
 
     def begin(self, plan: Plan, start_s: float, expected_s: float) -> None:
         """A GPU step (or run) starts; the policy may read when the GPU frees up."""
@@ -189,8 +200,13 @@ class Server:
     def _reject_all(self, decision: Plan | Wait, now_s: float) -> None:
         for r, reason in decision.rejected:
             self.recorder.reject(r, reason, now_s)
+            if self.gate is not None:
+                self.gate.left(now_s)
 
     def _count(self, events: StepEvents) -> None:
+        if self.gate is not None:  # in time order: a run's rows may finish at different steps
+            for t in sorted(float(self.recorder.finish_s[r.index]) for r, _ in events.finished):
+                self.gate.left(t)
         if events.finished and self.progress is not None:
             self._num_done += len(events.finished)
             self.progress(self._num_done + len(self.recorder.reject_reason))

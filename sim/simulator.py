@@ -22,6 +22,9 @@ beside the GPU, running the policy's CPU prefills (cost: the CPU path's estimate
 KV copy into the GPU pool). It is woken by arrivals and after every GPU schedule, and wakes the
 GPU when it completes; a GPU decode run also stops at the first step ending at or after the CPU
 step in flight, since the hand-off changes what the GPU runs next.
+
+With max_concurrency (closed-loop clients, `sim.concurrency_gate`) the arrivals process offers
+each request to the gate instead, which lets it arrive at once or when a request leaves.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import simpy
 
 from batchsim.policies.base import Policy, Wait
 from batchsim.policies.request import Request
+from batchsim.sim.concurrency_gate import ConcurrencyGate
 from batchsim.sim.jitter import StepJitter
 from batchsim.sim.profile import CpuCostModel, Profile, cpu_cost_model, execution_paths
 from batchsim.sim.recorder import Recorder
@@ -58,11 +62,13 @@ class Simulator:
         progress: ProgressFn | None = None,
         cpu_costs: CpuCostModel | None = None,
         jitter: StepJitter | None = None,
+        max_concurrency: int | None = None,
     ) -> None:
         """too_long: indexes of requests to reject on arrival as longer than max_model_len.
         cpu_costs: the CPU path of a hybrid policy (default: the profile's own CPU models).
         jitter: step-time noise for GPU steps (sim.jitter); None prices every step at the
-        cost model's prediction."""
+        cost model's prediction. max_concurrency: at most this many requests outstanding
+        (None: arrivals as the workload says)."""
         self.profile = profile
         self.requests = workload.requests(with_prefix=policy.caches_prefixes)
         self.fast_forward = fast_forward
@@ -76,13 +82,16 @@ class Simulator:
                              progress)
         self._wake: simpy.Event | None = None  # the GPU idles until this
         self._cpu_wake: simpy.Event | None = None  # the CPU worker idles until this
+        self.gate: ConcurrencyGate | None = None
+        if max_concurrency is not None:
+            self.gate = self.server.gate = ConcurrencyGate(max_concurrency, self._arrive)
 
     @property
     def recorder(self) -> Recorder:
         return self.server.recorder
 
     def run(self) -> SimResult:
-        if not self.hybrid:
+        if not self.hybrid and self.gate is None:
             # The plain loop allocates many short-lived acyclic objects (plans, events,
             # tuples) beside the workload's requests, which the cyclic collector would traverse
             # again and again (about a tenth of the loop's time at 300k requests); reference
@@ -101,8 +110,8 @@ class Simulator:
         return SimResult(self.server.recorder, self.requests, float(self.env.now))
 
     def _run_gpu_only(self) -> SimResult:
-        """The GPU process alone, as a plain loop: with no CPU worker, arrivals are the only
-        other events, and they are known in advance, so an index into them replaces SimPy.
+        """The GPU process alone, as a plain loop: with no CPU worker and no concurrency gate,
+        arrivals are the only other events, and they are known in advance, so an index into them replaces SimPy.
         Times are the floats the SimPy processes compute (an arrival is delivered at
         `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so every output
         is byte-identical to the SimPy run; an arrival at the very instant a step ends is seen
@@ -145,9 +154,10 @@ class Simulator:
         for request in self.requests:
             if request.arrival_s > env.now:
                 yield env.timeout(request.arrival_s - env.now)
-            self.server.arrive(request)
-            self._wake_gpu()
-            self._wake_cpu()
+            if self.gate is not None:
+                self.gate.offer(request)
+            else:
+                self._arrive(request)
 
     def _gpu(self):
         env, server = self.env, self.server
@@ -188,6 +198,11 @@ class Simulator:
             self._wake_gpu()  # the GPU idles: the hand-off may give it work
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _arrive(self, request: Request) -> None:
+        self.server.arrive(request)
+        self._wake_gpu()
+        self._wake_cpu()
 
     def _wake_gpu(self) -> None:
         if self._wake is not None and not self._wake.triggered:

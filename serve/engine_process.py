@@ -1,0 +1,285 @@
+"""The engine loop in its own process, so the HTTP side never takes a core or the GIL from it.
+
+In one process the engine thread waits for the GIL while the asyncio thread parses requests and
+writes token events; on a machine with few cores that wait is most of the server's overhead.
+Here the parent (HTTP) process keeps only `EngineProcess`, a handle with the `EngineLoop`'s
+interface (`submit`, `abort`, `drain`, `join`), and a spawned child builds the policy and the
+engines (`serve.builder.build_served`) and runs the unchanged `EngineLoop` on its main thread.
+
+What crosses the pipe, and how often:
+- parent -> child: commands (`submit` with the request and its arrival time on the system-wide
+  `perf_counter` clock, `abort`, `drain`), written by one sender thread from a `SimpleQueue`
+  (so a signal handler may `drain` without locks) and batched: whatever queued up goes as one
+  message;
+- child -> parent: one message per engine step (and per idle wake-up) holding the step's token
+  events, the `LiveStats` calls the loop made (replayed on the parent's `LiveStats`, so
+  `/metrics` and the dashboard read the parent's copy) and the loop's counts for the 503 check.
+  IPC therefore costs per step, not per token. A reader thread in the parent hands the events to
+  the HTTP event loop with one thread-safe call per step (`EventPoster`).
+If the child dies, every request in flight ends as rejected and `/health` answers 503.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import queue
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable
+from batchsim.serve.frontend import FrontFacts
+from batchsim.serve.live_stats import LiveStats
+from batchsim.serve.protocol import GenerationRequest
+from batchsim.serve.stats_relay import StatsRelay, replay
+
+logger = logging.getLogger(__name__)
+
+# (request id, kind, token, reason, detail, timing): an Event as a tuple (cheaper to pickle)
+WireEvent = tuple[int, str, int, "FinishReason | None", str, "dict[str, float | None] | None"]
+UNLIMITED = 1 << 62  # the child's queue bound: the parent applies --max-waiting
+
+
+class EngineProcess:
+    """Parent-side handle of the engine process; same interface as `EngineLoop`."""
+
+    def __init__(self, spec: Any, max_waiting: int = 1024) -> None:
+        """spec: a `serve.builder.ServeSpec` (built in the child)."""
+        ctx = mp.get_context("spawn")  # no fork: torch and threads do not survive a fork
+        self._conn, child_conn = ctx.Pipe()
+        root = logging.getLogger()
+        fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter \
+            else None  # the child logs as this process does (the CLI's format)
+        self._proc = ctx.Process(target=engine_main, args=(spec, child_conn, root.level, fmt),
+                                 name="batchsim-engine", daemon=True)
+        self._child_conn = child_conn
+        self.max_waiting = max_waiting
+        self.stats: LiveStats | None = None
+        self.post: Post | None = None
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()  # _sinks and the counts below
+        self._sinks: dict[int, Sink] = {}
+        self._sent = 0  # requests submitted (their ids are 0, 1, ...)
+        self._taken = 0  # of which the engine loop has taken into its core
+        self._waiting = 0  # the engine loop's waiting requests, as of its last step
+        self._draining = False
+        self._commands: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="engine-reader", daemon=True)
+        self._sender = threading.Thread(target=self._send, name="engine-sender", daemon=True)
+
+    def boot(self) -> FrontFacts:
+        """Start the process and wait until its engines are built (ValueError: one line)."""
+        self._proc.start()
+        self._child_conn.close()  # the child's end lives in the child now
+        while not self._conn.poll(0.5):
+            if not self._proc.is_alive():
+                raise RuntimeError(f"the engine process exited while building (exit code "
+                                   f"{self._proc.exitcode})")
+        kind, payload = self._conn.recv()
+        if kind == "failed":
+            self._proc.join(30)
+            raise ValueError(payload)
+        assert kind == "ready", kind
+        return payload
+
+    def attach(self, stats: LiveStats, post: Post) -> None:
+        """Where the step statistics and the token events go (before `start`)."""
+        self.stats, self.post = stats, post
+
+    def start(self) -> None:
+        assert self.stats is not None and self.post is not None, "attach() first"
+        self._reader.start()
+        self._sender.start()
+
+    # -- called on the HTTP side --------------------------------------------------------------
+
+    def submit(self, gen: GenerationRequest, sink: Sink) -> int:
+        """Queue a request; returns its id. Raises Unavailable (queue full, shutting down)."""
+        now = time.perf_counter()
+        with self._lock:
+            if self._draining or self.error is not None or self._stopped.is_set():
+                raise Unavailable("the server is shutting down" if self.error is None
+                                  else f"the engine failed: {self.error}", retry_after_s=5)
+            if (self._sent - self._taken) + self._waiting >= self.max_waiting:
+                raise Unavailable(f"the queue is full ({self.max_waiting} waiting requests)")
+            rid = self._sent
+            self._sent += 1
+            self._sinks[rid] = sink
+        self._commands.put(("submit", rid, gen, now))
+        return rid
+
+    def abort(self, index: int) -> None:
+        self._commands.put(("abort", index))
+
+    def drain(self, grace_s: float) -> None:
+        """Refuse new requests; the engine finishes in-flight ones for up to grace_s (safe in a
+        signal handler: only a flag and a lock-free queue)."""
+        self._draining = True
+        self._commands.put(("drain", grace_s))
+
+    def join(self, timeout_s: float) -> bool:
+        """Wait for the engine process to stop; True if it did (else it is killed)."""
+        self._proc.join(timeout_s)
+        stopped = not self._proc.is_alive()
+        if not stopped:
+            self._proc.kill()
+            self._proc.join(10)
+        self._commands.put(None)  # the sender stops
+        self._reader.join(10)
+        return stopped
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    # -- the parent's two threads -------------------------------------------------------------
+
+    def _send(self) -> None:
+        while True:
+            first = self._commands.get()
+            batch = [first]
+            while not self._commands.empty():
+                batch.append(self._commands.get())
+            commands = [c for c in batch if c is not None]
+            try:
+                if commands:
+                    self._conn.send(commands)
+            except (OSError, ValueError):  # the child is gone: the reader reports it
+                return
+            if len(commands) < len(batch):
+                return
+
+    def _read(self) -> None:
+        assert self.stats is not None and self.post is not None
+        clean = False
+        while True:
+            try:
+                msg = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            if msg[0] == "stopped":
+                if msg[1] is not None:
+                    self.error = RuntimeError(msg[1])
+                clean = True
+                break
+            _, events, ops, taken, waiting = msg
+            replay(self.stats, ops)
+            self._deliver(events, taken, waiting)
+        if not clean and self.error is None:
+            self.error = RuntimeError(f"the engine process exited (code {self._proc.exitcode})")
+        with self._lock:
+            self._draining = True
+            left, self._sinks = list(self._sinks.values()), {}
+        if left:  # nobody will answer them now
+            why = str(self.error) if self.error is not None else "server shutdown"
+            self.post([(s, Event("finish", reason="rejected" if self.error else "abort",
+                                 detail=why)) for s in left])
+        self._stopped.set()
+
+    def _deliver(self, events: Sequence[WireEvent], taken: int, waiting: int) -> None:
+        assert self.post is not None
+        batch: list[tuple[Sink, Event]] = []
+        with self._lock:
+            self._taken, self._waiting = taken, waiting
+            for rid, kind, token, reason, detail, timing in events:
+                sink = self._sinks.get(rid) if reason is None else self._sinks.pop(rid, None)
+                if sink is not None:
+                    batch.append((sink, Event(kind, token, reason, detail,  # type: ignore[arg-type]
+                                              timing)))
+        self.post(batch)
+
+
+class _Tag:
+    """The sink the child's engine loop holds for a request: only its id matters."""
+
+    __slots__ = ("rid",)
+
+    def __init__(self, rid: int) -> None:
+        self.rid = rid
+
+    def __call__(self, event: Event) -> None:  # never called: the channel reads .rid
+        raise AssertionError("events go through the channel")
+
+
+class _Channel:
+    """The child's `post`: one message per step with the events and the statistics."""
+
+    def __init__(self, conn: Connection, relay: StatsRelay) -> None:
+        self.conn = conn
+        self.relay = relay
+        self.loop: Any = None  # the EngineLoop, for its counts
+        self._lock = threading.Lock()  # the engine thread and the receiver both send
+
+    def post(self, batch: list[tuple[Sink, Event]]) -> None:
+        events = [(s.rid, e.kind, e.token, e.reason, e.detail, e.timing)  # type: ignore[attr-defined]
+                  for s, e in batch]
+        ops = self.relay.take()
+        if events or ops:
+            self.send(("step", events, ops, self.loop.num_taken, self.loop.num_waiting))
+
+    def send(self, msg: Any) -> None:
+        with self._lock:
+            try:
+                self.conn.send(msg)
+            except (OSError, ValueError):
+                logger.warning("the HTTP process is gone")
+
+
+def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
+                log_format: str | None = None) -> None:
+    """The child: build, report ready (or one failure line), run the loop until drained."""
+    from batchsim.serve.builder import build_served
+    from batchsim.serve.engine_loop import EngineLoop
+
+    logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
+
+    # the parent handles SIGINT/SIGTERM and drains us; a terminal's ^C reaches the whole group
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        served = build_served(spec)
+    except ValueError as e:
+        conn.send(("failed", str(e)))
+        return
+    except Exception as e:  # reported to the parent as one line
+        conn.send(("failed", f"building the engine failed: {type(e).__name__}: {e}"))
+        return
+    relay = StatsRelay()
+    channel = _Channel(conn, relay)
+    loop = EngineLoop(served.policy, served.runner, relay, served.eos_token_id,  # type: ignore[arg-type]
+                      UNLIMITED, post=channel.post, **served.loop_options())
+    channel.loop = loop
+    conn.send(("ready", served.facts))
+    threading.Thread(target=_receive, args=(conn, loop, channel), name="engine-receiver",
+                     daemon=True).start()
+    loop.run()
+    channel.send(("stopped", None if loop.error is None else str(loop.error)))
+    conn.close()
+
+
+def _receive(conn: Connection, loop: Any, channel: _Channel) -> None:
+    """The child's receiver thread: commands from the parent into the engine loop."""
+    while True:
+        try:
+            commands = conn.recv()
+        except (EOFError, OSError):  # the parent is gone: stop now
+            loop.drain(0.0)
+            return
+        for command in commands:
+            kind = command[0]
+            if kind == "submit":
+                _, rid, gen, arrival_s = command
+                try:
+                    loop.submit(gen, _Tag(rid), arrival_s=arrival_s, index=rid)
+                except Unavailable as e:
+                    channel.send(("step", [(rid, "finish", -1, "rejected", str(e), None)], [],
+                                  loop.num_taken, loop.num_waiting))
+            elif kind == "abort":
+                loop.abort(command[1])
+            else:
+                loop.drain(command[1])
