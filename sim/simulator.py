@@ -111,8 +111,8 @@ class Simulator:
 
     def _run_gpu_only(self) -> SimResult:
         """The GPU process alone, as a plain loop: with no CPU worker and no concurrency gate,
-        arrivals are the only other events, and they are known in advance, so an index into them replaces SimPy.
-        Times are the floats the SimPy processes compute (an arrival is delivered at
+        arrivals are the only other events, and they are known in advance, so an index into
+        them replaces SimPy. Times are the floats the SimPy processes compute (an arrival is delivered at
         `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so every output
         is byte-identical to the SimPy run; an arrival at the very instant a step ends is seen
         before the next decision."""
