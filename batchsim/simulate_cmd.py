@@ -20,6 +20,7 @@ from batchsim.args import (
     with_cpu_path_defaults,
     workload_from_args,
 )
+from batchsim.cluster_args import add_cluster_options, cluster_from_args
 from batchsim.policies.registry import available
 from batchsim.progress import Progress, Status
 from batchsim.sim.metrics import parse_goodput
@@ -29,6 +30,7 @@ from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.summary import (
     PERCENTILE_METRICS,
     PERCENTILES,
+    format_replicas,
     format_summary,
     parse_metric_percentiles,
     parse_percentile_metrics,
@@ -41,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p)
     add_engine_config_option(p)
-    p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
+    add_cluster_options(p, "profile JSON (default: the shipped qwen2.5-0.5b profile)")
     add_cpu_path_options(p)
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -69,10 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     work = workload_from_args(args, request_rate=True)
     knobs = knobs_from_args(args, [args.policy])
+    profile, cluster = cluster_from_args(args)
     return RunSpec(
         policy=args.policy,
         knobs=knobs,
-        profile=args.profile,
+        profile=profile,
+        cluster=cluster,
         cpu_profile=args.cpu_profile,
         kv_copy_gbps=args.kv_copy_gbps,
         kv_copy_latency_us=args.kv_copy_latency_us,
@@ -114,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_summary(result.metrics, spec.policy, result.requests,
                              percentile_metrics=shown[0], metric_percentiles=shown[1]),
               flush=True)
+        if "replicas" in result.metrics:
+            print(format_replicas(result.metrics, result.config["cluster"]["router"]))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
     # the summary is out; a large run then spends seconds writing: say so

@@ -21,6 +21,7 @@ step in flight, since the hand-off changes what the GPU runs next.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import simpy
@@ -52,22 +53,26 @@ class Simulator:
         progress: ProgressFn | None = None,
         cpu_costs: CpuCostModel | None = None,
         jitter: StepJitter | None = None,
+        env: simpy.Environment | None = None,
+        server_class: Callable[..., Server] = Server,
+        requests: list[Request] | None = None,
     ) -> None:
         """too_long: indexes of requests to reject on arrival as longer than max_model_len.
         cpu_costs: the CPU path of a hybrid policy (default: the profile's own CPU models).
         jitter: step-time noise for GPU steps (sim.jitter); None prices every step at the
-        cost model's prediction."""
+        cost model's prediction. env, server_class, requests: for a cluster (sim.cluster),
+        the shared clock, its replica core and the workload's requests built once."""
         self.profile = profile
-        self.requests = workload.requests()
+        self.requests = workload.requests() if requests is None else requests
         self.fast_forward = fast_forward
         self.jitter = jitter
-        self.env = simpy.Environment()
+        self.env = simpy.Environment() if env is None else env
         self.hybrid = "cpu" in policy.paths
         if self.hybrid and cpu_costs is None:
             cpu_costs = cpu_cost_model(profile)
         paths = execution_paths(profile, cpu_costs if self.hybrid else None)
-        self.server = Server(policy, paths, len(self.requests), workload.arrival_s, too_long,
-                             progress)
+        self.server = server_class(policy, paths, len(self.requests), workload.arrival_s,
+                                   too_long, progress)
         self._wake: simpy.Event | None = None  # the GPU idles until this
         self._cpu_wake: simpy.Event | None = None  # the CPU worker idles until this
 
@@ -76,12 +81,28 @@ class Simulator:
         return self.server.recorder
 
     def run(self) -> SimResult:
-        self.env.process(self._arrivals())
-        if self.hybrid:
-            self.env.process(self._cpu())
-        gpu = self.env.process(self._gpu())
+        gpu = self.start()
         self.env.run(until=gpu)
         return SimResult(self.server.recorder, self.requests, float(self.env.now))
+
+    def start(self, arrivals: bool = True) -> simpy.Process:
+        """Add the processes to the clock; returns the GPU one, which ends with the work.
+        arrivals=False: the caller delivers the requests (`deliver`; a cluster's router)."""
+        if arrivals:
+            self.env.process(self._arrivals())
+        if self.hybrid:
+            self.env.process(self._cpu())
+        return self.env.process(self._gpu())
+
+    def deliver(self, request: Request) -> None:
+        """A request arrives now (from a router): into the server, the GPU and CPU woken."""
+        self.server.arrive(request)
+        self.wake()
+
+    def wake(self) -> None:
+        """Let idle processes decide again (an arrival, or arrivals closed)."""
+        self._wake_gpu()
+        self._wake_cpu()
 
     # -- processes -------------------------------------------------------------------------
 

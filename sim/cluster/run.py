@@ -1,0 +1,55 @@
+"""A prepared cluster run (`Prepared.replicas`) simulated into a `RunOutput`.
+
+Called by `batchsim.sim.run.simulate` when the run has more than one replica. config.json is
+replica 0's (the run's policy, knobs and workload) plus a `cluster` section: the router, and
+each replica's profile and KV pool. Each replica draws its own step-jitter stream (seed + the
+replica's index), so replica 0 draws what a single server would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from batchsim.sim.cluster.cluster import ClusterSimulator
+from batchsim.sim.cluster.outputs import cluster_outputs
+from batchsim.sim.cluster.router import PREFIX_MAX_IMBALANCE, make_router
+
+if TYPE_CHECKING:
+    from batchsim.sim.run import Prepared, RunOutput
+
+
+def simulate_cluster(prep: Prepared, progress: Callable[[int], None] | None = None,
+                     fast_forward: bool = True, jitter_seed_offset: int = 0) -> RunOutput:
+    from batchsim.sim.run import RunOutput, make_jitter, run_config
+
+    cluster = prep.spec.cluster
+    assert cluster is not None and len(prep.replicas) == cluster.replicas > 1, cluster
+    router = make_router(cluster.router, cluster.replicas)
+    jitters = [make_jitter(p, jitter_seed_offset + r) for r, p in enumerate(prep.replicas)]
+    sim = ClusterSimulator(prep.replicas, router, prep.workload, fast_forward, progress,
+                           jitters)
+    result = sim.run()
+    requests, steps, metrics, record = cluster_outputs(result, prep.replicas,
+                                                       prep.spec.goodput)
+    config = run_config(prep.replicas[0], jitters[0], prep.spec.seed + jitter_seed_offset)
+    config["cluster"] = cluster_config(prep, router.name, router.per_step_signal and
+                                       fast_forward)
+    return RunOutput(config, metrics, requests, steps, record)
+
+
+def cluster_config(prep: Prepared, router: str, stepped: bool) -> dict[str, Any]:
+    has_prefixes = prep.workload.hash_ids is not None
+    section: dict[str, Any] = {
+        "replicas": len(prep.replicas),
+        "router": router,
+        "replica_profiles": [p.profile.summary() for p in prep.replicas],
+        "replica_kv_capacity_blocks": [p.policy.kv_capacity_blocks for p in prep.replicas],
+    }
+    if router == "prefix_affinity":
+        section["prefix_source"] = ("the workload's hash_ids" if has_prefixes else
+                                    "none (no hash_ids in the workload): least_outstanding")
+        section["prefix_max_imbalance"] = PREFIX_MAX_IMBALANCE
+    if stepped:
+        section["fast_forward"] = "off: the router reads KV use, which changes every step"
+    return section
