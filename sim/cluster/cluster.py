@@ -51,8 +51,14 @@ class ClusterSimulator:
         self.router = router
         self.workload = workload
         self.requests = workload.requests()
-        self.cursor = ArrivalCursor(workload.arrival_s)
         self.assignment = np.full(len(self.requests), -1, dtype=np.int64)
+        # a replica's decode runs stop at the next arrival that may be routed to it: its own
+        # when the router's choices are fixed in advance, else the cluster's next arrival
+        fixed = router.fixed_assignment(len(self.requests))
+        cluster_cursor = ArrivalCursor(workload.arrival_s)
+        self.cursors = ([ArrivalCursor(workload.arrival_s[fixed == r])
+                         for r in range(len(preps))] if fixed is not None
+                        else [cluster_cursor] * len(preps))
         self._done = [0] * len(preps)
         self._progress = progress
         # a signal that changes inside a decode run (KV use) is current only stepping one by one
@@ -63,7 +69,7 @@ class ClusterSimulator:
                 prep.profile, prep.policy, workload, prep.too_long, fast_forward=fast,
                 progress=partial(self._count, r) if progress is not None else None,
                 cpu_costs=prep.cpu_costs, jitter=jitters[r] if jitters else None,
-                env=self.env, server_class=partial(ReplicaServer, cursor=self.cursor),
+                env=self.env, server_class=partial(ReplicaServer, cursor=self.cursors[r]),
                 requests=self.requests))
         self.servers: list[ReplicaServer] = [sim.server for sim in self.sims]  # type: ignore[misc]
 
@@ -74,7 +80,8 @@ class ClusterSimulator:
         return ClusterResult(self.servers, self.requests, self.assignment, float(self.env.now))
 
     def _route(self):
-        env, cursor = self.env, self.cursor
+        env, cursors = self.env, self.cursors
+        shared = cursors[0] is cursors[-1]
         hashes = self.workload.hash_ids
         for request in self.requests:
             if request.arrival_s > env.now:
@@ -83,7 +90,8 @@ class ClusterSimulator:
             r = self.router.route(request.index, self.servers, prefix)
             assert 0 <= r < len(self.sims), f"router {self.router.name} chose replica {r}"
             self.assignment[request.index] = r
-            cursor.num_routed += 1  # before delivery: the replica's next stop is the next one
+            # before delivery: the replica's next stop is the next one
+            cursors[0 if shared else r].num_routed += 1
             self.sims[r].deliver(request)
         for sim in self.sims:
             sim.server.close_arrivals()

@@ -1,11 +1,12 @@
 """A cluster run's tables and metrics: every replica's, and the cluster's as one server.
 
 The cluster's requests table is every request's row from the replica that served it, in
-workload order, plus a `replica` column; its steps table is every replica's steps in start
-order (ties: lower replica first), `step` numbering each replica's own steps, plus `replica`.
+workload order, plus a `replica` column; its steps table is replica 0's steps, then replica
+1's, ..., each in time order with `step` numbering the replica's own steps, plus `replica`.
 The cluster's metrics are `batchsim.sim.metrics.summarize` over those tables, with two figures
 that are per device made per replica: `gpu_busy_fraction` (and `cpu_busy_fraction`) is the
-mean over replicas, `max_kv_utilization` the highest replica's (each against its own pool). A
+mean over replicas, `max_kv_utilization` the highest replica's (each against its own pool);
+`prefill_time_share` and `mean_batch_size` pool every replica's steps. A
 `replicas` list holds each replica's own metrics, the rows of the report's replica table.
 """
 
@@ -33,17 +34,41 @@ REPLICA_LATENCIES = (("ttft_ms", ("mean", "p99")), ("tpot_ms", ("mean", "p99")),
 
 
 class ClusterRecord:
-    """What summarize reads of a recorder, pooled over the replicas."""
+    """What summarize reads of a recorder (ITL samples, CPU steps, whether prefill paths are
+    recorded), pooled over one or more replicas; each replica's ITL samples are computed once."""
 
-    def __init__(self, recorders: Sequence[Recorder]) -> None:
-        self.recorders = recorders
+    def __init__(self, recorders: Sequence[Recorder],
+                 itl: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
         self.prefill_paths = any(r.prefill_paths for r in recorders)
         self.cpu_steps = [step for r in recorders for step in r.cpu_steps]
+        self.itl = list(itl) if itl is not None else [r.itl_samples() for r in recorders]
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = [r.itl_samples() for r in self.recorders]
-        return (np.concatenate([v for v, _ in parts]),
-                np.concatenate([w for _, w in parts]).astype(np.int64))
+        if len(self.itl) == 1:
+            return self.itl[0]
+        return (np.concatenate([v for v, _ in self.itl]),
+                np.concatenate([w for _, w in self.itl]).astype(np.int64))
+
+
+def request_record(recorders: Sequence[Recorder], assignment: np.ndarray) -> Recorder:
+    """A recorder holding every request's own record from the replica that served it (the
+    per-request fields only: it makes the cluster's requests table in one pass)."""
+    from batchsim.sim.recorder import Recorder
+
+    n = len(assignment)
+    merged = Recorder(n, prefill_paths=any(r.prefill_paths for r in recorders))
+    fields = ("first_sched_s", "first_token_s", "finish_s", "num_preemptions")
+    columns = {f: np.asarray(getattr(merged, f)) for f in fields}
+    for r, rec in enumerate(recorders):
+        mine = assignment == r
+        for f in fields:
+            columns[f][mine] = np.asarray(getattr(rec, f))[mine]
+        merged.reject_reason.update(rec.reject_reason)
+        merged.reject_s.update(rec.reject_s)
+        merged.cpu_tokens.extend(rec.cpu_tokens)
+    for f in fields:
+        setattr(merged, f, columns[f].tolist())
+    return merged
 
 
 def replica_row(replica: int, prep: Prepared, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -67,33 +92,41 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
     sources = {p.profile.source for p in preps}
     if len(sources) > 1:
         source = "+".join(sorted(sources))  # a mixed fleet says so in every output
-    request_parts, step_parts, rows, busy = [], [], [], []
-    for r, (server, prep) in enumerate(zip(result.replicas, preps, strict=True)):
-        rec = server.recorder
-        mine = np.flatnonzero(result.assignment == r)
-        requests = rec.requests_table(result.requests).iloc[mine]
+    recorders = [server.recorder for server in result.replicas]
+    requests_df = request_record(recorders, result.assignment).requests_table(result.requests)
+    step_parts, rows, records = [], [], []
+    busy: list[float] = []  # GPU seconds per replica
+    num_steps: list[int] = []  # GPU steps per replica
+    prefill_share: list[float] = []
+    for r, (rec, prep) in enumerate(zip(recorders, preps, strict=True)):
+        requests = requests_df.iloc[np.flatnonzero(result.assignment == r)]
         steps = rec.steps_table()
-        metrics = summarize(rec, requests, steps, prep.policy.kv_capacity_blocks,
-                            prep.profile.source, goodput)
+        records.append(ClusterRecord([rec]))
+        metrics = summarize(cast("Recorder", records[-1]), requests, steps,
+                            prep.policy.kv_capacity_blocks, prep.profile.source, goodput)
         rows.append(replica_row(r, prep, metrics))
-        busy.append(float(steps["duration_s"].to_numpy()[
-            (steps["device"] == "gpu").to_numpy()].sum()))
+        gpu = (steps["device"] == "gpu").to_numpy()
+        busy.append(float(steps["duration_s"].to_numpy()[gpu].sum()))
+        num_steps.append(int(gpu.sum()))
+        prefill_share.append(metrics["prefill_time_share"])
         steps["replica"] = np.int64(r)
-        request_parts.append(requests)
         step_parts.append(steps)
-    requests_df = pd.concat(request_parts).sort_index(kind="stable")
     requests_df["replica"] = result.assignment
-    requests_df = requests_df.reset_index(drop=True)
     steps_df = pd.concat(step_parts, ignore_index=True)
-    steps_df = steps_df.iloc[np.argsort(steps_df["start_s"].to_numpy(), kind="stable")]
-    steps_df = steps_df.reset_index(drop=True)
-    record = cast("Recorder", ClusterRecord([s.recorder for s in result.replicas]))
-    metrics = summarize(record, requests_df, steps_df, 1, source, goodput)
-    n = len(preps)
-    duration = metrics["duration_s"]
-    metrics["gpu_busy_fraction"] = sum(busy) / (n * duration) if duration > 0 else 0.0
-    if "cpu_busy_fraction" in metrics:
-        metrics["cpu_busy_fraction"] /= n
+    record = cast("Recorder", ClusterRecord(recorders, [c.itl[0] for c in records]))
+    # the request figures over every request; the step figures from the replicas' own (one
+    # pass over the steps, not two)
+    metrics = summarize(record, requests_df, steps_df.iloc[:0], 1, source, goodput)
+    n, duration, total_busy = len(preps), metrics["duration_s"], sum(busy)
+    metrics["gpu_busy_fraction"] = total_busy / (n * duration) if duration > 0 else 0.0
+    metrics["prefill_time_share"] = (sum(b * f for b, f in zip(busy, prefill_share, strict=True))
+                                     / total_busy if total_busy > 0 else 0.0)
+    metrics["mean_batch_size"] = (sum(row["mean_batch_size"] * k for row, k in
+                                      zip(rows, num_steps, strict=True)) / sum(num_steps)
+                                  if sum(num_steps) else 0.0)
     metrics["max_kv_utilization"] = max(row["max_kv_utilization"] for row in rows)
+    if "cpu_busy_fraction" in metrics:
+        cpu_busy = sum(step[1] for rec in recorders for step in rec.cpu_steps)
+        metrics["cpu_busy_fraction"] = cpu_busy / (n * duration) if duration > 0 else 0.0
     metrics["replicas"] = rows
     return requests_df, steps_df, metrics, record

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class ArrivalCursor:
-    """The cluster's arrival times (sorted) and how many the router has delivered."""
+    """Arrival times (sorted) that may be routed to a replica (the cluster's, or its own
+    when the router's choices are fixed), and how many the router has delivered."""
 
     def __init__(self, arrival_s: np.ndarray) -> None:
         self.arrival_s = arrival_s

@@ -26,6 +26,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
+import numpy as np
+
 from batchsim.sim.errors import UsageError
 
 # A replica whose outstanding count exceeds the least loaded one's by more than this loses its
@@ -68,6 +70,12 @@ class Router(ABC):
               prefix: Sequence[int] | None) -> int:
         """The replica (0-based) for request `index`, given the replicas' states now."""
 
+    def fixed_assignment(self, num_requests: int) -> np.ndarray | None:
+        """The replica of every request, when it does not depend on the replicas' states
+        (then each replica knows its own next arrival, as a single server does); None when
+        it does."""
+        return None
+
 
 def least_outstanding(replicas: Sequence[ReplicaState],
                       among: Sequence[int] | None = None) -> int:
@@ -90,6 +98,9 @@ class RoundRobin(Router):
         r = self._next
         self._next = (r + 1) % self.num_replicas
         return r
+
+    def fixed_assignment(self, num_requests: int) -> np.ndarray | None:
+        return np.arange(num_requests, dtype=np.int64) % self.num_replicas
 
 
 class LeastOutstanding(Router):
