@@ -25,6 +25,7 @@ class _Parser(argparse.ArgumentParser):
 def _commands() -> dict[str, tuple[ModuleType, str]]:
     from batchsim import (
         bench_cmd,
+        plan_cmd,
         profile_cmd,
         report_cmd,
         serve_cmd,
@@ -41,6 +42,8 @@ def _commands() -> dict[str, tuple[ModuleType, str]]:
                                    "and compare"),
         "sweep": (sweep_cmd, "simulate policies x knob values x loads in parallel; best under "
                              "an SLO"),
+        "plan": (plan_cmd, "the fewest replicas (and the knobs) that meet --goodput at "
+                           "--request-rate R"),
         "trace": (trace_cmd, "inspect a trace (stats) or convert it to the native format "
                              "(window, rate, filters, sampling)"),
         "report": (report_cmd, "write an HTML report of run folders, a profile, a sweep or a "

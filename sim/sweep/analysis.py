@@ -55,7 +55,7 @@ def pareto_mask(throughput: np.ndarray, latency: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _slo_text(slo: dict[str, float]) -> str:
+def slo_text(slo: dict[str, float]) -> str:
     names = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "e2el_ms": "E2EL"}
     return " and ".join(f"{names.get(k, k)} ≤ {v:g} ms" for k, v in slo.items())
 
@@ -79,10 +79,10 @@ def recommendation(table: pd.DataFrame, slo: dict[str, float] | None) -> str:
     top = ranked.iloc[0]
     if math.isnan(top["max_rate"]):
         return (f"None of the {n} configurations keeps {SLO_TARGET:.0%} of requests within "
-                f"{_slo_text(slo)} even at the lowest tested rate: test lower rates or relax "
+                f"{slo_text(slo)} even at the lowest tested rate: test lower rates or relax "
                 "the SLO.")
     text = (f"Recommended: {top['config']}: it sustains {_rate(top['max_rate'])} with "
-            f"{SLO_TARGET:.0%} of requests within {_slo_text(slo)}, the highest of {n} "
+            f"{SLO_TARGET:.0%} of requests within {slo_text(slo)}, the highest of {n} "
             "configurations")
     if len(ranked) > 1:
         second = ranked.iloc[1]
