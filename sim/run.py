@@ -21,8 +21,8 @@ from batchsim.policies.base import Policy
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
-from batchsim.sim.cluster.spec import ClusterSpec
 from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_SLO_MS, MAX_TIME_SCALE, number
+from batchsim.sim.cluster.spec import ClusterSpec
 from batchsim.sim.csv_table import write_csv
 from batchsim.sim.engine_config import EngineConfig
 from batchsim.sim.jitter import StepJitter

@@ -72,6 +72,12 @@ class ClusterSimulator:
                 env=self.env, server_class=partial(ReplicaServer, cursor=self.cursors[r]),
                 requests=self.requests))
         self.servers: list[ReplicaServer] = [sim.server for sim in self.sims]  # type: ignore[misc]
+        if fixed is None:
+            for r, (server, sim) in enumerate(zip(self.servers, self.sims, strict=True)):
+                # a CPU step's finish lowers the count inside a GPU run: no look-ahead there
+                if not sim.hybrid:
+                    server.arrivals_elsewhere = partial(router.arrivals_elsewhere, r,
+                                                        self.servers)
 
     def run(self) -> ClusterResult:
         gpus = [sim.start(arrivals=False) for sim in self.sims]

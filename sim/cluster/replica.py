@@ -3,13 +3,16 @@
 `ReplicaServer` is `batchsim.sim.server.Server` with two differences. Its fast-forward stop is
 the cluster's next arrival, whichever replica it goes to (`ArrivalCursor`): the router decides
 only when the request arrives, so every replica's run of identical decode steps stops at the
-first step ending at or after it, exactly as stepping one by one would. And it keeps the
+first step ending at or after it, exactly as stepping one by one would; a router that can
+tell that the next few arrivals cannot come here (least outstanding can) lets the run go on
+past them. And it keeps the
 counts a router sees (`ReplicaState`): outstanding and waiting requests and the KV use of its
 last completed step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,9 +33,12 @@ class ArrivalCursor:
 
     @property
     def next_s(self) -> float:
-        if self.num_routed >= len(self.arrival_s):
-            return float("inf")
-        return float(self.arrival_s[self.num_routed])
+        return self.after(0)
+
+    def after(self, skip: int) -> float:
+        """Arrival time of the next arrival but `skip` (inf when there is none)."""
+        k = self.num_routed + skip
+        return float(self.arrival_s[k]) if k < len(self.arrival_s) else float("inf")
 
 
 class ReplicaServer(Server):
@@ -41,6 +47,9 @@ class ReplicaServer(Server):
     def __init__(self, *args: Any, cursor: ArrivalCursor, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cursor = cursor
+        # the router's count of next arrivals that cannot come here (sim.cluster.router
+        # Router.arrivals_elsewhere); None: the next one may
+        self.arrivals_elsewhere: Callable[[], int] | None = None
         self.num_finished = 0
         self._started: set[int] = set()  # requests whose first prefill was scheduled
         self._kv_blocks = 0
@@ -64,8 +73,10 @@ class ReplicaServer(Server):
 
     @property
     def next_arrival_s(self) -> float:
-        """The cluster's next arrival: it may be routed here."""
-        return self.cursor.next_s
+        """The next arrival that may be routed here."""
+        if self.arrivals_elsewhere is None:
+            return self.cursor.next_s
+        return self.cursor.after(self.arrivals_elsewhere())
 
     def begin(self, plan: Plan, start_s: float, expected_s: float) -> None:
         self._note_started(plan)

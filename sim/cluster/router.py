@@ -23,12 +23,14 @@ workload, until requests carry prefix blocks of their own) is routed by least ou
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 import numpy as np
 
 from batchsim.sim.errors import UsageError
+
+Prefix = Sequence[int] | np.ndarray  # a prompt's prefix-block hashes, first block first
 
 # A replica whose outstanding count exceeds the least loaded one's by more than this loses its
 # prefix affinity for the request (llm-d weighs prefix hits against load in the same spirit).
@@ -51,7 +53,6 @@ class ReplicaState(Protocol):
         """KV blocks in use at the replica's last completed step / its KV capacity."""
 
 
-PrefixFn = Callable[[int], Sequence[int] | None]  # request index -> its prefix-block hashes
 
 
 class Router(ABC):
@@ -67,7 +68,7 @@ class Router(ABC):
 
     @abstractmethod
     def route(self, index: int, replicas: Sequence[ReplicaState],
-              prefix: Sequence[int] | None) -> int:
+              prefix: Prefix | None) -> int:
         """The replica (0-based) for request `index`, given the replicas' states now."""
 
     def fixed_assignment(self, num_requests: int) -> np.ndarray | None:
@@ -75,6 +76,12 @@ class Router(ABC):
         (then each replica knows its own next arrival, as a single server does); None when
         it does."""
         return None
+
+    def arrivals_elsewhere(self, replica: int, replicas: Sequence[ReplicaState]) -> int:
+        """How many of the next arrivals certainly go to other replicas than `replica`,
+        whatever finishes before they arrive (finishes only lower outstanding counts): its run
+        of decode steps need not stop at them. 0 (the default): any of them may come here."""
+        return 0
 
 
 def least_outstanding(replicas: Sequence[ReplicaState],
@@ -94,7 +101,7 @@ class RoundRobin(Router):
         self._next = 0
 
     def route(self, index: int, replicas: Sequence[ReplicaState],
-              prefix: Sequence[int] | None) -> int:
+              prefix: Prefix | None) -> int:
         r = self._next
         self._next = (r + 1) % self.num_replicas
         return r
@@ -109,8 +116,16 @@ class LeastOutstanding(Router):
     name = "least_outstanding"
 
     def route(self, index: int, replicas: Sequence[ReplicaState],
-              prefix: Sequence[int] | None) -> int:
+              prefix: Prefix | None) -> int:
         return least_outstanding(replicas)
+
+    def arrivals_elsewhere(self, replica: int, replicas: Sequence[ReplicaState]) -> int:
+        """Replica r wins an arrival only once every q has (outstanding, q) above r's: q needs
+        o_r - o_q more arrivals (one more if q < r, which wins ties), each arrival adds one to
+        one replica, and until r's run ends its own count stays put."""
+        mine = replicas[replica].outstanding
+        return sum(max(0, mine - state.outstanding + (q < replica))
+                   for q, state in enumerate(replicas) if q != replica)
 
 
 class LeastKv(Router):
@@ -121,7 +136,7 @@ class LeastKv(Router):
     per_step_signal = True
 
     def route(self, index: int, replicas: Sequence[ReplicaState],
-              prefix: Sequence[int] | None) -> int:
+              prefix: Prefix | None) -> int:
         return min(range(len(replicas)), key=lambda r: (
             replicas[r].kv_used_fraction, replicas[r].waiting, replicas[r].outstanding, r))
 
@@ -136,7 +151,7 @@ class PrefixAffinity(Router):
         super().__init__(num_replicas)
         self._sent: list[set[int]] = [set() for _ in range(num_replicas)]
 
-    def matched_blocks(self, replica: int, prefix: Sequence[int]) -> int:
+    def matched_blocks(self, replica: int, prefix: Prefix) -> int:
         """Leading blocks of prefix the router has sent to replica before."""
         sent, n = self._sent[replica], 0
         for block in prefix:
@@ -146,7 +161,7 @@ class PrefixAffinity(Router):
         return n
 
     def route(self, index: int, replicas: Sequence[ReplicaState],
-              prefix: Sequence[int] | None) -> int:
+              prefix: Prefix | None) -> int:
         if prefix is None or len(prefix) == 0:
             return least_outstanding(replicas)
         least = least_outstanding(replicas)

@@ -109,4 +109,4 @@ def plan_capacity(sweep: SweepSpec, max_replicas: int = 16, workers: int | None 
                     f"req/s: the best at {max_replicas}, {best['config']}, keeps "
                     f"{best['slo_attainment']:.1%}; raise --max-replicas, relax the SLO or "
                     "try other knobs.")
-    return CapacityPlan(found, best.to_dict(), table, sentence)
+    return CapacityPlan(found, {str(k): v for k, v in best.items()}, table, sentence)

@@ -183,3 +183,23 @@ def test_sweep_dimensions_become_the_points_cluster():
     assert point_cluster(ClusterSpec(2, "least_kv"), {}) == ClusterSpec(2, "least_kv")
     with pytest.raises(UsageError, match="--replicas 'x': not an integer"):
         point_cluster(None, {"replicas": "x"})
+
+
+def test_least_outstanding_knows_which_next_arrivals_cannot_come_here():
+    """Replica 2 (3 in flight) wins only once replicas 0 (1) and 1 (2), which win ties, both
+    hold 4: 3 + 2 arrivals go elsewhere first; the least loaded replica gets any, so none."""
+    lor = make_router("least_outstanding", 3)
+    states = [state(1), state(2), state(3)]
+    assert lor.arrivals_elsewhere(2, states) == 3 + 2
+    assert lor.arrivals_elsewhere(0, states) == 0
+    assert make_router("prefix_affinity", 3).arrivals_elsewhere(2, states) == 0
+
+
+@pytest.mark.parametrize("rate", [60.0, 400.0])
+def test_least_outstanding_look_ahead_equals_stepping_under_load(rate):
+    spec = RunSpec(policy="continuous", knobs={"max_num_seqs": "16"}, synthetic=SyntheticSpec(
+        num_requests=200, request_rate=rate, burstiness=0.5, input_len=400, output_len=60,
+        range_ratio=0.9), seed=5, cluster=ClusterSpec(4, "least_outstanding"))
+    fast = simulate(prepare(spec), fast_forward=True)
+    slow = simulate(prepare(spec), fast_forward=False)
+    pd.testing.assert_frame_equal(fast.requests, slow.requests)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -189,7 +190,8 @@ def test_reachability_check_accepts_a_listener_and_refuses_bad_addresses(monkeyp
     with pytest.raises(UsageError, match="not a Ray address"):
         check_reachable("127.0.0.1", timeout_s=5)
     monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_loopback_port()}")
-    with pytest.raises(UsageError, match="cannot reach Ray at RAY_ADDRESS=127.0.0.1:"):
+    with pytest.raises(UsageError,
+                       match=re.escape("cannot reach Ray at RAY_ADDRESS=127.0.0.1:")):
         check_reachable(None, timeout_s=5)
 
 
@@ -202,6 +204,7 @@ def test_python_api_takes_the_backend_and_address():
         batchsim.sweep("continuous", request_rates=[4], address="127.0.0.1:6379")
     pytest.importorskip("ray", reason="ray is not installed (pip install 'batchsim[sweep]')")
     port = _free_loopback_port()
-    with pytest.raises(UsageError, match=f"cannot reach Ray at --address 127.0.0.1:{port}"):
+    with pytest.raises(UsageError,
+                       match=re.escape(f"cannot reach Ray at --address 127.0.0.1:{port}")):
         batchsim.sweep("continuous", request_rates=[4], workload={"num_requests": 4},
                        backend="ray", address=f"127.0.0.1:{port}")
