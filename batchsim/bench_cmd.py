@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
@@ -14,7 +15,9 @@ import numpy as np
 from batchsim.args import ArgGroup, add_workload_options, workload_from_args
 from batchsim.extras import require_serve_extra
 from batchsim.progress import Progress
+from batchsim.result_options import add_result_options, result_options
 from batchsim.sim.run import RunSpec, check_out_dir, make_workload, write_run
+from batchsim.sim.vllm_result import vllm_result
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.workload import Workload
 from batchsim.summary import format_summary
@@ -30,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_workload_options(p, defaults=SyntheticSpec(), request_rate=True, rescale=True,
                          trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake or "
                                     "Vidur (detected)")
+    add_result_options(p)
 
 
 def add_endpoint_options(p: ArgGroup, required: bool = True) -> None:
@@ -99,23 +103,36 @@ def _scrape(base: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     require_serve_extra("bench", ("httpx",))
     work = workload_from_args(args, request_rate=True)
+    synthetic = None if work.trace is not None else SyntheticSpec(**work.synthetic)
     workload = make_workload(RunSpec(
         policy="", seed=args.seed, trace=work.trace, time_scale=work.time_scale,
-        trace_options=work.trace_options,
-        synthetic=None if work.trace is not None else SyntheticSpec(**work.synthetic)))
+        trace_options=work.trace_options, synthetic=synthetic))
     out = args.out or Path("runs") / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-bench"
     check_out_dir(out, args.force)
+    saved = result_options(args)
     output, model = measure(args, workload, "benchmarking")
+    if synthetic is not None:  # what was sent, as simulate records it (and --save-result reads)
+        output.config["workload"]["synthetic"] = dataclasses.asdict(synthetic)
     from batchsim.reports.run_report import write_into_run
 
+    def as_vllm(run: Any) -> dict[str, Any]:
+        return vllm_result(run, saved.percentile_metrics, saved.metric_percentiles,
+                           saved.detailed, backend="openai",
+                           max_concurrency=args.max_concurrency)
+
     write_run(out, output, extra={"command": " ".join(["batchsim", *sys.argv[1:]])},
-              writers=(write_into_run,))
+              writers=(write_into_run, *saved.writer(as_vllm)))
+    elsewhere = saved.write_outside(as_vllm(output)) if saved.path else None
     m = output.metrics
     if not args.quiet:
         print(format_summary(m, f"server ({model})", output.requests,
-                             title="Serving Benchmark Result"))
+                             title="Serving Benchmark Result",
+                             percentile_metrics=saved.percentile_metrics,
+                             metric_percentiles=saved.metric_percentiles))
         print(bench_lines(m))
     print(f"run folder: {out}")
+    if saved.save:
+        print(f"result JSON: {elsewhere or out / saved.name}")
     if m["completed"] == 0:
         first = output.requests["reject_reason"].iloc[0] if len(output.requests) else ""
         print(f"batchsim: error: no request completed against {args.endpoint} ({first})",

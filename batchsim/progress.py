@@ -25,9 +25,8 @@ class Progress:
     """Call update(done) as work advances (done is absolute, not a delta); phase(label) to say
     the counted work is over and something else runs (writing the outputs); close() at the end.
 
-    Drawn live only on a terminal or in a notebook (or force=True); elsewhere close() writes
-    one line, e.g. `writing run folder: 200/200 req in 0.4 s` (final_line=False: nothing, for
-    --quiet).
+    Drawn live only on a terminal or in a notebook (or force=True); elsewhere one line per
+    phase, e.g. `simulating: 200/200 req in 0.4 s` (final_line=False: nothing, for --quiet).
     """
 
     def __init__(
@@ -49,6 +48,7 @@ class Progress:
         self.start = time.perf_counter()
         self.done: float = 0
         self._closed = False
+        self._phased = False  # phase() was called: the counted work is over
         self._note = ""
         self.show_counts = show_counts
         self.final_line = final_line
@@ -65,7 +65,13 @@ class Progress:
             self.done = done
 
     def phase(self, label: str) -> None:
-        """Relabel the bar (and redraw it now): the counted work is over, `label` runs."""
+        """Relabel the bar (and redraw it now): the counted work is over, `label` runs. Not
+        live, the counted phase's line is written now (`sweeping: 15/15 points in 21.0 s`)
+        and close() writes the new phase's own time (`writing sweep folder: 0.9 s`)."""
+        if not self.live and not self._phased:
+            self._final_line()
+            self.start = time.perf_counter()
+            self._phased = True
         self.label = label
         self._bar.set_description_str(label, refresh=True)
 
@@ -80,12 +86,20 @@ class Progress:
             return
         self._closed = True
         self._bar.close()
-        if not self.live and self.final_line:
-            elapsed = time.perf_counter() - self.start
+        if not self.live:
+            self._final_line()
+
+    def _final_line(self) -> None:
+        if not self.final_line:
+            return
+        elapsed = _fmt_s(time.perf_counter() - self.start)
+        if self._phased:  # the phase after the counted work: its time only
+            self.stream.write(f"{self.label}: {elapsed}\n")
+        else:
             counts = f" {self.done:,.0f}/{self.total:,.0f}{self.unit}" if self.show_counts else ""
             note = f" {self._note}" if self._note else ""
-            self.stream.write(f"{self.label}:{counts}{note} in {_fmt_s(elapsed)}\n")
-            self.stream.flush()
+            self.stream.write(f"{self.label}:{counts}{note} in {elapsed}\n")
+        self.stream.flush()
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -23,18 +23,13 @@ from batchsim.args import (
 from batchsim.cluster_args import add_cluster_options, cluster_from_args
 from batchsim.policies.registry import available
 from batchsim.progress import Progress, Status
+from batchsim.result_options import add_result_options, result_options
 from batchsim.sim.metrics import parse_goodput
 from batchsim.sim.overload import overload
 from batchsim.sim.run import RunSpec, check_out_dir, prepare, simulate, write_run
+from batchsim.sim.vllm_result import vllm_result
 from batchsim.sim.workload.synthetic import SyntheticSpec
-from batchsim.summary import (
-    PERCENTILE_METRICS,
-    PERCENTILES,
-    format_replicas,
-    format_summary,
-    parse_metric_percentiles,
-    parse_percentile_metrics,
-)
+from batchsim.summary import format_replicas, format_summary
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                          trace_help="trace file: native JSONL, or Azure, BurstGPT, Mooncake, "
                                     "Vidur, a vLLM request log or LLMServingSim (detected)")
     add_jitter_option(p, default=False)
-    p.add_argument("--percentile-metrics", default=",".join(PERCENTILE_METRICS),
-                   help="latency sections the summary prints, comma-separated (as vllm bench "
-                        f"serve; default {','.join(PERCENTILE_METRICS)})")
-    p.add_argument("--metric-percentiles", default="99",
-                   help="percentiles the summary prints beside mean and median, "
-                        f"comma-separated, from {','.join(map(str, PERCENTILES))} (default 99)")
+    add_result_options(p)
     p.add_argument("--quiet", action="store_true", help="print only the run folder")
     p.add_argument("--no-report", action="store_true",
                    help="skip report.html (faster on large runs; `batchsim report RUN_DIR` "
@@ -93,8 +83,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    shown = (parse_percentile_metrics(args.percentile_metrics),
-             parse_metric_percentiles(args.metric_percentiles))  # bad names: before any work
     spec, assumed = with_cpu_path_defaults(spec_from_args(args), [args.policy])
     prep = prepare(spec)
     for line in prep.engine_warnings:
@@ -102,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = args.out or Path("runs") / f"{stamp}-{spec.policy}"
     check_out_dir(out, args.force)
+    saved = result_options(args)  # bad names or an existing JSON: before any work
     bar = Progress(len(prep.workload), "simulating", " req", final_line=not args.quiet)
     result = simulate(prep, progress=bar.update)
     bar.update(len(prep.workload))
@@ -116,16 +105,25 @@ def run(args: argparse.Namespace) -> int:
         for sentence in assumed:
             print(f"note: {sentence}")
         print(format_summary(result.metrics, spec.policy, result.requests,
-                             percentile_metrics=shown[0], metric_percentiles=shown[1]),
+                             percentile_metrics=saved.percentile_metrics,
+                             metric_percentiles=saved.metric_percentiles),
               flush=True)
         if "replicas" in result.metrics:
             print(format_replicas(result.metrics, result.config["cluster"]["router"]))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
     # the summary is out; a large run then spends seconds writing: say so
+    def as_vllm(run: object) -> dict:
+        return vllm_result(run, saved.percentile_metrics, saved.metric_percentiles,
+                           saved.detailed)
+
     with Status("writing run folder", final_line=not args.quiet):
-        write_run(out, result, extra=extra, writers=_writers(args.no_report))
+        write_run(out, result, extra=extra,
+                  writers=_writers(args.no_report) + saved.writer(as_vllm))
+        elsewhere = saved.write_outside(as_vllm(result)) if saved.path else None
     print(f"run folder: {out}")
+    if saved.save:
+        print(f"result JSON: {elsewhere or out / saved.name}")
     return 0
 
 

@@ -176,21 +176,41 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table for the terminal (numbers to 4 significant digits)."""
+    """A plain-text table for the terminal: numbers as the reports write them
+    (reports.fmt.number: 11,353 rather than 1.135e+04), the presets' shares as percentages."""
+    from batchsim.reports.fmt import number, percent
+    from batchsim.sim.sweep.presets import SHARE_COLUMNS
+
     if not rows:
         return "(no rows)"
     cols = list(rows[0])
 
-    def cell(v: Any) -> str:
+    def cell(v: Any, col: str = "") -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "-"
-        return f"{v:,.4g}" if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
+        if col in SHARE_COLUMNS and isinstance(v, float):
+            return percent(v)
+        return number(v) if isinstance(v, int | float) and not isinstance(v, bool) else str(v)
 
-    cells = [[cell(r.get(c)) for c in cols] for r in rows]
+    cells = [[cell(r.get(c), c) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
     lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
     return "\n".join(lines)
+
+
+def _limit_rows(limits: pd.DataFrame) -> list[dict[str, Any]]:
+    """The max-rate-under-SLO table with the reports' column names and the attainment as a
+    percentage (`100.0%`, not `1`)."""
+    from batchsim.reports.fmt import metric_label, percent
+
+    def cell(key: str, value: Any) -> Any:
+        if key == "slo_attainment_at_max" and isinstance(value, float) and math.isfinite(value):
+            return percent(value)
+        return value
+
+    return [{metric_label(str(k)): cell(str(k), v) for k, v in row.items()}
+            for row in limits.to_dict("records")]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -234,9 +254,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {sentence}")
         print(recommendation(table, meta["goodput"]))
         if meta["goodput"]:
-            limits = max_rate_under_slo(table)
-            print(format_table([{str(k): v for k, v in row.items()}
-                                for row in limits.to_dict("records")]))
+            print(format_table(_limit_rows(max_rate_under_slo(table))))
         for title, rows in preset_tables:
             print(f"\n{title}\n{format_table(rows)}")
         print(f"\n{len(points)} points in {elapsed:.1f} s {where}")

@@ -55,12 +55,23 @@ def make_config(name: str, overrides: dict[str, str | Any],
     config_class = get_policy(name).config_class
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     hints = typing.get_type_hints(config_class)
+    aliases = getattr(config_class, "KNOB_ALIASES", {})
     kwargs: dict[str, Any] = {}
     implied = {k: v for k, v in (defaults or {}).items() if k in fields and k not in overrides}
     for knob, raw in {**implied, **overrides}.items():
+        if knob in aliases:  # an old name: its own type and bounds, then its new name's value
+            hint, new, convert = aliases[knob]
+            if new in overrides:
+                raise UsageError(f"knob {knob} is the old name of {new}: give only {new}")
+            value = (parse_value(knob, raw, hint) if isinstance(raw, str)
+                     else check_value(knob, raw, hint))
+            check_knobs(name, {knob: value})
+            kwargs[new] = convert(value)
+            continue
         if knob not in fields:
+            old = f" (old names: {', '.join(aliases)})" if aliases else ""
             raise UsageError(
-                f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}"
+                f"unknown knob {knob!r} for policy {name!r}; knobs: {', '.join(fields)}{old}"
             )
         kwargs[knob] = (parse_value(knob, raw, hints[knob]) if isinstance(raw, str)
                         else check_value(knob, raw, hints[knob]))

@@ -1,11 +1,17 @@
 """Static batching (seeds 000, 001): collect max_batch_size requests, or fewer once the oldest
-has waited max_queue_delay_ms; pad, prefill together, decode until the longest finishes; no
-request joins a running batch. Contiguous KV reservation (see policies.padded_batch)."""
+has waited max_batch_wait_ms; pad, prefill together, decode until the longest finishes; no
+request joins a running batch. Contiguous KV reservation (see policies.padded_batch).
+
+max_batch_wait_ms means what the dynamic batcher's max_queue_delay_microseconds means: 0
+dispatches whatever is queued at once; inf (the default) waits for a full batch. The knob's old
+name max_queue_delay_ms is kept as an alias with its old meaning (0 = wait for a full batch)."""
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from batchsim.policies.base import Plan, Policy, StepEvents, Wait
 from batchsim.policies.kv import MemoryFacts
@@ -16,16 +22,28 @@ from batchsim.policies.request import Request
 BLOCK_SIZE = 16  # granularity for reporting contiguous reservations in blocks
 
 
+def _from_queue_delay_ms(value: float) -> float:
+    """The old knob max_queue_delay_ms (0 = wait for a full batch) as max_batch_wait_ms."""
+    return math.inf if value == 0 else value
+
+
 @dataclass(frozen=True)
 class StaticConfig:
     max_batch_size: int = 8  # requests per batch
-    max_queue_delay_ms: float = 0.0  # dispatch a partial batch after this wait; 0 = wait for full
+    # longest the oldest queued request waits for a full batch before a partial one is
+    # dispatched, ms: 0 = at once (as dynamic's max_queue_delay_microseconds=0), inf = always
+    # wait for a full batch (or the end of the arrivals)
+    max_batch_wait_ms: float = math.inf
+
+    # old knob name -> (its type, the new knob, how its value converts); registry.make_config
+    KNOB_ALIASES: ClassVar[dict[str, tuple[type, str, Any]]] = {
+        "max_queue_delay_ms": (float, "max_batch_wait_ms", _from_queue_delay_ms)}
 
     def __post_init__(self) -> None:
         if self.max_batch_size <= 0:
             raise ValueError(f"max_batch_size must be positive, got {self.max_batch_size}")
-        if self.max_queue_delay_ms < 0:
-            raise ValueError(f"max_queue_delay_ms must be >= 0, got {self.max_queue_delay_ms}")
+        if not self.max_batch_wait_ms >= 0:
+            raise ValueError(f"max_batch_wait_ms must be >= 0, got {self.max_batch_wait_ms}")
 
 
 class PaddedBatchPolicy(Policy):
@@ -107,11 +125,10 @@ class Static(PaddedBatchPolicy):
         if not self._waiting:
             return Wait()
         cfg = self.config
-        deadline = self._waiting[0].arrival_s + cfg.max_queue_delay_ms / 1e3
+        deadline = self._waiting[0].arrival_s + cfg.max_batch_wait_ms / 1e3  # inf: never
         full = len(self._waiting) >= cfg.max_batch_size
-        timed_out = cfg.max_queue_delay_ms > 0 and now_s >= deadline
-        if not (full or timed_out or arrivals_done):
-            return Wait(until_s=deadline if cfg.max_queue_delay_ms > 0 else None)
+        if not (full or now_s >= deadline or arrivals_done):
+            return Wait(until_s=deadline if math.isfinite(deadline) else None)
         candidates = [self._waiting[i] for i in range(min(cfg.max_batch_size, len(self._waiting)))]
         batch = self.start_batch(candidates)
         for _ in batch.requests:

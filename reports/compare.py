@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from batchsim.reports import figures
-from batchsim.reports.fmt import change, percent
+from batchsim.reports.fmt import FRACTIONS, change, percent
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import (
     ANALYTIC_WARNING,
@@ -43,19 +43,13 @@ def unique_names(dirs: Sequence[Path]) -> list[str]:
             for d, n in zip(dirs, names, strict=True)]
 
 
-FRACTIONS = {"gpu_busy_fraction", "prefill_time_share", "max_kv_utilization"}
-
-
-def _shown(key: str, value: Any) -> Any:
-    """Fractions as percentages (99.9%, not 0.999); other values as they are."""
-    return percent(value) if key in FRACTIONS and isinstance(value, float) else value
-
-
 def side_by_side(runs: Sequence[RunData]) -> list[dict[str, Any]]:
-    """One row per metric, one column per run."""
+    """One row per metric, one column per run (raw values; a fraction's row is marked
+    `_fraction`, shown as a percentage by with_deltas)."""
     rows: list[dict[str, Any]] = [{"metric": "policy", **{r.name: r.config.get("policy")
                                                           for r in runs}}]
-    rows += [{"metric": label, **{r.name: _shown(key, r.metrics.get(key)) for r in runs}}
+    rows += [{"metric": label, **{r.name: r.metrics.get(key) for r in runs},
+              **({"_fraction": True} if key in FRACTIONS else {})}
              for key, label in SCALARS]
     for key, label in LATENCIES:
         for stat in ("mean", "median", "p99"):
@@ -82,15 +76,23 @@ def _is_number(value: Any) -> TypeGuard[float]:
 
 def with_deltas(rows: list[dict[str, Any]], names: Sequence[str]) -> list[dict[str, Any]]:
     """Rows with a `Δ <run>` cell: the change from the first run (reports.fmt.change); empty
-    where a value is missing or not a number, or the baseline is zero."""
+    where a value is missing or not a number, or the baseline is zero. A fraction's row
+    (`_fraction`) reads as percentages, its change in percentage points (`+18.3 pp`)."""
     out = []
     for row in rows:
         row = dict(row)
+        fraction = row.pop("_fraction", False)
         base = row.get(names[0])
         for name in names[1:]:
             value = row.get(name)
-            row[f"Δ {name}"] = (change(float(value), float(base))
-                                if _is_number(value) and _is_number(base) else None)
+            if not (_is_number(value) and _is_number(base)):
+                row[f"Δ {name}"] = None
+            elif fraction:
+                row[f"Δ {name}"] = f"{(float(value) - float(base)) * 100:+.1f} pp"
+            else:
+                row[f"Δ {name}"] = change(float(value), float(base))
+        if fraction:
+            row.update({n: percent(row[n]) for n in names if _is_number(row.get(n))})
         out.append(row)
     return out
 
@@ -115,12 +117,13 @@ def compare_sections(runs: Sequence[RunData]) -> list[Section]:
     bars = [
         figures.grouped_bar_figure(f"{label} (ms)", names, {
             stat: [r.metrics[f"{key}_ms"][stat] for r in runs] for stat in ("mean", "p99")},
-            "ms")
+            "ms", colors=figures.STAT_COLORS)
         for key, label in LATENCIES[:4]
     ]
     throughput = figures.grouped_bar_figure("Throughput", names, {
         "output tok/s": [r.metrics["output_token_throughput"] for r in runs],
-        "total tok/s": [r.metrics["total_token_throughput"] for r in runs]}, "tokens/s")
+        "total tok/s": [r.metrics["total_token_throughput"] for r in runs]}, "tokens/s",
+        colors=figures.STAT_COLORS)
     shares = [time_share(r) for r in runs]
     share_fig = figures.grouped_bar_figure("Wall-clock time by step phase", names, {
         part: [s[part] / max(sum(s.values()), 1e-300) for s in shares]

@@ -24,6 +24,10 @@ PHASE_COLORS = {"prefill": "#d62728", "decode": "#1f77b4", "mixed": "#9467bd", "
 # colours above).
 PALETTE: list[str] = list(qualitative.Plotly)
 
+# Statistics of one run (mean, p99) side by side: greys, so they never read as runs
+STAT_COLORS = {"mean": "#9aa5b1", "p99": "#3e4c59", "output tok/s": "#9aa5b1",
+               "total tok/s": "#3e4c59"}
+
 # The one template every report uses (registered once; each figure names it).
 TEMPLATE = "batchsim"
 pio.templates[TEMPLATE] = go.layout.Template(pio.templates["plotly_white"])
@@ -106,6 +110,12 @@ def timeseries_figure(rows: Sequence[tuple[str, Mapping[str, Curve]]],
         for name, (t, y) in series.items():
             fig.add_trace(go.Scatter(x=_f4(t), y=_f4(y), mode="lines", name=name,
                                      line={"width": 1, "shape": "hv"}), row=i, col=1)
+        values = np.concatenate([np.asarray(y, dtype=float) for _, y in series.values()]
+                                or [np.zeros(0)])
+        finite = values[np.isfinite(values)]
+        if len(finite) and np.all(finite == np.round(finite)):  # a count: no 0.5 requests
+            top = float(finite.max())
+            fig.update_yaxes(tickformat=",d", dtick=1 if top <= 5 else None, row=i, col=1)
     fig.update_xaxes(title_text="time (s)", row=len(rows), col=1)
     fig.update_layout(height=max(380, 190 * len(rows)))
     return styled(fig, title)

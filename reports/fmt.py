@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+
+from batchsim.sim.shipped import is_shipped
 
 _NAMES = {"ttft": "TTFT", "tpot": "TPOT", "itl": "ITL", "e2el": "E2EL", "queue": "Queue"}
 _PLAIN = {
     "request_throughput": "request throughput (req/s)",
     "output_token_throughput": "output throughput (tok/s)",
     "total_token_throughput": "total throughput (tok/s)",
-    "gpu_busy_fraction": "GPU busy (fraction)",
+    "gpu_busy_fraction": "GPU busy",
     "mean_batch_size": "mean batch size",
     "prefill_time_share": "prefill time share",
     "max_kv_utilization": "peak KV use",
@@ -27,6 +30,11 @@ _PLAIN = {
     "max_rate": "max rate (req/s)",
     "fails_at": "fails at (req/s)",
 }
+
+
+# metrics that are shares of a whole: shown as percentages (42.3%, not 0.423)
+FRACTIONS = frozenset({"gpu_busy_fraction", "prefill_time_share", "max_kv_utilization",
+                       "slo_attainment", "slo_attainment_at_max"})
 
 
 def number(value: float | int) -> str:
@@ -49,6 +57,12 @@ def number(value: float | int) -> str:
     if size >= 1:
         return f"{value:.2f}"
     return f"{value:.3g}"
+
+
+def latency(ms: float) -> str:
+    """A latency for a headline: `8.3 ms`, `2,521.2 ms`, and from 10 s on in seconds
+    (`98.4 s`, not `98,433.4 ms`)."""
+    return f"{ms:,.1f} ms" if abs(ms) < 1e4 else f"{ms / 1e3:,.1f} s"
 
 
 def percent(fraction: float | None, signed: bool = False) -> str:
@@ -86,3 +100,11 @@ def metric_label(key: str) -> str:
     if len(parts) == 3 and parts[0] in _NAMES and parts[2] == "ms":
         return f"{_NAMES[parts[0]]} {parts[1]} (ms)"
     return key
+
+
+def display_path(text: str) -> str:
+    """A shipped file (profile, the example trace) as `chat.jsonl (shipped)`: its install
+    path says nothing to the reader; any other text as given."""
+    if "/" in text and text.endswith((".json", ".jsonl")) and is_shipped(text):
+        return f"{Path(text).name} (shipped)"
+    return text

@@ -15,6 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from batchsim.reports.fmt import display_path, metric_label
 from batchsim.reports.html import Section, cards, write_report
 from batchsim.reports.html import table as html_table
 from batchsim.reports.validation_parts import (
@@ -55,8 +56,9 @@ def write_observed_report(doc: dict[str, Any], run_dir: Path, out: Path) -> Path
                                        "Simulated at the same ticks: tokens of steps ending in "
                                        "the last interval, running and waiting at the tick."]))
     obs = doc["observed"]
-    subtitle = (f"policy {doc['policy']} · profile {doc['profile'].get('path')} "
-                f"({doc['profile'].get('source')}) · observed {obs['source']}")
+    profile = display_path(str(doc["profile"].get("path")))
+    subtitle = (f"policy {doc['policy']} · profile {profile} ({doc['profile'].get('source')}) "
+                f"· observed {obs['source']}")
     return write_report(out, f"Observed run vs simulation: {doc['policy']}", sections,
                         subtitle=subtitle)
 
@@ -67,7 +69,7 @@ def _summary(doc: dict[str, Any]) -> Section:
              "observed": doc["observed"]["kind"].replace("_", " ")}
     for m in ("ttft_ms.mean", "tpot_ms.mean", *TARGET_METRICS):
         err = point["comparison"][m]["rel_error"]
-        items[f"error {m}"] = "n/a" if err is None else f"{err * 100:+.1f}%"
+        items[f"error {metric_label(m)}"] = "n/a" if err is None else f"{err * 100:+.1f}%"
     notes = [f"command: {doc['command']}", jitter_note(doc)]
     engine = doc.get("engine_config")
     if engine:

@@ -34,6 +34,10 @@ AXES = {
     "mixed": ("num_prefill_tokens", "num_decode_seqs"),
 }
 SHAPE_FIELDS = StepShape._fields
+# the shape fields as people name them (axis titles, legend entries)
+_AXIS_NAMES = {"num_prefill_tokens": "prefill tokens", "decode_ctx_tokens":
+               "decode context tokens (sum over the batch)", "num_tokens": "tokens"}
+_GROUP_NAMES = {"num_seqs": "sequences", "num_decode_seqs": "decode sequences"}
 
 
 def points_table(profile: Profile, doc: dict[str, Any]) -> pd.DataFrame:
@@ -59,7 +63,7 @@ def fit_figure(key: str, pts: pd.DataFrame) -> go.Figure:
     for i, (group, g) in enumerate(pts.groupby(group_col)):
         g = g.sort_values(x_col)
         color = figures.PALETTE[i % len(figures.PALETTE)]
-        name = f"{group_col}={group}"
+        name = f"{group:,} {_GROUP_NAMES.get(group_col, group_col)}"
         fig.add_trace(go.Scatter(x=g[x_col], y=g["measured_ms"], mode="markers", name=name,
                                  legendgroup=name, marker={"color": color, "size": 7}))
         fig.add_trace(go.Scatter(x=g[x_col], y=g["predicted_ms"], mode="lines", name="fit",
@@ -67,8 +71,8 @@ def fit_figure(key: str, pts: pd.DataFrame) -> go.Figure:
                                  line={"color": color, "width": 1.5}))
     fig.update_xaxes(type="log")
     fig.update_yaxes(type="log")
-    return figures.styled(fig, f"{key}: measured (points) vs fitted (lines)", x_col,
-                           "step time (ms)")
+    return figures.styled(fig, f"{key}: measured (points) vs fitted (lines)",
+                          _AXIS_NAMES.get(x_col, x_col), "step time (ms)")
 
 
 def _measured_range(pts: pd.DataFrame | None, key: str, col: str) -> tuple[float, float] | None:
@@ -204,8 +208,13 @@ def write_profile_report(path: Path, out: Path | None = None) -> Path:
     doc = read_json(path)
     out = out or default_report_path(path)
     warnings = [ANALYTIC_WARNING] if profile.source == "analytic" else []
-    subtitle = (f"{profile.model.get('name')} · {profile.fingerprint.get('device')} · "
-                f"{profile.fingerprint.get('dtype')} · {profile.source} · {profile.digest}")
+    device = str(profile.fingerprint.get("device"))
+    # the source word once: "h100-sxm (analytic, vllm engine)" already says it
+    source = "" if profile.source in device else f" · {profile.source}"
+    subtitle = (f"{profile.model.get('name')} · {device} · "
+                f"{profile.fingerprint.get('dtype')}{source} · digest {profile.digest}")
     num = len(doc.get("points") or [])
+    # an analytic profile's points are computed on the grid, not measured
+    what = "grid points (computed)" if profile.source == "analytic" else "measured points"
     return write_report(out, f"batchsim profile: {path.name}", profile_sections(profile, doc),
-                        f"{subtitle} · {num:,} measured points", warnings)
+                        f"{subtitle} · {num:,} {what}", warnings)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from batchsim.reports import figures
-from batchsim.reports.fmt import number
+from batchsim.reports.fmt import display_path, latency, number
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.reports.itl_cdf import ITL_FILE, write_itl_cdf
 from batchsim.reports.series import (
@@ -100,11 +100,15 @@ def summary_cards(metrics: dict[str, Any]) -> str:
 
     def ms(key: str, stat: str) -> str:
         value = m[key][stat]
-        return "–" if value is None else f"{value:,.1f} ms"
+        return "–" if value is None else latency(value)
 
     def frac(key: str, spec: str = ".0%") -> str:
         # None: not known (an observed run from a client sees no steps)
-        return "–" if m.get(key) is None else format(m[key], spec)
+        if m.get(key) is None:
+            return "–"
+        if spec == ".0%" and 0 < m[key] < 0.01:  # 0.3%, not a misleading 0%
+            spec = ".1%"
+        return format(m[key], spec)
 
     items = {
         "completed / requests": f"{m['completed']:,} / {m['num_requests']:,}",
@@ -174,13 +178,17 @@ def time_share(run: RunData) -> dict[str, float]:
 
 
 def _setting(value: Any) -> str:
-    """A setting's value for people: numbers (and lists of them) via reports.fmt.number."""
+    """A setting's value for people: numbers (and lists of them) via reports.fmt.number, a
+    shipped file by its name."""
     if value is None:
         return "–"
-    if isinstance(value, float):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return number(value)
-    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+    if isinstance(value, list) and value and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value):
         return ", ".join(number(v) for v in value)
+    if isinstance(value, str):
+        return display_path(value)
     return str(value)
 
 
@@ -264,15 +272,15 @@ def _num_quantiles(run: RunData) -> int:
 
 def render_run_report(run: RunData, out: Path) -> Path:
     policy = run.config.get("policy", "?")
-    workload = run.config.get("workload", {}).get("source", "?")
+    workload = display_path(run.config.get("workload", {}).get("source", "?"))
     profile = run.config.get("profile", {})
-    # the source word once: "(analytic roofline, 8543ef7)", not "(analytic roofline) (analytic"
+    # the source word once: "h100-sxm (analytic, vllm engine)", not "(analytic) (analytic"
     device = str(profile.get("device"))
     source = str(profile.get("source"))
-    detail = ", ".join(str(x) for x in (None if source in device else source,
-                                        profile.get("digest")) if x)
+    where = device if source in device else f"{device} ({source})"
+    digest = profile.get("digest")
     subtitle = (f"policy {policy} · workload {workload} · profile {profile.get('model')} on "
-                f"{device}" + (f" ({detail})" if detail else ""))
+                f"{where}" + (f", digest {digest}" if digest else ""))
     warnings = [ANALYTIC_WARNING] if run.metrics.get("profile_source") == "analytic" else []
     behind = overload(run.requests)
     if behind is not None:  # the same facts as simulate's stderr warning

@@ -9,7 +9,6 @@ attainment per load, the preset's seed-shaped tables, and the whole sweep table.
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,11 +19,18 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from batchsim.reports import figures
-from batchsim.reports.fmt import metric_label
+from batchsim.reports.fmt import FRACTIONS, metric_label, percent
 from batchsim.reports.html import Section, table, write_report
 from batchsim.reports.run_report import ANALYTIC_WARNING, config_rows
 from batchsim.sim.outputs import read_json, read_table
-from batchsim.sim.sweep.analysis import SLO_TARGET, max_rate_under_slo, pareto_mask, recommendation
+from batchsim.sim.sweep.analysis import (
+    SLO_TARGET,
+    max_rate_under_slo,
+    pareto_mask,
+    recommendation,
+    slo_text,
+)
+from batchsim.sim.sweep.presets import SHARE_COLUMNS
 
 # y-axis choices of the trade-off figure (first = shown on opening)
 LATENCY_CHOICES = (("e2el_p99_ms", "p99 E2EL (ms)"), ("e2el_mean_ms", "mean E2EL (ms)"),
@@ -62,17 +68,25 @@ def tradeoff_figure(table: pd.DataFrame, x_col: str = "output_token_throughput")
                              line={"color": "rgba(20,20,20,0.35)", "width": 7},
                              marker={"symbol": "circle-open", "size": 12, "color": "#111",
                                      "line": {"width": 2}}))
+    def dtick(y_col: str) -> str | None:
+        """Over a few decades only 2 and 5 between the powers of ten are labelled (plotly's
+        default labels every digit there, and they overlap)."""
+        y = table[y_col].to_numpy(dtype=float)
+        y = y[np.isfinite(y) & (y > 0)]
+        return "D2" if len(y) and np.log10(y.max() / y.min()) >= 1.5 else None
+
     buttons = []
     for y_col, label in LATENCY_CHOICES:
         xs = [g[x_col].tolist() for g in groups] + [frontier(y_col)[0]]
         ys = [g[y_col].tolist() for g in groups] + [frontier(y_col)[1]]
         buttons.append({"label": label, "method": "update",
-                        "args": [{"x": xs, "y": ys}, {"yaxis.title.text": label}]})
+                        "args": [{"x": xs, "y": ys},
+                                 {"yaxis.title.text": label, "yaxis.dtick": dtick(y_col)}]})
     # left, in the top margin's lower strip: clear of plotly's toolbar (top right)
     fig.update_layout(updatemenus=[{"type": "dropdown", "x": 0.0, "xanchor": "left", "y": 1.0,
                                     "yanchor": "bottom", "pad": {"b": 10}, "buttons": buttons}],
                       height=520)
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=dtick(LATENCY_CHOICES[0][0]))
     return figures.styled(fig, "Latency vs throughput as the load grows (one line per "
                           "configuration)", "output throughput (tok/s)", LATENCY_CHOICES[0][1])
 
@@ -87,15 +101,22 @@ def attainment_figure(table: pd.DataFrame) -> go.Figure:
                                  line={"color": figures.PALETTE[i % len(figures.PALETTE)]}))
     fig.add_hline(y=SLO_TARGET, line={"color": "#a00", "dash": "dash", "width": 1},
                   annotation_text=f"{SLO_TARGET:.0%}")
-    fig.update_yaxes(range=[0, 1.02])
+    fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     return figures.styled(fig, "Share of requests meeting the SLO", "request rate (req/s)",
                           "SLO attainment")
 
 
 def _display_rows(df: pd.DataFrame, columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows with the metrics' names; shares (GPU busy, SLO attainment) as percentages."""
     cols = [c for c in columns if c in df]
-    return [{metric_label(str(c)): None if isinstance(v, float) and math.isnan(v) else v
-             for c, v in row.items()} for row in df[cols].to_dict("records")]
+
+    def cell(column: str, value: Any) -> Any:
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return percent(value) if column in FRACTIONS and isinstance(value, float) else value
+
+    return [{metric_label(str(c)): cell(str(c), v) for c, v in row.items()}
+            for row in df[cols].to_dict("records")]
 
 
 def sweep_sections(df: pd.DataFrame, meta: Mapping[str, Any],
@@ -103,7 +124,9 @@ def sweep_sections(df: pd.DataFrame, meta: Mapping[str, Any],
     slo = meta.get("goodput")
     lead = f'<p class="lead"><b>{html.escape(recommendation(df, slo))}</b></p>'
     sections = [Section("", html=lead)]
-    sections += [Section(title, html=_scroll(table(rows)))
+    sections += [Section(title, html=_scroll(table(
+        [{k: percent(v) if k in SHARE_COLUMNS and isinstance(v, float) else v
+          for k, v in row.items()} for row in rows])))
                  for title, rows in preset_tables]
     finite = df[np.isfinite(df["request_rate"])]
     sections.append(Section("Latency–throughput trade-off", [tradeoff_figure(df)], notes=[
@@ -118,9 +141,9 @@ def sweep_sections(df: pd.DataFrame, meta: Mapping[str, Any],
             [attainment_figure(finite)] if len(finite) else [],
             html=table(_display_rows(limits, list(limits.columns))),
             notes=[f"A rate counts when ≥ {SLO_TARGET:.0%} of its requests meet every SLO "
-                   f"({json.dumps(slo)}) and so does every lower tested rate. fails_at is the "
-                   "first tested rate that does not; empty max_rate: even the lowest fails; "
-                   "empty fails_at: the limit is above the tested range."]))
+                   f"({slo_text(slo)}) and so does every lower tested rate. \u201cFails at\u201d "
+                   "is the first tested rate that does not; no max rate: even the lowest "
+                   "fails; no \u201cfails at\u201d: the limit is above the tested range."]))
     sections.append(Section("All points", html=_scroll(table(_display_rows(df, TABLE_COLUMNS)))))
     sections.append(Section("Sweep configuration", html=table(config_rows(shown_meta(meta)))))
     return sections

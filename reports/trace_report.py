@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from batchsim.reports import figures
+from batchsim.reports.fmt import display_path
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.sim.workload.stats import arrivals_per_bin
 
@@ -64,8 +65,19 @@ def histogram_figure(values: np.ndarray, title: str, axis: str, log_x: bool = Tr
     if log_x and zeros:
         title += f" ({zeros:,} zero values not shown)"
     fig.update_xaxes(type="log" if log_x else "linear")
+    if log_x and axis.endswith("(s)"):  # 1 µs … 1 s, not plotly's mix of 10µ and 0.001
+        ticks = 10.0 ** np.arange(np.floor(np.log10(edges[0])), np.ceil(np.log10(edges[-1])) + 1)
+        fig.update_xaxes(tickvals=ticks.tolist(), ticktext=[_time_label(t) for t in ticks])
     return figures.styled(fig, title, axis, f"requests per bin ({len(counts)} "
                           + ("log-spaced bins)" if log_x else "bins)"))
+
+
+def _time_label(seconds: float) -> str:
+    """A power of ten of seconds as people write it: 1 µs, 10 ms, 1 s, 100 s."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6), ("ns", 1e-9)):
+        if seconds >= scale * (1 - 1e-9):
+            return f"{seconds / scale:,.0f} {unit}"
+    return f"{seconds:g} s"
 
 
 def _fmt(value: float | None, spec: str = ",.3f") -> str:
@@ -100,6 +112,6 @@ def trace_sections(stats: Mapping[str, Any], arrival_s: np.ndarray, input_tokens
 
 def write_trace_report(path: str | Path, stats: Mapping[str, Any], arrival_s: np.ndarray,
                        input_tokens: np.ndarray, output_tokens: np.ndarray) -> Path:
-    subtitle = f"{stats['file']} ({stats['format']} format)"
+    subtitle = f"{display_path(str(stats['file']))} · {stats['format']} format"
     return write_report(path, "Trace statistics", trace_sections(
         stats, arrival_s, input_tokens, output_tokens), subtitle=subtitle)

@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from batchsim.reports import figures
-from batchsim.reports.fmt import metric_label
+from batchsim.reports.fmt import display_path, metric_label
 from batchsim.reports.html import Section, cards, table, write_report
 from batchsim.reports.validation_parts import (
     REAL_COLOR,
@@ -56,8 +56,8 @@ def write_validation_report(run_dir: Path, out: Path) -> Path:
                        "for exactly that step shape: error here is the cost model's own; "
                        "error in the metrics beyond it comes from what happens between steps."]),
     ]
-    subtitle = (f"policy {doc['policy']} · profile {doc['profile'].get('path')} "
-                f"({doc['profile'].get('digest')}) · {doc['engine']['model']} on "
+    subtitle = (f"policy {doc['policy']} · profile {display_path(str(doc['profile'].get('path')))} "
+                f"(digest {doc['profile'].get('digest')}) · {doc['engine']['model']} on "
                 f"{doc['engine']['device_name']}")
     return write_report(out, f"Validation: {doc['policy']}", sections, subtitle=subtitle)
 
@@ -68,7 +68,7 @@ def _summary(doc: dict[str, Any]) -> Section:
              "load levels": ", ".join(f"{x:g}" for x in doc["loads"])}
     for m in TARGET_METRICS:
         mape = errors[m]["mape"]
-        items[f"MAPE {m}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
+        items[f"MAPE {metric_label(m)}"] = "n/a" if mape is None else f"{mape * 100:.1f}%"
     hosts = [p["host_overhead"]["per_step_mean_s"] for p in doc["points"]]
     if all(h is not None for h in hosts):  # a server that does not report it: unknown
         items["host time per step"] = f"{np.mean(hosts) * 1e3:.3f} ms"

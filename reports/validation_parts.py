@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from batchsim.reports.fmt import FRACTIONS, metric_label, percent
 from batchsim.sim.validation.plan import METRIC_NAMES, point_label
 
 REAL_COLOR, SIM_COLOR = "#1f77b4", "#ff7f0e"
@@ -19,17 +20,22 @@ def metric_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """The summary table: one row per metric, real / sim / error per point, then MAPE."""
     rows = []
     for name in METRIC_NAMES:
-        row: dict[str, Any] = {"metric": name}
+        row: dict[str, Any] = {"metric": metric_label(name)}
         for p in doc["points"]:
             c = p["comparison"][name]
             lab = point_label(p)
-            row[f"real @{lab}"] = c["real"]
-            row[f"sim @{lab}"] = c["sim"]
+            row[f"real @{lab}"] = _shown(name, c["real"])
+            row[f"sim @{lab}"] = _shown(name, c["sim"])
             row[f"err @{lab}"] = None if c["rel_error"] is None else f"{c['rel_error']:+.1%}"
         mape = doc["errors"][name]["mape"]
         row["MAPE"] = None if mape is None else f"{mape:.1%}"
         rows.append(row)
     return rows
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A share (GPU busy) as a percentage, other values as they are."""
+    return percent(value) if name in FRACTIONS and isinstance(value, float) else value
 
 
 def jitter_note(doc: dict[str, Any]) -> str:
@@ -49,7 +55,7 @@ def error_heatmap(doc: dict[str, Any]) -> go.Figure:
         z.append([np.nan if e is None else e * 100 for e in errs])
         text.append(["n/a" if e is None else f"{e * 100:+.1f}%" for e in errs])
     fig = go.Figure(go.Heatmap(
-        z=z, x=[_name(p) for p in doc["points"]], y=list(METRIC_NAMES),
+        z=z, x=[_name(p) for p in doc["points"]], y=[metric_label(m) for m in METRIC_NAMES],
         text=text, texttemplate="%{text}", colorscale="RdBu_r", zmid=0,
         colorbar={"title": "%"}))
     fig.update_layout(height=28 * len(METRIC_NAMES) + 120, yaxis={"autorange": "reversed"})

@@ -41,9 +41,15 @@ class ClientTimes:
         self.cpu_steps: list[Any] = []
         gaps = [np.diff(r.chunk_s) for r in results if r.status == "completed"]
         self._gaps = np.concatenate(gaps) if gaps else np.zeros(0)
+        # each token chunk's arrival since the run's start (token_times_s)
+        self._chunks = [r.sent_s + np.asarray(r.chunk_s, dtype=float) for r in results]
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         return self._gaps, np.ones(len(self._gaps), dtype=np.int64)
+
+    def token_times_s(self, indexes: Sequence[int]) -> list[np.ndarray]:
+        """When each token chunk of each request in indexes arrived, since the run's start."""
+        return [self._chunks[i] for i in indexes]
 
 
 def requests_table(workload: Workload, results: Sequence[RequestResult]) -> pd.DataFrame:

@@ -81,6 +81,7 @@ KNOB_LIMITS: dict[str, tuple[float, float]] = {
     "max_queue_delay_microseconds": (0, 3_600_000_000),
     "default_timeout_microseconds": (0, 3_600_000_000),
     "max_queue_delay_ms": (0, 3_600_000),
+    "max_batch_wait_ms": (0, 3_600_000),  # or inf (KNOBS_ALLOW_INF)
     # Triton's priority levels index a queue each: more than 1024 is no real configuration
     "priority_levels": (0, 1024),
     "default_priority_level": (0, 1024),
@@ -89,6 +90,10 @@ KNOB_LIMITS: dict[str, tuple[float, float]] = {
     "hold_max_batch": (-1, 2**16),
     "arrival_gap_weight": (0, 1),
 }
+
+
+# knobs whose +inf is a meaning, not a mistake: static's "wait for a full batch"
+KNOBS_ALLOW_INF = frozenset({"max_batch_wait_ms"})
 
 
 def check_knobs(policy: str, values: Mapping[str, Any]) -> None:
@@ -102,6 +107,6 @@ def check_knobs(policy: str, values: Mapping[str, Any]) -> None:
             name = f"knob {knob} of policy {policy!r}"
             if isinstance(item, float):
                 number(name, item, None if math.isinf(low) else low,
-                       None if math.isinf(high) else high)
+                       None if math.isinf(high) else high, allow_inf=knob in KNOBS_ALLOW_INF)
             elif not low <= item <= high:
                 integer(name, item, int(low), int(high))

@@ -245,6 +245,24 @@ class Recorder:
             table["prefill_path"] = path
         return table
 
+    def token_times_s(self, indexes: Sequence[int]) -> list[np.ndarray]:
+        """Every token's time (end of the step that produced it) of each request in indexes,
+        in order: a CPU-path first token, then its GPU token segments. For the per-request
+        inter-token gaps a saved `vllm bench serve` result lists (np.diff of these)."""
+        start, dur = self._step_times()
+        ends = start + dur
+        by_request: dict[int, list[np.ndarray]] = {}
+        for first, last, i in sorted(self.segments, key=lambda seg: (seg[2], seg[0])):
+            by_request.setdefault(i, []).append(ends[first:last + 1])
+        on_cpu = set(self.cpu_tokens)
+        out = []
+        for i in indexes:
+            parts = by_request.get(i, [])
+            if i in on_cpu:
+                parts = [np.array([self.first_token_s[i]]), *parts]
+            out.append(np.concatenate(parts) if parts else np.zeros(0))
+        return out
+
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(values_s, weights): every inter-token latency, grouped by step.
 

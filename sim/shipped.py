@@ -4,7 +4,8 @@ They install as package data (`batchsim/profiles/*.json`, `batchsim/traces/*.jso
 checkout those folders link the repository's `profiles/` and `traces/`) and are located through
 importlib.resources, never relative to the working directory. A bare file name that is not a
 file here names a shipped one: `--profile qwen2.5-0.5b-cpu.json`, `--trace chat.jsonl` (the
-extension may be left out).
+extension may be left out), and so does the checkout's spelling `traces/chat.jsonl` or
+`profiles/NAME.json` when no such file is here.
 
 The hybrid policy's CPU path needs a CPU prefill model and a CPU->GPU KV copy that an analytic
 GPU profile does not have; `hybrid_defaults` fills them in from the shipped CPU profile of the
@@ -51,9 +52,11 @@ def is_shipped(path: str | Path) -> bool:
 def resolve(path: str | Path, kind: Kind) -> Path:
     """`path` itself when it exists or names a folder; else the shipped file of that name
     (with or without its extension) if there is one; else `path` (its reader says it is
-    missing)."""
+    missing). A name under the checkout's own folder (`traces/chat.jsonl`,
+    `profiles/NAME.json`, as the README spells them) counts as bare: an installed batchsim
+    runs the README's commands from any folder."""
     given = Path(path)
-    if given.exists() or given.parent != Path("."):
+    if given.exists() or given.parent not in (Path("."), Path(kind)):
         return given
     for name in (given.name, given.name + _SUFFIX[kind]):
         candidate = shipped_dir(kind) / name

@@ -8,20 +8,21 @@ import warnings
 from batchsim.progress import LazyProgress, Progress, quiet_library_warnings
 
 
-def test_not_a_terminal_writes_one_final_line() -> None:
-    """In a pipe or CI log nothing is drawn while work runs; close() writes one line with the
-    final label (the write phase) and the counts."""
+def test_not_a_terminal_writes_one_line_per_phase() -> None:
+    """In a pipe or CI log nothing is drawn while work runs; the counted work gets one line
+    with its counts and time when it ends, the write phase one line with its own time."""
     out = io.StringIO()
     bar = Progress(200, "simulating", " req", stream=out)
     for done in range(0, 201, 50):
         bar.update(done)
     assert out.getvalue() == ""
     bar.phase("writing run folder")
+    assert out.getvalue().startswith("simulating: 200/200 req in ")
     bar.close()
     bar.close()  # once only
     lines = out.getvalue().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("writing run folder: 200/200 req in "), lines
+    assert len(lines) == 2, lines
+    assert lines[1].startswith("writing run folder: ") and "req" not in lines[1], lines
 
 
 def test_live_bar_has_no_clock_eta_on_first_draw() -> None:

@@ -22,6 +22,13 @@ def test_bare_names_find_shipped_files_from_any_folder(tmp_path, monkeypatch):
     (tmp_path / "chat.jsonl").write_text("mine\n")
     assert resolve("chat.jsonl", "traces") == Path("chat.jsonl")  # a file here comes first
     assert resolve("sub/chat.jsonl", "traces") == Path("sub/chat.jsonl")  # a path is a path
+    # the README's checkout spelling works from any folder too, unless such a file is here
+    assert resolve("traces/chat.jsonl", "traces") == (ROOT / "traces" / "chat.jsonl").resolve()
+    assert resolve("profiles/tiny-qwen2-cpu.json", "profiles") == TINY.resolve()
+    assert resolve("traces/chat.jsonl", "profiles") == Path("traces/chat.jsonl")
+    (tmp_path / "traces").mkdir()
+    (tmp_path / "traces" / "chat.jsonl").write_text("mine\n")
+    assert resolve("traces/chat.jsonl", "traces") == Path("traces/chat.jsonl")
     assert is_shipped(TINY) and not is_shipped(tmp_path / "chat.jsonl")
 
 

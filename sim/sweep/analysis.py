@@ -56,6 +56,7 @@ def pareto_mask(throughput: np.ndarray, latency: np.ndarray) -> np.ndarray:
 
 
 def slo_text(slo: dict[str, float]) -> str:
+    """{'ttft_ms': 500} -> `TTFT ≤ 500 ms` (joined with `and`)."""
     names = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "e2el_ms": "E2EL"}
     return " and ".join(f"{names.get(k, k)} ≤ {v:g} ms" for k, v in slo.items())
 

@@ -39,6 +39,10 @@ class Preset:
     tables: Callable[[pd.DataFrame], list[Table]]
 
 
+# the tables' columns that are shares of the run (shown as percentages)
+SHARE_COLUMNS = frozenset({"GPU use", "prefill share", "decode share"})
+
+
 def _rate_title(rate: float) -> str:
     return "all requests at t=0" if math.isinf(rate) else f"Poisson arrivals at {rate:g} req/s"
 

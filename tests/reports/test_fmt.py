@@ -32,3 +32,23 @@ def test_percent_and_change():
 ])
 def test_metric_labels(key, label):
     assert metric_label(key) == label
+
+
+def test_latency_headlines_switch_to_seconds_at_ten_seconds():
+    from batchsim.reports.fmt import latency
+
+    assert latency(8.34) == "8.3 ms" and latency(9_999.9) == "9,999.9 ms"
+    assert latency(98_433.4) == "98.4 s" and latency(305_970.0) == "306.0 s"
+
+
+def test_labels_for_people_in_every_table():
+    """Shipped files by name, shares as percentages, SLOs in words."""
+    from batchsim.reports.fmt import FRACTIONS, display_path
+    from batchsim.sim.shipped import default_profile
+    from batchsim.sim.sweep.analysis import slo_text
+
+    assert display_path(str(default_profile())) == f"{default_profile().name} (shipped)"
+    assert display_path("my/own.json") == "my/own.json"
+    assert {"gpu_busy_fraction", "slo_attainment"} <= FRACTIONS
+    assert metric_label("gpu_busy_fraction") == "GPU busy"
+    assert slo_text({"ttft_ms": 500.0, "tpot_ms": 50.0}) == "TTFT ≤ 500 ms and TPOT ≤ 50 ms"

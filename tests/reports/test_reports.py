@@ -119,3 +119,7 @@ def test_comparison_has_delta_columns(tmp_path):
     rows = with_deltas([{"metric": "x", "a": 100.0, "b": 110.0},
                         {"metric": "policy", "a": "static", "b": "continuous"}], ["a", "b"])
     assert rows[0]["Δ b"] == "+10.0%" and rows[1]["Δ b"] is None
+    # a fraction (GPU busy) reads as percentages, its change in percentage points
+    busy = with_deltas([{"metric": "GPU busy", "a": 0.423, "b": 0.606, "_fraction": True}],
+                       ["a", "b"])[0]
+    assert busy == {"metric": "GPU busy", "a": "42.3%", "b": "60.6%", "Δ b": "+18.3 pp"}

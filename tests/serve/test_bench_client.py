@@ -24,6 +24,22 @@ def test_unreachable_endpoint_fails_each_request_and_writes_the_folder(tmp_path,
         "Connect").all()
 
 
+def test_bench_saves_vllms_result_json_with_its_failures(tmp_path):
+    """--save-result on bench: vLLM's keys, the failed requests counted with their errors,
+    the workload's rate and burstiness as sent."""
+    url = f"http://127.0.0.1:{free_port()}"
+    out = tmp_path / "b"
+    assert main(["bench", "--endpoint", url, "--served-model", "m", "--num-prompts", "4",
+                 "--request-rate", "50", "--burstiness", "0.5", "--input-len", "4",
+                 "--output-len", "2", "--max-concurrency", "2", "--out", str(out), "--quiet",
+                 "--save-result", "--save-detailed"]) == 1
+    doc = json.loads((out / "result.json").read_text())
+    assert (doc["completed"], doc["failed"], doc["num_prompts"]) == (0, 4, 4)
+    assert (doc["request_rate"], doc["burstiness"], doc["max_concurrency"]) == (50.0, 0.5, 2)
+    assert doc["backend"] == "openai" and doc["mean_ttft_ms"] is None
+    assert all("Connect" in e for e in doc["errors"]) and doc["itls"] == [[]] * 4
+
+
 def test_unreachable_endpoint_without_model_is_one_line_exit_2(tmp_path, capsys):
     rc = main(["bench", "--endpoint", f"http://127.0.0.1:{free_port()}", "--num-requests", "2",
                "--out", str(tmp_path / "b")])

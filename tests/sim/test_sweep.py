@@ -144,6 +144,7 @@ def test_presets_print_the_seed_tables(tmp_path, capsys, preset, header):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert header in printed
+    assert "e+0" not in printed and "%" in printed  # 11,353 not 1.135e+04; GPU use in %
     report = (out / "report.html").read_text()
     assert "speed-up" in report or "wait (ms)" in report
     table = pd.read_csv(out / "sweep.csv")

@@ -77,9 +77,46 @@ def test_static_waits_for_a_full_batch_and_pads():
 
 def test_static_fill_timeout_dispatches_partial_batch():
     """A waits 5 ms then runs alone; B runs after A's batch completes."""
-    req, steps, _ = run("static", [A, B], knobs={"max_batch_size": "2", "max_queue_delay_ms": "5"})
+    req, steps, _ = run("static", [A, B], knobs={"max_batch_size": "2", "max_batch_wait_ms": "5"})
     assert list(steps["start_s"]) == [ms(0.005), ms(0.015), ms(0.020), ms(0.025), ms(0.030)]
     assert req.loc["r1"]["e2el_ms"] == ms(35.0 - 12.0)
+
+
+def test_static_wait_zero_dispatches_at_once_as_dynamic_does():
+    """max_batch_wait_ms=0 means what dynamic's max_queue_delay_microseconds=0 means: A runs
+    alone at t=0, B after A's batch: the same timeline as the dynamic batcher's."""
+    static_req, static_steps, _ = run("static", [A, B], knobs={"max_batch_size": "4",
+                                                                "max_batch_wait_ms": "0"})
+    dyn_req, dyn_steps, _ = run("dynamic", [A, B], knobs={"max_batch_size": "4"})
+    assert static_req.loc["r0"]["e2el_ms"] == ms(20.0)
+    assert static_req[["queue_ms", "ttft_ms", "e2el_ms"]].equals(
+        dyn_req[["queue_ms", "ttft_ms", "e2el_ms"]])
+    assert list(static_steps["start_s"]) == list(dyn_steps["start_s"])
+
+
+@pytest.mark.parametrize("old,new", [("0", "inf"), ("5", "5")])
+def test_static_old_knob_name_keeps_its_meaning(old, new):
+    """max_queue_delay_ms (the old name) still means 0 = wait for a full batch: it runs as
+    max_batch_wait_ms=inf (and 5 as 5), which is the default."""
+    assert make_config("static", {"max_queue_delay_ms": old}) == make_config(
+        "static", {"max_batch_wait_ms": new})
+    assert make_config("static", {"max_queue_delay_ms": 0.0}) == make_config("static", {})
+    old_run = run("static", [A, B], knobs={"max_batch_size": "2", "max_queue_delay_ms": old})
+    new_run = run("static", [A, B], knobs={"max_batch_size": "2", "max_batch_wait_ms": new})
+    assert old_run[0].equals(new_run[0]) and old_run[1].equals(new_run[1])
+
+
+def test_static_wait_knob_names_are_checked():
+    """Both names at once, a negative wait, or inf under the old name (where 0 already means
+    "wait"): one clear error."""
+    with pytest.raises(ValueError, match="old name of max_batch_wait_ms"):
+        make_config("static", {"max_queue_delay_ms": "1", "max_batch_wait_ms": "1"})
+    with pytest.raises(ValueError, match="max_batch_wait_ms"):
+        make_config("static", {"max_batch_wait_ms": "-1"})
+    with pytest.raises(ValueError, match="finite"):
+        make_config("static", {"max_queue_delay_ms": "inf"})
+    with pytest.raises(ValueError, match="finite number or inf"):
+        make_config("static", {"max_batch_wait_ms": "nan"})
 
 
 def test_dynamic_with_no_delay_dispatches_at_once():
