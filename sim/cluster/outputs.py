@@ -38,10 +38,27 @@ class ClusterRecord:
     recorded), pooled over one or more replicas; each replica's ITL samples are computed once."""
 
     def __init__(self, recorders: Sequence[Recorder],
-                 itl: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+                 itl: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+                 assignment: np.ndarray | None = None) -> None:
+        """assignment: the replica of every request (for token_times_s of a cluster)."""
+        self.recorders = recorders
+        self.assignment = assignment
         self.prefill_paths = any(r.prefill_paths for r in recorders)
         self.cpu_steps = [step for r in recorders for step in r.cpu_steps]
         self.itl = list(itl) if itl is not None else [r.itl_samples() for r in recorders]
+
+    def token_times_s(self, indexes: Sequence[int]) -> list[np.ndarray]:
+        """Recorder.token_times_s, each request's from the replica that served it."""
+        if len(self.recorders) == 1:
+            return self.recorders[0].token_times_s(indexes)
+        assert self.assignment is not None, "a cluster record needs the assignment"
+        out: list[np.ndarray] = [np.zeros(0)] * len(indexes)
+        for r, rec in enumerate(self.recorders):
+            slots = [k for k, i in enumerate(indexes) if self.assignment[i] == r]
+            for k, times in zip(slots, rec.token_times_s([indexes[k] for k in slots]),
+                                strict=True):
+                out[k] = times
+        return out
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.itl) == 1:
@@ -113,7 +130,8 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
         step_parts.append(steps)
     requests_df["replica"] = result.assignment
     steps_df = pd.concat(step_parts, ignore_index=True)
-    record = cast("Recorder", ClusterRecord(recorders, [c.itl[0] for c in records]))
+    record = cast("Recorder", ClusterRecord(recorders, [c.itl[0] for c in records],
+                                            result.assignment))
     # the request figures over every request; the step figures from the replicas' own (one
     # pass over the steps, not two)
     metrics = summarize(record, requests_df, steps_df.iloc[:0], 1, source, goodput)

@@ -72,3 +72,20 @@ def test_a_mixed_fleet_run_folder(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["cluster"]["replicas"] == 2
     assert "Replicas" in (out / "report.html").read_text()
+
+
+def test_a_cluster_saves_vllms_result_json_with_each_requests_own_gaps(tmp_path):
+    """--save-result --save-detailed of a cluster: each request's ITLs come from the replica
+    that served it (their sum is its E2EL - TTFT) and pool into the cluster's ITL figures."""
+    out = tmp_path / "run"
+    assert main([*SMALL, "--replicas", "3", "--router", "least_outstanding", "--save-result",
+                 "--save-detailed", "--out", str(out)]) == 0
+    doc = json.loads((out / "result.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    requests = read_table(out / "requests.csv")
+    assert requests["replica"].nunique() == 3
+    for k, row in requests.iterrows():
+        assert len(doc["itls"][k]) == row["output_tokens"] - 1
+        assert sum(doc["itls"][k]) == pytest.approx((row["e2el_ms"] - row["ttft_ms"]) / 1e3)
+    pooled = [x * 1e3 for gaps in doc["itls"] for x in gaps]
+    assert sum(pooled) / len(pooled) == pytest.approx(metrics["itl_ms"]["mean"])
