@@ -161,18 +161,30 @@ def sweep(policies: str | Sequence[str], *, vary: Mapping[str, Sequence[Any]] | 
           workload: Mapping[str, Any] | SyntheticSpec | None = None,
           knobs: Mapping[str, Any] | None = None, profile: str | Path | None = None,
           seed: int = 0, goodput: Mapping[str, float] | None = None, jitter: bool = False,
-          workers: int = 1, max_concurrency: int | None = None) -> pd.DataFrame:
+          workers: int = 1, max_concurrency: int | None = None, backend: str = "local",
+          address: str | None = None) -> pd.DataFrame:
     """Every policy × every combination of the varied knob values × every request rate, as
     `batchsim sweep` runs them; returns the sweep table (one row per point, the columns of
     sweep.csv). workers: processes (1 = this one, the default in a notebook);
-    max_concurrency: closed-loop clients at every point, as in `simulate`."""
-    from batchsim.sim.sweep.sweep import SweepSpec, check, expand, run_sweep
+    max_concurrency: closed-loop clients at every point, as in `simulate`. backend "ray":
+    the points as Ray tasks (the sweep extra), on the cluster at `address` (`auto`,
+    `HOST:PORT`, `ray://HOST:PORT`; None: the connected one, else RAY_ADDRESS, else a new local
+    instance), as `batchsim sweep --backend ray --address` does; the same table."""
+    from batchsim.sim.sweep.sweep import BACKENDS, SweepSpec, check, expand, run_sweep
 
     names = [policies] if isinstance(policies, str) else list(policies)
     if not names:
         raise ValueError("sweep needs at least one policy")
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "ray":
+        from batchsim.extras import require_sweep_extra
+
+        require_sweep_extra()
+    elif address is not None:
+        raise ValueError("address is the Ray cluster's: give it with backend='ray'")
     rates = tuple(float(r) for r in request_rates or ())
     if any(not r > 0 for r in rates):
         raise ValueError(f"request rates must be positive (or inf), got {list(rates)}")
@@ -187,4 +199,5 @@ def sweep(policies: str | Sequence[str], *, vary: Mapping[str, Sequence[Any]] | 
                  seed=seed, goodput=goodput, jitter=jitter, cpu_profile=None, kv_copy_gbps=None,
                  reject_too_long=False, time_scale=1.0, max_concurrency=max_concurrency)
     spec = SweepSpec(tuple(expand(names, varied)), rates, base)
-    return run_sweep(spec, workers, points=check(spec))
+    return run_sweep(spec, workers, points=check(spec), backend=backend,  # type: ignore[arg-type]
+                     address=address)

@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                  "and compare"),
     "sweep": ("sweep_cmd", "simulate policies x knob values x loads in parallel; best under "
                            "an SLO"),
+    "plan": ("plan_cmd", "the fewest replicas (and the knobs) that meet --goodput at "
+                         "--request-rate R"),
     "trace": ("trace_cmd", "inspect a trace (stats) or convert it to the native format "
                            "(window, rate, filters, sampling)"),
     "report": ("report_cmd", "write an HTML report of run folders, a profile, a sweep or a "

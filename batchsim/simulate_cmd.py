@@ -22,11 +22,12 @@ from batchsim.args import (
     with_cpu_path_defaults,
     workload_from_args,
 )
+from batchsim.cluster_args import add_cluster_options, cluster_from_args
 from batchsim.policies.registry import available
 from batchsim.progress import Progress, Status
 from batchsim.result_options import add_result_options, result_options
 from batchsim.sim.workload.synthetic import SyntheticSpec
-from batchsim.summary import format_summary
+from batchsim.summary import format_replicas, format_summary
 
 if TYPE_CHECKING:
     from batchsim.sim.run import RunSpec
@@ -40,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", required=True, choices=available(), help="batching policy")
     add_knob_option(p)
     add_engine_config_option(p)
-    p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
+    add_cluster_options(p, "profile JSON (default: the shipped qwen2.5-0.5b profile)")
     add_cpu_path_options(p)
     p.add_argument("--out", type=Path, help="run folder to write (default: runs/<time>-<policy>)")
     p.add_argument("--force", action="store_true", help="replace an existing run folder")
@@ -67,10 +68,12 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
     work = workload_from_args(args, request_rate=True)
     knobs = knobs_from_args(args, [args.policy])
+    profile, cluster = cluster_from_args(args)
     return RunSpec(
         policy=args.policy,
         knobs=knobs,
-        profile=args.profile,
+        profile=profile,
+        cluster=cluster,
         cpu_profile=args.cpu_profile,
         kv_copy_gbps=args.kv_copy_gbps,
         kv_copy_latency_us=args.kv_copy_latency_us,
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
                              percentile_metrics=saved.percentile_metrics,
                              metric_percentiles=saved.metric_percentiles),
               flush=True)
+        if "replicas" in result.metrics:
+            print(format_replicas(result.metrics, result.config["cluster"]["router"]))
         if math.isinf(spec.synthetic.request_rate if spec.synthetic else 0.0):
             print("note: request rate inf: every request arrives at t=0")
     # the summary is out; a large run then spends seconds writing: say so

@@ -144,3 +144,21 @@ def format_summary(metrics: dict[str, Any], policy: str,
     if m["profile_source"] == "analytic":
         lines.append("note: analytic profile (calibrated, not measured); run `batchsim profile`")
     return "\n".join(lines)
+
+
+def format_replicas(metrics: dict[str, Any], router: str) -> str:
+    """One line per replica of a cluster run (metrics.json's `replicas` rows)."""
+    head = f"{'replica':>7} {'requests':>8} {'req/s':>8} {'TTFT p99':>9} {'TPOT mean':>9} " \
+           f"{'E2EL p99':>9} {'GPU busy':>8} {'KV peak':>7}"
+    lines = [_title(f" Replicas (router {router}) "), head]
+
+    def ms(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.1f}"
+
+    for row in metrics["replicas"]:
+        lines.append(f"{row['replica']:>7} {row['num_requests']:>8} "
+                     f"{row['request_throughput']:>8.2f} {ms(row['ttft_p99_ms']):>9} "
+                     f"{ms(row['tpot_mean_ms']):>9} {ms(row['e2el_p99_ms']):>9} "
+                     f"{row['gpu_busy_fraction']:>8.2f} {row['max_kv_utilization']:>7.2%}")
+    lines.append("=" * WIDTH)
+    return "\n".join(lines)

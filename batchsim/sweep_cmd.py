@@ -28,6 +28,7 @@ from batchsim.args import (
     with_cpu_path_defaults,
     workload_from_args,
 )
+from batchsim.cluster_args import add_cluster_options, cluster_from_args
 from batchsim.extras import require_sweep_extra
 from batchsim.policies.registry import available, get_policy
 from batchsim.progress import Progress
@@ -80,6 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --backend ray: the Ray cluster (auto, HOST:PORT or "
                         "ray://HOST:PORT; default: RAY_ADDRESS, else a new local instance)")
     p.add_argument("--profile", help="profile JSON (default: the shipped qwen2.5-0.5b profile)")
+    add_cluster_options(p, None)
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic workload")
     p.add_argument("--reject-too-long", action="store_true",
                    help="reject requests longer than the model's context instead of failing")
@@ -131,7 +133,8 @@ def sweep_from_args(args: argparse.Namespace) -> SweepSpec:
         raise ValueError("--cpu-profile and --kv-copy-gbps apply to policies with a CPU path "
                          "(hybrid), and this sweep has none")
     knobs = knobs_from_args(args, sorted({c.policy for c in configurations}))
-    base = RunSpec(policy=configurations[0].policy, knobs=knobs,
+    _, cluster = cluster_from_args(args)
+    base = RunSpec(policy=configurations[0].policy, knobs=knobs, cluster=cluster,
                    profile=args.profile, trace=work.trace, time_scale=work.time_scale,
                    trace_options=options, synthetic=synthetic, seed=args.seed,
                    reject_too_long=args.reject_too_long,
@@ -162,6 +165,7 @@ def sweep_meta(sweep: SweepSpec, args: argparse.Namespace, n_points: int) -> dic
                            for c in sweep.configurations],
         "request_rates": [r if math.isfinite(r) else "inf" for r in sweep.rates],
         "fixed_knobs": dict(base.knobs),
+        **({"cluster": dataclasses.asdict(base.cluster)} if base.cluster is not None else {}),
         "engine_config": (base.engine_config.provenance(base.knobs)
                           if base.engine_config is not None else None),
         "points": n_points,

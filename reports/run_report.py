@@ -9,6 +9,7 @@ quantiles in `itl_cdf.csv` (a few KB) when the run is written.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,25 @@ def config_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def replica_view(run: RunData) -> tuple[RunData, Section | None]:
+    """A cluster run (a `replica` column): replica 0's requests and steps for the per-step
+    panels, whose series mean one server's, and the section of every replica's metrics.
+    A single server: the run itself and no section."""
+    rows = run.metrics.get("replicas")
+    if not rows or "replica" not in run.steps.columns:
+        return run, None
+    view = dataclasses.replace(run, steps=run.steps[run.steps["replica"] == 0],
+                               requests=run.requests[run.requests["replica"] == 0])
+    router = run.config.get("cluster", {}).get("router", "?")
+    notes = [f"{len(rows)} replicas behind the {router} router (docs/CLUSTER.md). The summary "
+             "and latency distributions are the cluster's; the panels over time, the step "
+             "timeline and where the time goes show replica 0 only."]
+    return view, Section("Replicas", html=table(rows), notes=notes)
+
+
 def run_sections(run: RunData) -> list[Section]:
+    cluster_run = run
+    run, replicas = replica_view(run)
     steps = run.steps
     ts_fig, cut = time_series(run)
     timeline, shown = figures.step_timeline_figure(
@@ -230,8 +249,9 @@ def run_sections(run: RunData) -> list[Section]:
     share = run.metrics["prefill_time_share"]
     head = [
         Section("Summary", html=summary_cards(run.metrics) + metrics_table(run.metrics)),
+        *([replicas] if replicas is not None else []),
         Section("Latency distributions", [figures.cdf_figure(
-            {k: {run.name: v} for k, v in latency_cdfs(run).items()})],
+            {k: {run.name: v} for k, v in latency_cdfs(cluster_run).items()})],
             notes=[f"CDFs drawn from {_num_quantiles(run)} quantiles per metric (finer above "
                    "p99). ITL pools every gap between consecutive tokens of all requests."]),
         Section("Over time", [ts_fig], notes=notes),

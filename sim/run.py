@@ -22,6 +22,7 @@ from batchsim.policies.registry import get_policy, make_config
 from batchsim.policies.request import Request
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.checks import MAX_ARRIVAL_S, MAX_SLO_MS, MAX_TIME_SCALE, number
+from batchsim.sim.cluster.spec import ClusterSpec
 from batchsim.sim.csv_table import write_csv
 from batchsim.sim.engine_config import EngineConfig
 from batchsim.sim.jitter import StepJitter
@@ -57,6 +58,8 @@ class RunSpec:
     engine_config: EngineConfig | None = None
     # closed-loop clients: at most this many requests outstanding (sim.concurrency_gate)
     max_concurrency: int | None = None
+    # replicas behind a router (sim.cluster); None or 1 replica: the single server
+    cluster: ClusterSpec | None = None
 
     def __post_init__(self) -> None:
         # finite and bounded where they enter (sim.checks); NaN would pass `x <= 0` tests
@@ -71,6 +74,10 @@ class RunSpec:
                 or self.max_concurrency < 1):
             raise ValueError(f"--max-concurrency must be a positive integer, got "
                              f"{self.max_concurrency!r}")
+        if self.max_concurrency is not None and self.cluster is not None \
+                and self.cluster.replicas > 1:
+            raise ValueError("--max-concurrency applies to one server; with --replicas > 1 "
+                             "use --request-rate or a trace")
 
 
 @dataclass
@@ -82,6 +89,8 @@ class Prepared:
     too_long: set[int]
     cpu_costs: CpuCostModel | None = None  # the CPU path's costs, for policies with one
     engine_warnings: list[str] = dataclasses.field(default_factory=list)  # from --engine-config
+    # a cluster's replicas, each prepared on its own profile (sim.cluster); empty: one server
+    replicas: list[Prepared] = dataclasses.field(default_factory=list)
 
 
 @dataclass
@@ -111,7 +120,16 @@ def prepare(spec: RunSpec, workload: Workload | None = None) -> Prepared:
     check_jitter(spec, profile)
     if workload is None:
         workload = make_workload(spec)
-    return prepare_workload(spec, profile, workload)
+    prep = prepare_workload(spec, profile, workload)
+    cluster = spec.cluster
+    if cluster is not None and cluster.replicas > 1:
+        # every replica its own policy instance (and KV pool), on its own profile
+        for r in range(cluster.replicas):
+            path = cluster.profile_of(r, spec.profile)
+            own = profile if path == spec.profile else load_profile(path)
+            prep.replicas.append(prepare_workload(dataclasses.replace(spec, profile=path),
+                                                  own, workload))
+    return prep
 
 
 def prepare_workload(spec: RunSpec, profile: Profile, workload: Workload) -> Prepared:
@@ -201,6 +219,16 @@ def resolve_cpu_costs(spec: RunSpec, profile: Profile, policy: Policy) -> CpuCos
 def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
              fast_forward: bool = True, jitter_seed_offset: int = 0) -> RunOutput:
     """jitter_seed_offset: another draw of the step-time jitter (replicas of one point)."""
+    if prep.replicas:
+        from batchsim.sim.cluster.run import simulate_cluster
+
+        # replica i draws its own jitter stream; replica 0 the one a single server draws
+        jitters = [make_jitter(p, jitter_seed_offset + r) for r, p in enumerate(prep.replicas)]
+        requests, steps, metrics, record, cluster = simulate_cluster(prep, jitters, progress,
+                                                                     fast_forward)
+        config = run_config(prep.replicas[0], jitters[0], prep.spec.seed + jitter_seed_offset)
+        config["cluster"] = cluster
+        return RunOutput(config, metrics, requests, steps, record)
     jitter = make_jitter(prep, jitter_seed_offset)
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
@@ -210,12 +238,17 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
     metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
                         prep.profile.source, prep.spec.goodput)
     add_policy_metrics(metrics, prep.policy, result.recorder.kv_cached_blocks())
+    config = run_config(prep, jitter, prep.spec.seed + jitter_seed_offset)
+    return RunOutput(config, metrics, requests, None, result.recorder)
+
+
+def run_config(prep: Prepared, jitter: StepJitter | None, jitter_seed: int) -> dict[str, Any]:
+    """config.json of a simulated run: the resolved inputs and what the run derived."""
     config = resolved_config(prep)
     if prep.cpu_costs is not None:
         config["cpu_path"] = prep.cpu_costs.source
     if jitter is not None:
-        config["step_jitter"] = {"seed": prep.spec.seed + jitter_seed_offset,
-                                 "repeat_ratios": jitter.summary()}
+        config["step_jitter"] = {"seed": jitter_seed, "repeat_ratios": jitter.summary()}
     if prep.spec.engine_config is not None:
         knob_names = list(config["knobs"])
         config["engine_config"] = {**prep.spec.engine_config.provenance(prep.spec.knobs,
@@ -226,7 +259,7 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
         config["derived_knobs"] = derived
     if prep.spec.max_concurrency is not None:  # absent otherwise: outputs as before
         config["max_concurrency"] = prep.spec.max_concurrency
-    return RunOutput(config, metrics, requests, None, result.recorder)
+    return config
 
 
 def outputs(recorder: Recorder, requests: Sequence[Request], policy: Policy,

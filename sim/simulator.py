@@ -30,6 +30,7 @@ each request to the gate instead, which lets it arrive at once or when a request
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import simpy
@@ -63,23 +64,29 @@ class Simulator:
         cpu_costs: CpuCostModel | None = None,
         jitter: StepJitter | None = None,
         max_concurrency: int | None = None,
+        env: simpy.Environment | None = None,
+        server_class: Callable[..., Server] = Server,
+        requests: list[Request] | None = None,
     ) -> None:
         """too_long: indexes of requests to reject on arrival as longer than max_model_len.
         cpu_costs: the CPU path of a hybrid policy (default: the profile's own CPU models).
         jitter: step-time noise for GPU steps (sim.jitter); None prices every step at the
         cost model's prediction. max_concurrency: at most this many requests outstanding
-        (None: arrivals as the workload says)."""
+        (None: arrivals as the workload says). env, server_class, requests: for a cluster
+        (sim.cluster), the shared clock, its replica core and the workload's requests built
+        once."""
         self.profile = profile
-        self.requests = workload.requests(with_prefix=policy.caches_prefixes)
+        self.requests = (workload.requests(with_prefix=policy.caches_prefixes) if requests is None
+                         else requests)
         self.fast_forward = fast_forward
         self.jitter = jitter
-        self.env = simpy.Environment()
+        self.env = simpy.Environment() if env is None else env
         self.hybrid = "cpu" in policy.paths
         if self.hybrid and cpu_costs is None:
             cpu_costs = cpu_cost_model(profile)
         paths = execution_paths(profile, cpu_costs if self.hybrid else None)
-        self.server = Server(policy, paths, len(self.requests), workload.arrival_s, too_long,
-                             progress)
+        self.server = server_class(policy, paths, len(self.requests), workload.arrival_s,
+                                   too_long, progress)
         self._wake: simpy.Event | None = None  # the GPU idles until this
         self._cpu_wake: simpy.Event | None = None  # the CPU worker idles until this
         self.gate: ConcurrencyGate | None = None
@@ -103,19 +110,17 @@ class Simulator:
             finally:
                 if was_enabled:
                     gc.enable()
-        self.env.process(self._arrivals())
-        self.env.process(self._cpu())
-        gpu = self.env.process(self._gpu())
+        gpu = self.start()
         self.env.run(until=gpu)
         return SimResult(self.server.recorder, self.requests, float(self.env.now))
 
     def _run_gpu_only(self) -> SimResult:
         """The GPU process alone, as a plain loop: with no CPU worker and no concurrency gate,
         arrivals are the only other events, and they are known in advance, so an index into
-        them replaces SimPy. Times are the floats the SimPy processes compute (an arrival is delivered at
-        `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so every output
-        is byte-identical to the SimPy run; an arrival at the very instant a step ends is seen
-        before the next decision."""
+        them replaces SimPy. Times are the floats the SimPy processes compute (an arrival is
+        delivered at `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so
+        every output is byte-identical to the SimPy run; an arrival at the very instant a step
+        ends is seen before the next decision."""
         server, requests, price, jitter = self.server, self.requests, price_run, self.jitter
         ff, cost_model = self.fast_forward, self.profile.cost_model
         n, i = len(requests), 0
@@ -146,6 +151,25 @@ class Simulator:
             start, now = now, now + busy_s
             server.end(decision, start, durations)
         return SimResult(server.recorder, requests, now)
+
+    def start(self, arrivals: bool = True) -> simpy.Process:
+        """Add the processes to the clock; returns the GPU one, which ends with the work.
+        arrivals=False: the caller delivers the requests (`deliver`; a cluster's router)."""
+        if arrivals:
+            self.env.process(self._arrivals())
+        if self.hybrid:
+            self.env.process(self._cpu())
+        return self.env.process(self._gpu())
+
+    def deliver(self, request: Request) -> None:
+        """A request arrives now (from a router): into the server, the GPU and CPU woken."""
+        self.server.arrive(request)
+        self.wake()
+
+    def wake(self) -> None:
+        """Let idle processes decide again (an arrival, or arrivals closed)."""
+        self._wake_gpu()
+        self._wake_cpu()
 
     # -- processes -------------------------------------------------------------------------
 

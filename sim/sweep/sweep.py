@@ -30,6 +30,7 @@ import pandas as pd
 from batchsim.policies.registry import get_policy, make_config
 from batchsim.sim.atomic import atomic_dir
 from batchsim.sim.checks import MAX_RATE
+from batchsim.sim.cluster.spec import ClusterSpec, parse_replicas
 from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import json_safe
 from batchsim.sim.run import RunSpec, prepare, simulate
@@ -156,6 +157,7 @@ def point_spec(sweep: SweepSpec, config: Configuration, rate: float | None,
         base = dataclasses.replace(base, cpu_profile=None, kv_copy_gbps=None,
                                    kv_copy_latency_us=0.0)
     knobs = {**base.knobs, **dict(config.knobs)}
+    base = dataclasses.replace(base, cluster=point_cluster(base.cluster, knobs))
     if base.trace is not None:
         scale = base.time_scale
         if rate is not None:
@@ -167,6 +169,22 @@ def point_spec(sweep: SweepSpec, config: Configuration, rate: float | None,
     assert rate is not None, "a synthetic point has a request rate"
     synthetic = dataclasses.replace(base.synthetic or SyntheticSpec(), request_rate=rate)
     return dataclasses.replace(base, policy=config.policy, knobs=knobs, synthetic=synthetic)
+
+
+CLUSTER_DIMENSIONS = ("replicas", "router")  # --vary names that are the cluster's, not knobs
+
+
+def point_cluster(base: ClusterSpec | None, knobs: dict[str, Any]) -> ClusterSpec | None:
+    """The point's cluster: `replicas` and `router` taken out of its knobs (sweep dimensions,
+    or fixed with --replicas/--router in base); None for one replica."""
+    given = {k: knobs.pop(k) for k in CLUSTER_DIMENSIONS if k in knobs}
+    if not given:
+        return base
+    base = base or ClusterSpec()
+    replicas = given.get("replicas", base.replicas)
+    cluster = ClusterSpec(parse_replicas(replicas) if isinstance(replicas, str) else replicas,
+                          str(given.get("router", base.router)), base.profiles)
+    return cluster if cluster.replicas > 1 else None
 
 
 def grid(sweep: SweepSpec) -> list[tuple[Configuration, float, RunSpec]]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from batchsim.cli import main
+from batchsim.sim.errors import UsageError
 from batchsim.sim.run import RunSpec
-from batchsim.sim.sweep.ray_backend import absolute_paths
+from batchsim.sim.sweep.ray_backend import absolute_paths, check_reachable
 from tests.test_extras import run_without
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +143,68 @@ def test_ray_tasks_get_absolute_input_paths(tmp_path, monkeypatch):
     assert spec.trace == str(tmp_path.resolve() / "t.jsonl")
     assert spec.cpu_profile == "qwen2.5-0.5b-cpu"
     assert absolute_paths(RunSpec("continuous", profile="missing.json")).profile == "missing.json"
+
+
+def _free_loopback_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_address_is_one_line_and_exit_2_in_bounded_time(tmp_path):
+    """ray.init alone would retry a dead GCS address without end; the sweep says so at once."""
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'batchsim[sweep]')")
+    port = _free_loopback_port()
+    out = tmp_path / "s"
+    argv = [sys.executable, "-m", "batchsim", "sweep", "--policy", "continuous",
+            "--request-rate", "4", "--num-requests", "5", "--backend", "ray",
+            "--address", f"127.0.0.1:{port}", "--out", str(out)]
+    child = subprocess.Popen(argv, cwd=tmp_path, env={**os.environ, **LOOPBACK_ONLY},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        _, err = child.communicate(timeout=90)  # importing ray is most of it
+    except subprocess.TimeoutExpired:
+        pytest.fail("an unreachable --address hung the sweep")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == 2, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"cannot reach Ray at --address 127.0.0.1:{port}" in err
+    assert not out.exists()
+
+
+def test_reachability_check_accepts_a_listener_and_refuses_bad_addresses(monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        check_reachable(f"127.0.0.1:{port}", timeout_s=5)
+        check_reachable(f"ray://127.0.0.1:{port}", timeout_s=5)
+    for address in (None, "auto", "local"):  # not network addresses: left to Ray
+        check_reachable(address, timeout_s=5)
+    with pytest.raises(UsageError, match="not a Ray address"):
+        check_reachable("127.0.0.1", timeout_s=5)
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{_free_loopback_port()}")
+    with pytest.raises(UsageError,
+                       match=re.escape("cannot reach Ray at RAY_ADDRESS=127.0.0.1:")):
+        check_reachable(None, timeout_s=5)
+
+
+def test_python_api_takes_the_backend_and_address():
+    import batchsim
+
+    with pytest.raises(ValueError, match="backend must be one of local, ray"):
+        batchsim.sweep("continuous", request_rates=[4], backend="dask")
+    with pytest.raises(ValueError, match="give it with backend='ray'"):
+        batchsim.sweep("continuous", request_rates=[4], address="127.0.0.1:6379")
+    pytest.importorskip("ray", reason="ray is not installed (pip install 'batchsim[sweep]')")
+    port = _free_loopback_port()
+    with pytest.raises(UsageError,
+                       match=re.escape(f"cannot reach Ray at --address 127.0.0.1:{port}")):
+        batchsim.sweep("continuous", request_rates=[4], workload={"num_requests": 4},
+                       backend="ray", address=f"127.0.0.1:{port}")
