@@ -37,6 +37,11 @@ KNOBS = {
                     "max_num_seqs": "8"},
                    {"async_scheduling": "false", "long_prefill_token_threshold": "16",
                     "block_size": "4", "max_num_batched_tokens": "48", "max_num_seqs": "6"},
+                   # a pool one longest request fills (15 usable blocks of 8 = MAX_LEN): a
+                   # lone decoder can be its own victim, a step can preempt everything running
+                   {"block_size": "8", "num_gpu_blocks_override": "16", "max_num_seqs": "4"},
+                   {"block_size": "8", "num_gpu_blocks_override": "16", "max_num_seqs": "4",
+                    "async_scheduling": "false"},
                    # prefix caching (the workload gets two prefix groups: simulate_rows)
                    {"enable_prefix_caching": "true", "block_size": "4",
                     "max_num_batched_tokens": "32", "max_num_seqs": "8"},

@@ -69,3 +69,23 @@ def test_a_step_that_preempts_everything_running_reports_it_with_the_next_plan(
     assert out.metrics["preemptions"] > 0
     assert out.metrics["preemptions"] == sum(out.recorder.num_preemptions)
     assert out.metrics["completed"] == 120
+
+
+def test_a_lone_decoder_preempting_itself_is_readmitted_at_once():
+    """The smallest case hypothesis found (tests/sim/test_conformance.py's costs and pool): 15
+    usable blocks of 8 tokens. B (77 + 13 tokens) runs alone, then A (19 + 7) joins; at B's
+    last step the pool is full (15 blocks). Deciding the next step one step ahead, B's blocks
+    are still held (its last token is in flight), A needs a 4th block and, being the newest,
+    is its own victim: nothing is left to run. The same decision then admits A again (B's
+    blocks released), recomputing its 19 + 6 tokens; the preemption goes with that plan."""
+    from tests.sim.test_conformance import simulate_rows
+
+    knobs = {"block_size": "8", "num_gpu_blocks_override": "16", "max_num_seqs": "4"}
+    out, _, _ = simulate_rows("continuous", knobs, [(0.375, 19, 7, 0), (0.2188, 77, 13, 0)])
+    steps = out.steps
+    assert list(steps["kv_blocks_used"])[12:14] == [15, 4]
+    assert list(steps["prefill_tokens"])[13] == 25
+    assert out.requests["status"].tolist() == ["completed", "completed"]
+    assert list(out.recorder.num_preemptions) == [0, 1]  # sorted by arrival: B, A
+    end12 = steps["start_s"].iloc[12] + steps["duration_s"].iloc[12]
+    assert steps["start_s"].iloc[13] == pytest.approx(end12)  # no wait for an arrival
