@@ -229,6 +229,10 @@ def flatten(metrics: Mapping[str, Any]) -> dict[str, Any]:
         row["good_requests"] = good
         row["request_goodput"] = metrics["goodput"]["request_goodput"]
         row["slo_attainment"] = good / metrics["num_requests"] if metrics["num_requests"] else 0.0
+    if "prefix_cache" in metrics:  # enable_prefix_caching: empty in rows without it
+        cache = metrics["prefix_cache"]
+        row["prefix_hit_rate"] = cache["hit_rate"]
+        row["prefill_tokens_saved"] = cache["prefill_tokens_saved"]
     return row
 
 

@@ -271,3 +271,17 @@ def test_synthetic_shared_prefix_adds_the_prompt_and_keeps_the_draws():
     assert (shared.input_tokens == plain.input_tokens + 64).all()
     assert set(shared.prefix_group.tolist()) == {0, 1, 2}
     assert {p.num_tokens for p in shared.prefixes()} == {64}
+
+
+def test_sweep_rows_carry_the_hit_rate_where_caching_is_on():
+    """--vary enable_prefix_caching=false,true: the caching points have the hit rate and the
+    prefill tokens saved of their metrics.json; the others leave the columns empty."""
+    import batchsim
+
+    table = batchsim.sweep("continuous", request_rates=[20.0],
+                           vary={"enable_prefix_caching": ["false", "true"]},
+                           workload={"num_requests": 60, "input_len": 600, "output_len": 10,
+                                     "prefix_len": 512, "num_prefix_groups": 2})
+    off, on = (table[table["enable_prefix_caching"] == v].iloc[0] for v in ("false", "true"))
+    assert np.isnan(off["prefix_hit_rate"]) and np.isnan(off["prefill_tokens_saved"])
+    assert 0 < on["prefix_hit_rate"] < 1 and on["prefill_tokens_saved"] > 0
