@@ -26,6 +26,7 @@ from batchsim.bench_cmd import add_endpoint_options
 from batchsim.extras import require_profile_extra, require_serve_extra
 from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.progress import Progress
+from batchsim.reports.fmt import metric_label
 from batchsim.sim.errors import UsageError
 from batchsim.sim.outputs import check_output
 from batchsim.sim.profile import Profile, load_profile
@@ -135,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     write_validation(out, doc, result.tables(), result.jsons(), report=_report)
     bar.close()
     if not args.quiet:
-        print(format_error_table(doc))
+        print(format_error_table(doc, label=metric_label))
         host = [p["host_overhead"]["per_step_mean_s"] * 1e3 for p in doc["points"]]
         print("executor host time per step (ms, not in the simulation): "
               + ", ".join(f"{h:.3f}" for h in host))

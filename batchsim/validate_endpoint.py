@@ -16,6 +16,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from batchsim.reports.fmt import metric_label
 from batchsim.sim.run import RunOutput
 from batchsim.sim.validation.plan import (
     SCHEMA,
@@ -117,14 +118,15 @@ def format_endpoint_result(doc: dict[str, Any]) -> str:
     """The client-side error table, the server-side one (when the server timed itself), and
     the client + HTTP overhead on TTFT per load."""
     lines = ["client-side times (what a user sees: HTTP and network included):",
-             format_error_table(doc)]
+             format_error_table(doc, label=metric_label)]
     if doc.get("errors_server_side"):
         server_doc = {**doc, "errors": doc["errors_server_side"],
                       "points": [{**p, "comparison": p["comparison_server_side"]}
                                  for p in doc["points"]]}
         lines += ["", "server-side times (TTFT and E2EL as the server measured them):",
                   format_error_table(server_doc, ("ttft_ms.mean", "ttft_ms.p99",
-                                                  "e2el_ms.mean", "e2el_ms.p99"))]
+                                                  "e2el_ms.mean", "e2el_ms.p99"),
+                                     label=metric_label)]
     overhead = [p.get("client_overhead_ttft_ms_mean") for p in doc["points"]]
     lines.append("client + HTTP overhead on mean TTFT (client - server), ms: " + ", ".join(
         "n/a" if x is None else f"{x:.2f}" for x in overhead))

@@ -15,6 +15,7 @@ from batchsim.args import (
     flag,
     knobs_from_args,
 )
+from batchsim.reports.fmt import metric_label
 from batchsim.sim.errors import UsageError
 from batchsim.sim.validation.observed_compare import ObservedSpec, validate_observed
 from batchsim.sim.validation.plan import format_error_table, write_validation
@@ -54,7 +55,7 @@ def run_observed(args: argparse.Namespace) -> int:
     doc = result.document(command_line(args, out))
     write_validation(out, doc, result.tables(), result.jsons(), report=_report)
     if not args.quiet:
-        print(format_error_table(doc, _TABLE))
+        print(format_error_table(doc, _TABLE, label=metric_label))
         if result.run.timeseries is None:
             print("note: no timeseries.csv beside the run: no over-time comparison")
     print(f"validation folder: {out}")

@@ -347,16 +347,20 @@ def format_error_table(doc: Mapping[str, Any],
                        metrics: Sequence[str] = (
                            "request_throughput", "ttft_ms.mean", "ttft_ms.p99", "tpot_ms.mean",
                            "itl_ms.p99", "e2el_ms.mean", "e2el_ms.p99", "queue_ms.mean",
-                           "gpu_busy_fraction", "mean_batch_size")) -> str:
-    """Plain-text table: metric rows, real / sim / error per load, then MAPE."""
+                           "gpu_busy_fraction", "mean_batch_size"),
+                       label: Callable[[str], str] | None = None) -> str:
+    """Plain-text table: metric rows, real / sim / error per load, then MAPE. label: a
+    metric's row name (the CLI's `TTFT mean (ms)`); default its key (`ttft_ms.mean`)."""
     points = doc["points"]
-    head = f"{'metric':<24}" + "".join(
+    names = {name: label(name) if label is not None else name for name in metrics}
+    width = max(24, *(len(n) + 2 for n in names.values()))
+    head = f"{'metric':<{width}}" + "".join(
         f"{(p.get('label') or 'load ' + format(p['load'], 'g')):>30}" for p in points
     ) + f"{'MAPE':>8}"
-    sub = f"{'':<24}" + "".join(f"{'real':>10}{'sim':>10}{'err':>10}" for _ in points)
+    sub = f"{'':<{width}}" + "".join(f"{'real':>10}{'sim':>10}{'err':>10}" for _ in points)
     lines = [head, sub]
     for name in metrics:
-        row = f"{name:<24}"
+        row = f"{names[name]:<{width}}"
         for p in points:
             c = p["comparison"][name]
             row += f" {_num(c['real']):>9} {_num(c['sim']):>9} {_pct(c['rel_error']):>9}"

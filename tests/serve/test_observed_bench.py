@@ -30,7 +30,7 @@ def test_validate_observed_reads_a_bench_folder(tmp_path, capsys):
                  "--policy", "continuous", "--set", "max_num_seqs=4", "--no-jitter",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "ttft_ms.mean" in printed and f"validation folder: {out}" in printed
+    assert "TTFT mean (ms)" in printed and f"validation folder: {out}" in printed
     doc = json.loads((out / "validation.json").read_text())
     (point,) = doc["points"]
     ttft = point["comparison"]["ttft_ms.mean"]

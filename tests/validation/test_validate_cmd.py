@@ -23,7 +23,7 @@ def test_validate_writes_the_comparison(tmp_path, capsys):
                  "--set", "max_num_seqs=4", *SHORT, "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "about" in printed and "request_throughput" in printed and str(out) in printed
+    assert "about" in printed and "request throughput (req/s)" in printed and str(out) in printed
     doc = json.loads((out / "validation.json").read_text())
     assert doc["schema"] == "batchsim.validation"
     assert doc["profile"]["digest"] and doc["profile"]["fingerprint"]["model"] == "tiny-qwen2"
