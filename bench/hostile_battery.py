@@ -288,6 +288,34 @@ def cases() -> list[Case]:
                         "--jitter on an analytic profile": ["--jitter"],
                         "--cpu-profile with continuous": ["--cpu-profile", str(CPU)]}.items():
         out.append(sim_case(name, ["--policy", "continuous", *extra]))
+    # this wave's flags: replicas and routers, closed-loop clients, shared prefixes, results
+    wave = {
+        "--replicas 0": ["--replicas", "0"], "--replicas nan": ["--replicas", "nan"],
+        "--replicas 2.5": ["--replicas", "2.5"], "--replicas 10^9": ["--replicas", "1000000000"],
+        "--router nope": ["--replicas", "2", "--router", "nope"],
+        "--max-concurrency 0": ["--max-concurrency", "0"],
+        "--max-concurrency -3": ["--max-concurrency", "-3"],
+        "--max-concurrency inf": ["--max-concurrency", "inf"],
+        "--max-concurrency with --replicas 2": ["--max-concurrency", "2", "--replicas", "2"],
+        "--prefix-len -1": ["--prefix-len", "-1"], "--prefix-len nan": ["--prefix-len", "nan"],
+        "--num-prefix-groups without --prefix-len": ["--num-prefix-groups", "3"],
+        "--set enable_prefix_caching=maybe": ["--set", "enable_prefix_caching=maybe"],
+        "--result-filename without --save-result": ["--result-filename", "r.json"],
+        "--result-filename a path": ["--save-result", "--result-filename", "../x/r.json"],
+    }
+    for name, extra in wave.items():
+        out.append(sim_case(name, ["--policy", "continuous", *extra]))
+    out.append(("plan: no --goodput", lambda d: ["plan", "--policy", "continuous",
+                                                  "--request-rate", "5", "--out", str(d / "p")], 2))
+    out.append(("plan: --max-replicas 0", lambda d: [
+        "plan", "--policy", "continuous", "--request-rate", "5", "--goodput", "ttft:500",
+        "--max-replicas", "0", "--out", str(d / "p")], 2))
+    out.append(("plan: --request-rate nan", lambda d: [
+        "plan", "--policy", "continuous", "--request-rate", "nan", "--goodput", "ttft:500",
+        "--out", str(d / "p")], 2))
+    out.append(("sweep: --backend nope", lambda d: ["sweep", "--policy", "continuous",
+                                                    "--request-rate", "1", "--backend", "nope",
+                                                    "--out", str(d / "s")], 2))
     out.append(("sweep: --workers 0", lambda d: ["sweep", "--policy", "continuous",
                                                  "--request-rate", "1", "--workers", "0",
                                                  "--out", str(d / "s")], 2))

@@ -156,5 +156,6 @@ def parse_value(knob: str, raw: str, hint: Any) -> Any:
             return option(raw)
         except (TypeError, ValueError):
             continue
-    raise UsageError(f"knob {knob}: cannot read {raw!r} as {hint}")
+    shown = "true or false" if bool in options else _type_name(hint)
+    raise UsageError(f"knob {knob}: cannot read {raw!r} as {shown}")
 

@@ -55,12 +55,17 @@ def integer(name: str, value: Any, low: int | None = None, high: int | None = No
     return value
 
 
+def _bound(x: float) -> str:
+    """A range's end: an integer in full up to 10^12 (2147483648, not 2.14748e+09)."""
+    return f"{int(x)}" if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
+
 def _range(low: float | None, high: float | None, low_open: bool, allow_inf: bool) -> str:
-    top = "inf" if allow_inf else (f"{high:g}" if high is not None else None)
+    top = "inf" if allow_inf else (_bound(high) if high is not None else None)
     if low is not None and top is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {top}]"
+        return f"in {'(' if low_open else '['}{_bound(low)}, {top}]"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {_bound(low)}"
     return f"<= {top}"
 
 

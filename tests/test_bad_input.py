@@ -279,3 +279,15 @@ def test_burstgpt_cell_spanning_two_lines_is_reported_at_its_line(tmp_path, caps
 def test_folder_and_device_as_trace(tmp_path, capsys):
     _fails(capsys, ["trace", "stats", str(tmp_path)], "is a folder")
     _fails(capsys, ["trace", "stats", "/dev/zero"], "not a regular file")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--prefix-len", "-1"], "--prefix-len must be in [0, 2147483648], got -1"),  # not 2.1e+09
+    (["--set", "enable_prefix_caching=maybe"], "cannot read 'maybe' as true or false"),
+    (["--replicas", "2", "--max-concurrency", "2"], "--max-concurrency applies to one server"),
+    (["--replicas", "2", "--router", "nope"], "--router"),
+])
+def test_this_waves_flags_fail_in_one_readable_line(capsys, tmp_path, extra, message):
+    _fails(capsys, [*SIM, "--policy", "continuous", *extra, "--out", str(tmp_path / "r")],
+           message)
+    assert not (tmp_path / "r").exists()
