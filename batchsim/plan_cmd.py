@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if args.replicas != 1:
         raise UsageError("plan tries 1, 2, ... replicas itself: give --max-replicas, not "
                          "--replicas")
+    if getattr(args, "max_concurrency", None) is not None:
+        raise UsageError("plan sizes replicas for an open-loop --request-rate; --max-concurrency "
+                         "(closed-loop clients) applies to one server: drop it")
     if not args.goodput:
         raise UsageError("plan needs --goodput (e.g. ttft:500 tpot:50): the SLO to meet")
     if not args.request_rate and not args.target_rate:

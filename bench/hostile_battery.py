@@ -310,6 +310,9 @@ def cases() -> list[Case]:
     out.append(("plan: --max-replicas 0", lambda d: [
         "plan", "--policy", "continuous", "--request-rate", "5", "--goodput", "ttft:500",
         "--max-replicas", "0", "--out", str(d / "p")], 2))
+    out.append(("plan: --max-concurrency", lambda d: [
+        "plan", "--policy", "continuous", "--request-rate", "5", "--goodput", "ttft:500",
+        "--max-concurrency", "4", "--out", str(d / "p")], 2))
     out.append(("plan: --request-rate nan", lambda d: [
         "plan", "--policy", "continuous", "--request-rate", "nan", "--goodput", "ttft:500",
         "--out", str(d / "p")], 2))

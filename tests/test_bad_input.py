@@ -291,3 +291,10 @@ def test_this_waves_flags_fail_in_one_readable_line(capsys, tmp_path, extra, mes
     _fails(capsys, [*SIM, "--policy", "continuous", *extra, "--out", str(tmp_path / "r")],
            message)
     assert not (tmp_path / "r").exists()
+
+
+def test_plan_refuses_closed_loop_clients(capsys, tmp_path):
+    _fails(capsys, ["plan", "--policy", "continuous", "--request-rate", "5", "--goodput",
+                    "ttft:500", "--max-concurrency", "4", "--out", str(tmp_path / "p")],
+           "--max-concurrency")
+    assert not (tmp_path / "p").exists()
