@@ -32,6 +32,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from batchsim.policies.base import Plan, StepEvents
     from batchsim.policies.request import Request
+    from batchsim.sim.workload.workload import Workload
 
 PHASES = ("prefill", "decode", "mixed")
 _PHASE_CODE = {name: code for code, name in enumerate(PHASES)}
@@ -331,26 +332,47 @@ class Recorder:
         return both
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:
+        """One row per request, in the order of `requests` (request i is requests[i])."""
         n = len(requests)
         # fromiter, not a list then an array: no million-item list in between
-        arrival = np.fromiter((r.arrival_s for r in requests), np.float64, n)
-        out_tokens = np.fromiter((r.output_tokens for r in requests), np.int64, n)
+        return self._requests_table(
+            [r.id for r in requests], [self.reject_reason.get(r.index, "") for r in requests],
+            np.fromiter((r.arrival_s for r in requests), np.float64, n),
+            np.fromiter((r.input_tokens for r in requests), np.int64, n),
+            np.fromiter((r.output_tokens for r in requests), np.int64, n),
+            np.fromiter((r.priority for r in requests), np.int64, n))
+
+    def workload_table(self, workload: Workload) -> pd.DataFrame:
+        """requests_table(workload.requests()) from the workload's columns, without the
+        Request objects (the simulator's plain loop does not keep them)."""
+        ids = workload.ids if workload.ids is not None else [str(i) for i in range(len(workload))]
+        reason = [self.reject_reason.get(i, "") for i in range(len(workload))]
+        # the workload's own arrays where they have the table's dtype: no copy (pandas copies
+        # on write, so the table and the workload cannot change each other)
+        return self._requests_table(ids, reason, np.asarray(workload.arrival_s, np.float64),
+                                    np.asarray(workload.input_tokens, np.int64),
+                                    np.asarray(workload.output_tokens, np.int64),
+                                    np.asarray(workload.priority, np.int64))
+
+    def _requests_table(self, ids: list[str], reason: list[str], arrival: np.ndarray,
+                        in_tokens: np.ndarray, out_tokens: np.ndarray,
+                        priority: np.ndarray) -> pd.DataFrame:
+        """The table of requests_table; reason: each request's reject reason ("" if none)."""
         first_sched = _numpy(self.first_sched_s, np.float64)
         first_token = _numpy(self.first_token_s, np.float64)
         finish = _numpy(self.finish_s, np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = np.where(out_tokens > 1, (finish - first_token) / (out_tokens - 1), np.nan)
-        reason = [self.reject_reason.get(r.index, "") for r in requests]
         # one str object per distinct value, not per request (astype(object) makes one each)
         status = _STATUS[np.where(np.isfinite(finish), 0, 1)]
         if self.reject_reason:
             status[np.array([bool(x) for x in reason])] = "rejected"
         table = pd.DataFrame({
-            "id": [r.id for r in requests],
+            "id": ids,
             "arrival_s": arrival,
-            "input_tokens": np.fromiter((r.input_tokens for r in requests), np.int64, n),
+            "input_tokens": in_tokens,
             "output_tokens": out_tokens,
-            "priority": np.fromiter((r.priority for r in requests), np.int64, n),
+            "priority": priority,
             "status": status,
             "reject_reason": reason,
             "queue_ms": (first_sched - arrival) * 1e3,
@@ -360,7 +382,7 @@ class Recorder:
             "first_token_s": first_token,
             "finish_s": finish,
             "preemptions": _numpy(self.num_preemptions, np.int64),
-        }, copy=False)  # the arrays are the table's own: no second copy of every column
+        }, copy=False)  # no second copy of every column
         if self.prefill_paths:
             # where the request's (first) prefill ran; empty if it never ran
             path = _PATHS[np.where(np.isfinite(first_sched), 0, 1)]
