@@ -1,6 +1,7 @@
 """What a large run does not keep: a synthetic workload holds no id strings, the simulator's
-plain loop builds its requests as they arrive (`RequestStream`), and the requests table comes
-from the workload's columns. Each must give what the kept requests gave."""
+plain loop builds its requests as they arrive (`RequestStream`), the requests table comes from
+the workload's columns, and steps are read a few columns or rows at a time. Each must give what
+the whole objects gave."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batchsim.reports.run_report import REPORT_STEP_COLUMNS
+from batchsim.sim.csv_table import write_csv
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.run import RunSpec, prepare, simulate
 from batchsim.sim.simulator import RequestStream
@@ -73,3 +76,24 @@ def test_a_run_without_ids_writes_the_same_table_as_one_with_them():
     pd.testing.assert_frame_equal(plain.requests, named.requests)
     assert plain.requests["id"].tolist() == [str(i) for i in range(len(work))]
 
+
+
+@pytest.mark.parametrize("knobs", [{}, {"enable_prefix_caching": "true"}])
+def test_a_step_frame_is_those_columns_of_the_steps_table(knobs):
+    rec = simulate(prepare(RunSpec(policy="continuous", synthetic=SMALL, knobs=knobs))).recorder
+    frame = rec.step_frame(REPORT_STEP_COLUMNS)  # before the table: built from the records
+    table = rec.steps_table()
+    pd.testing.assert_frame_equal(frame, table[[c for c in REPORT_STEP_COLUMNS if c in table]])
+    assert ("kv_cached_blocks" in frame) == bool(knobs)
+    assert list(rec.step_columns(("duration_s", "phase"))) == ["duration_s", "phase"]
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_steps_csv_in_small_chunks_is_the_tables_csv(monkeypatch, tmp_path, rows: int):
+    """Chunk boundaries inside fast-forwarded runs: the run shapes are looked up per chunk."""
+    monkeypatch.setattr("batchsim.sim.recorder._CSV_CHUNK_ROWS", rows)
+    rec = simulate(prepare(RunSpec(policy="continuous", synthetic=SMALL))).recorder
+    assert len(rec._run_k) < rec.num_steps  # some runs repeat a step
+    assert rec.write_steps_csv(tmp_path / "runs.csv")
+    write_csv(rec.steps_table(), tmp_path / "table.csv")
+    assert (tmp_path / "runs.csv").read_bytes() == (tmp_path / "table.csv").read_bytes()
