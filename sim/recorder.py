@@ -54,6 +54,15 @@ def _numpy(values: array, dtype: type) -> np.ndarray:
     return np.frombuffer(values, dtype=dtype).copy()
 
 
+def _shared(values: array, dtype: type) -> np.ndarray:
+    """A typed array's items as numpy without a copy, for the tables of a finished recording:
+    while the result lives the typed array cannot grow (BufferError), and later writes to it
+    would show through."""
+    if not values:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(values, dtype=dtype)
+
+
 class Recorder:
     def __init__(self, num_requests: int, prefill_paths: bool = False) -> None:
         """prefill_paths: the policy has a CPU path, so record which path prefilled each
@@ -386,10 +395,12 @@ class Recorder:
     def _requests_table(self, ids: list[str], reason: list[str], arrival: np.ndarray,
                         in_tokens: np.ndarray, out_tokens: np.ndarray,
                         priority: np.ndarray) -> pd.DataFrame:
-        """The table of requests_table; reason: each request's reject reason ("" if none)."""
-        first_sched = _numpy(self.first_sched_s, np.float64)
-        first_token = _numpy(self.first_token_s, np.float64)
-        finish = _numpy(self.finish_s, np.float64)
+        """The table of requests_table; reason: each request's reject reason ("" if none).
+        first_token_s, finish_s and preemptions share the recorder's arrays (24 MB at a million
+        requests), so the table is built once recording is over (every caller does)."""
+        first_sched = _shared(self.first_sched_s, np.float64)
+        first_token = _shared(self.first_token_s, np.float64)
+        finish = _shared(self.finish_s, np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = np.where(out_tokens > 1, (finish - first_token) / (out_tokens - 1), np.nan)
         # one str object per distinct value, not per request (astype(object) makes one each)
@@ -410,7 +421,7 @@ class Recorder:
             "e2el_ms": (finish - arrival) * 1e3,
             "first_token_s": first_token,
             "finish_s": finish,
-            "preemptions": _numpy(self.num_preemptions, np.int64),
+            "preemptions": _shared(self.num_preemptions, np.int64),
         }, copy=False)  # no second copy of every column
         if self.prefill_paths:
             # where the request's (first) prefill ran; empty if it never ran
