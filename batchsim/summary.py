@@ -72,11 +72,13 @@ def peak_concurrency(requests: pd.DataFrame) -> int:
     leaves when it arrives). At equal times a finish counts before an arrival."""
     arrival = requests["arrival_s"].to_numpy(dtype=float)
     finish = requests["finish_s"].to_numpy(dtype=float)
-    finish = np.where(np.isnan(finish), arrival, finish)
-    times = np.concatenate([finish, arrival])
-    steps = np.concatenate([-np.ones(len(finish)), np.ones(len(arrival))])
+    times = np.concatenate([np.where(np.isnan(finish), arrival, finish), arrival])
+    # +-1 as int8, not float64: 2 bytes a request instead of 16 (a million-request run's peak
+    # memory is here); the running sum is the same integer
+    steps = np.repeat(np.array([-1, 1], dtype=np.int8), len(arrival))
     order = np.lexsort((steps, times))  # by time, then -1 before +1
-    return int(max(np.cumsum(steps[order]).max(initial=0), 0))
+    del times
+    return int(max(np.cumsum(steps[order], dtype=np.int64).max(initial=0), 0))
 
 
 def format_summary(metrics: dict[str, Any], policy: str,
@@ -98,10 +100,11 @@ def format_summary(metrics: dict[str, Any], policy: str,
         _row("Benchmark duration (s):", m["duration_s"]),
     ]
     if requests is not None:
-        done = requests[requests["status"] == "completed"]
+        # a mask per column: filtering the table would copy all of it (~100 MB at 1M requests)
+        done = requests["status"] == "completed"
         lines += [
-            _row("Total input tokens:", int(done["input_tokens"].sum())),
-            _row("Total generated tokens:", int(done["output_tokens"].sum())),
+            _row("Total input tokens:", int(requests["input_tokens"][done].sum())),
+            _row("Total generated tokens:", int(requests["output_tokens"][done].sum())),
             _row("Peak concurrent requests:", peak_concurrency(requests)),
         ]
     lines += [

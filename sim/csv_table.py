@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-_CHUNK_ROWS = 65_536  # rows formatted at once: bounds the memory of the text in flight
+# rows formatted at once: bounds the memory of the values and text in flight (~8 MB for a
+# requests table; 65,536 rows were ~30 MB, for no measurable speed)
+_CHUNK_ROWS = 16_384
 _SPECIAL = (",", '"', "\n", "\r")
 
 

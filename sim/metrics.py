@@ -101,7 +101,21 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     rate = (lambda x: x / duration) if duration > 0 else (lambda x: 0.0)
     out_tokens = float(done("output_tokens").sum())
     in_tokens = float(done("input_tokens").sum())
-    itl_values, itl_weights = recorder.itl_samples()
+    metrics: dict[str, Any] = {
+        "num_requests": len(requests_df),
+        "completed": num_done,
+        "rejected": int((requests_df["status"] == "rejected").sum()),
+        "duration_s": duration,
+        "request_throughput": rate(num_done),
+        "output_token_throughput": rate(out_tokens),
+        "total_token_throughput": rate(out_tokens + in_tokens),
+    }
+    for name in ("ttft", "tpot", "itl", "e2el", "queue"):
+        if name == "itl":  # the samples only while needed: ~12 MB at a million requests
+            metrics["itl_ms"] = stats_ms(*recorder.itl_samples())
+        else:
+            metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
+    # the per-step arrays after the latencies, so both are not held at once
     steps = _step_arrays(recorder, steps_df)
     cpu_busy = None
     if recorder.cpu_steps:  # a CPU path ran: GPU figures from GPU steps, CPU ones apart
@@ -118,20 +132,6 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
                               prefill_tok / np.maximum(tokens, 1), 0.0))
     busy_total = float(busy.sum())
     num_steps = len(busy)
-    metrics: dict[str, Any] = {
-        "num_requests": len(requests_df),
-        "completed": num_done,
-        "rejected": int((requests_df["status"] == "rejected").sum()),
-        "duration_s": duration,
-        "request_throughput": rate(num_done),
-        "output_token_throughput": rate(out_tokens),
-        "total_token_throughput": rate(out_tokens + in_tokens),
-    }
-    for name in ("ttft", "tpot", "itl", "e2el", "queue"):
-        if name == "itl":
-            metrics["itl_ms"] = stats_ms(itl_values, itl_weights)
-        else:
-            metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
     metrics.update({
         "gpu_busy_fraction": busy_total / duration if duration > 0 else 0.0,
         "prefill_time_share": float((busy * share).sum() / busy_total) if busy_total else 0.0,
@@ -158,12 +158,14 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     return metrics
 
 
+_STEP_NUMBERS = ("duration_s", "prefill_tokens", "decode_tokens", "batch_size", "kv_blocks_used")
+
+
 def _step_arrays(recorder: Recorder, steps_df: pd.DataFrame | None) -> dict[str, np.ndarray]:
     """The columns summarize reads, phase and device as codes (recorder.PHASES, DEVICES)."""
     if steps_df is None:
-        return recorder.step_columns()
-    out = {name: steps_df[name].to_numpy() for name in
-           ("duration_s", "prefill_tokens", "decode_tokens", "batch_size", "kv_blocks_used")}
+        return recorder.step_columns((*_STEP_NUMBERS, "phase", "device"))
+    out = {name: steps_df[name].to_numpy() for name in _STEP_NUMBERS}
     for name, names in (("phase", PHASES), ("device", DEVICES)):
         values = steps_df[name].astype(str)  # categorical, or strings read back from a CSV
         out[name] = pd.Categorical(values, categories=list(names)).codes.astype(np.int64)

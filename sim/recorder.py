@@ -24,7 +24,7 @@ from array import array
 from collections.abc import Sequence
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from batchsim.policies.base import Plan, StepEvents
     from batchsim.policies.request import Request
+    from batchsim.sim.workload.workload import Workload
 
 PHASES = ("prefill", "decode", "mixed")
 _PHASE_CODE = {name: code for code, name in enumerate(PHASES)}
@@ -43,7 +44,7 @@ STEP_COLUMNS = ("step", "start_s", "duration_s", "phase", "layout", "device", "b
                 "prefill_tokens", "decode_tokens", "kv_blocks_used", "kv_tokens_used")
 _STATUS = np.asarray(["completed", "unfinished"], dtype=object)
 _PATHS = np.asarray(["gpu", ""], dtype=object)
-_CSV_CHUNK_ROWS = 65_536  # rows formatted at once: bounds the text in flight
+_CSV_CHUNK_ROWS = 16_384  # rows formatted at once: bounds the values and text in flight
 
 
 def _numpy(values: array, dtype: type) -> np.ndarray:
@@ -51,6 +52,15 @@ def _numpy(values: array, dtype: type) -> np.ndarray:
     if not values:
         return np.zeros(0, dtype=dtype)
     return np.frombuffer(values, dtype=dtype).copy()
+
+
+def _shared(values: array, dtype: type) -> np.ndarray:
+    """A typed array's items as numpy without a copy, for the tables of a finished recording:
+    while the result lives the typed array cannot grow (BufferError), and later writes to it
+    would show through."""
+    if not values:
+        return np.zeros(0, dtype=dtype)
+    return np.frombuffer(values, dtype=dtype)
 
 
 class Recorder:
@@ -83,7 +93,7 @@ class Recorder:
         # the durations and KV use.
         self._run_k = array("q")
         self._run_start = array("d")
-        self._run_shape = array("q")
+        self._run_shape = array("i")  # int32: half the bytes; a value past 2**31 raises
         self._durations = array("d")
         self._kv_blocks = array("q")
         self._kv_tokens = array("q")
@@ -194,31 +204,36 @@ class Recorder:
         ends = np.repeat(run_start - before, ks) + csum
         return ends - dur, dur
 
-    def _shapes(self) -> np.ndarray:
-        """Per run: phase, layout, device codes, batch size, prefill tokens, decode tokens."""
-        return _numpy(self._run_shape, np.int64).reshape(-1, 6)
+    def _shape_column(self, i: int) -> np.ndarray:
+        """Per run, item i of its shape: phase, layout, device codes, batch size, prefill
+        tokens, decode tokens. One column copied, not the whole (runs x 6) record."""
+        # the buffer view lives only in this expression, so the typed array may grow again
+        return np.frombuffer(self._run_shape, np.int32)[i::6].astype(np.int64)
 
-    def step_columns(self) -> dict[str, np.ndarray]:
+    def step_columns(self, names: Sequence[str] = STEP_COLUMNS) -> dict[str, np.ndarray]:
         """The steps table's numeric columns as arrays, CPU rows included in the table's order
         (phase, layout, device as codes into PHASES, LAYOUTS, DEVICES), without building it:
-        what the summary metrics need."""
+        what the summary metrics need. names: the columns wanted (each costs 8 bytes a step,
+        8 MB at a million requests)."""
+        coded = ("phase", "layout", "device")
         if self.cpu_steps:
             table = self.steps_table()
-            out = {name: table[name].to_numpy() for name in STEP_COLUMNS
-                   if name not in ("phase", "layout", "device")}
-            for name in ("phase", "layout", "device"):
-                out[name] = table[name].cat.codes.to_numpy().astype(np.int64)
-            return out
-        start, dur = self._step_times()
+            return {name: (table[name].cat.codes.to_numpy().astype(np.int64) if name in coded
+                           else table[name].to_numpy()) for name in names}
         ks = _numpy(self._run_k, np.int64)
-        shapes = self._shapes()
-        out = {"step": np.arange(self.num_steps), "start_s": start, "duration_s": dur}
-        for i, name in enumerate(("phase", "layout", "device", "batch_size", "prefill_tokens",
-                                  "decode_tokens")):
-            out[name] = np.repeat(shapes[:, i], ks)
-        out["kv_blocks_used"] = _numpy(self._kv_blocks, np.int64)
-        out["kv_tokens_used"] = _numpy(self._kv_tokens, np.int64)
-        return out
+        out: dict[str, np.ndarray] = {}
+        if "start_s" in names or "duration_s" in names:
+            out["start_s"], out["duration_s"] = self._step_times()
+        for i, name in enumerate((*coded, "batch_size", "prefill_tokens", "decode_tokens")):
+            if name in names:
+                out[name] = np.repeat(self._shape_column(i), ks)
+        for name, values in (("kv_blocks_used", self._kv_blocks),
+                             ("kv_tokens_used", self._kv_tokens)):
+            if name in names:
+                out[name] = _numpy(values, np.int64)
+        if "step" in names:
+            out["step"] = np.arange(self.num_steps)
+        return {name: out[name] for name in names}
 
     # -- tables ---------------------------------------------------------------------------------
 
@@ -229,10 +244,9 @@ class Recorder:
             return self._steps
         start, dur = self._step_times()
         ks = _numpy(self._run_k, np.int64)
-        shapes = self._shapes()
 
         def column(i: int) -> np.ndarray:
-            return np.repeat(shapes[:, i], ks)
+            return np.repeat(self._shape_column(i), ks)
 
         def categorical(i: int, names: tuple[str, ...]) -> pd.Categorical[str]:
             # codes, not strings: a million-step run would otherwise build a million str objects
@@ -257,6 +271,24 @@ class Recorder:
         self._steps = self._with_cpu_steps(table) if self.cpu_steps else table
         return self._steps
 
+    def step_frame(self, names: Sequence[str]) -> pd.DataFrame:
+        """steps_table()[names] (those of them a steps table has), without building the rest of
+        the table unless it is built already: a report reads half the columns of a table that
+        costs ~55 MB at a million requests."""
+        if self._steps is not None or self.cpu_steps:
+            table = self.steps_table()
+            return table[[name for name in names if name in table]]
+        wanted = [name for name in names if name in STEP_COLUMNS]
+        columns: dict[str, Any] = dict(self.step_columns(wanted))
+        for name, categories in (("phase", PHASES), ("layout", LAYOUTS), ("device", DEVICES)):
+            if name in columns:  # as steps_table: codes, not a str object per step
+                columns[name] = pd.Categorical.from_codes(columns[name],
+                                                          categories=pd.Index(list(categories)))
+        frame = pd.DataFrame(columns, copy=False)
+        if "kv_cached_blocks" in names and self._kv_cached:
+            frame["kv_cached_blocks"] = _numpy(self._kv_cached, np.int64)
+        return frame
+
     def is_steps_table(self, steps: object) -> bool:
         """steps is this recorder's own steps_table() of its current state (so write_steps_csv
         writes exactly its rows)."""
@@ -265,22 +297,15 @@ class Recorder:
     def write_steps_csv(self, path: Path) -> bool:
         """Write steps_table() as CSV (write_csv's bytes) from the run records, without the
         table: the columns that are constant along a run are formatted once per distinct run
-        shape. False (nothing written) for a run with CPU steps, which write_csv handles."""
+        shape of each chunk of rows. False (nothing written) for a run with CPU steps, which
+        write_csv handles."""
         if self.cpu_steps:
             return False
         start, dur = self._step_times()
         if np.isnan(start).any() or np.isnan(dur).any():
             return False  # write_csv writes NaN as an empty field; never seen in steps
         ks = _numpy(self._run_k, np.int64)
-        shapes = self._shapes()
-        if len(shapes):
-            unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
-        else:
-            unique, inverse = shapes, np.zeros(0, dtype=np.int64)
-        middle = np.asarray([f"{PHASES[a]},{LAYOUTS[b]},{DEVICES[c]},{d},{e},{f},"
-                             for a, b, c, d, e, f in unique.tolist()], dtype=object)
-        per_step = np.repeat(np.asarray(inverse).reshape(-1), ks)
-        step = np.arange(self.num_steps)
+        run_end = np.cumsum(ks)  # the step after each run
         kv_blocks = _numpy(self._kv_blocks, np.int64)
         kv_tokens = _numpy(self._kv_tokens, np.int64)
         columns: tuple[str, ...] = STEP_COLUMNS
@@ -293,11 +318,25 @@ class Recorder:
             f.write(",".join(columns) + "\n")
             for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
                 b = min(a + _CSV_CHUNK_ROWS, self.num_steps)
-                rows = zip(step[a:b].tolist(), start[a:b].tolist(), dur[a:b].tolist(),
-                           middle[per_step[a:b]].tolist(), *[c[a:b].tolist() for c in tail],
+                rows = zip(range(a, b), start[a:b].tolist(), dur[a:b].tolist(),
+                           self._shape_fields(run_end, ks, a, b), *[c[a:b].tolist() for c in tail],
                            strict=True)
                 f.write("".join([row % r for r in rows]))
         return True
+
+    def _shape_fields(self, run_end: np.ndarray, ks: np.ndarray, a: int, b: int) -> list[str]:
+        """Steps a..b-1's run-constant CSV fields ("phase,layout,device,batch,prefill,decode,"),
+        formatted once per distinct shape among the chunk's runs (per chunk, not over the whole
+        run: sorting every run's shape at once costs ~100 MB at a million requests)."""
+        r0, r1 = (int(np.searchsorted(run_end, step, side="right")) for step in (a, b - 1))
+        shapes = _numpy(self._run_shape[6 * r0:6 * (r1 + 1)], np.int32).reshape(-1, 6)
+        unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
+        middle = np.asarray([f"{PHASES[p]},{LAYOUTS[q]},{DEVICES[d]},{n},{m},{k},"
+                             for p, q, d, n, m, k in unique.tolist()], dtype=object)
+        # steps of each of those runs that fall in a..b-1
+        ends = run_end[r0:r1 + 1]
+        counts = np.minimum(ends, b) - np.maximum(ends - ks[r0:r1 + 1], a)
+        return middle[np.repeat(np.asarray(inverse).reshape(-1), counts)].tolist()
 
     def _with_cpu_steps(self, gpu: pd.DataFrame) -> pd.DataFrame:
         """GPU and CPU rows in start-time order (GPU first at a tie), renumbered. A CPU row's
@@ -331,26 +370,49 @@ class Recorder:
         return both
 
     def requests_table(self, requests: Sequence[Request]) -> pd.DataFrame:
+        """One row per request, in the order of `requests` (request i is requests[i])."""
         n = len(requests)
         # fromiter, not a list then an array: no million-item list in between
-        arrival = np.fromiter((r.arrival_s for r in requests), np.float64, n)
-        out_tokens = np.fromiter((r.output_tokens for r in requests), np.int64, n)
-        first_sched = _numpy(self.first_sched_s, np.float64)
-        first_token = _numpy(self.first_token_s, np.float64)
-        finish = _numpy(self.finish_s, np.float64)
+        return self._requests_table(
+            [r.id for r in requests], [self.reject_reason.get(r.index, "") for r in requests],
+            np.fromiter((r.arrival_s for r in requests), np.float64, n),
+            np.fromiter((r.input_tokens for r in requests), np.int64, n),
+            np.fromiter((r.output_tokens for r in requests), np.int64, n),
+            np.fromiter((r.priority for r in requests), np.int64, n))
+
+    def workload_table(self, workload: Workload) -> pd.DataFrame:
+        """requests_table(workload.requests()) from the workload's columns, without the
+        Request objects (the simulator's plain loop does not keep them)."""
+        ids = workload.ids if workload.ids is not None else [str(i) for i in range(len(workload))]
+        reason = [self.reject_reason.get(i, "") for i in range(len(workload))]
+        # the workload's own arrays where they have the table's dtype: no copy (pandas copies
+        # on write, so the table and the workload cannot change each other)
+        return self._requests_table(ids, reason, np.asarray(workload.arrival_s, np.float64),
+                                    np.asarray(workload.input_tokens, np.int64),
+                                    np.asarray(workload.output_tokens, np.int64),
+                                    np.asarray(workload.priority, np.int64))
+
+    def _requests_table(self, ids: list[str], reason: list[str], arrival: np.ndarray,
+                        in_tokens: np.ndarray, out_tokens: np.ndarray,
+                        priority: np.ndarray) -> pd.DataFrame:
+        """The table of requests_table; reason: each request's reject reason ("" if none).
+        first_token_s, finish_s and preemptions share the recorder's arrays (24 MB at a million
+        requests), so the table is built once recording is over (every caller does)."""
+        first_sched = _shared(self.first_sched_s, np.float64)
+        first_token = _shared(self.first_token_s, np.float64)
+        finish = _shared(self.finish_s, np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
             tpot = np.where(out_tokens > 1, (finish - first_token) / (out_tokens - 1), np.nan)
-        reason = [self.reject_reason.get(r.index, "") for r in requests]
         # one str object per distinct value, not per request (astype(object) makes one each)
         status = _STATUS[np.where(np.isfinite(finish), 0, 1)]
         if self.reject_reason:
             status[np.array([bool(x) for x in reason])] = "rejected"
         table = pd.DataFrame({
-            "id": [r.id for r in requests],
+            "id": ids,
             "arrival_s": arrival,
-            "input_tokens": np.fromiter((r.input_tokens for r in requests), np.int64, n),
+            "input_tokens": in_tokens,
             "output_tokens": out_tokens,
-            "priority": np.fromiter((r.priority for r in requests), np.int64, n),
+            "priority": priority,
             "status": status,
             "reject_reason": reason,
             "queue_ms": (first_sched - arrival) * 1e3,
@@ -359,8 +421,8 @@ class Recorder:
             "e2el_ms": (finish - arrival) * 1e3,
             "first_token_s": first_token,
             "finish_s": finish,
-            "preemptions": _numpy(self.num_preemptions, np.int64),
-        }, copy=False)  # the arrays are the table's own: no second copy of every column
+            "preemptions": _shared(self.num_preemptions, np.int64),
+        }, copy=False)  # no second copy of every column
         if self.prefill_paths:
             # where the request's (first) prefill ran; empty if it never ran
             path = _PATHS[np.where(np.isfinite(first_sched), 0, 1)]
@@ -396,10 +458,11 @@ class Recorder:
         gaps = np.diff(start + dur, prepend=np.nan)
         weight = np.zeros(self.num_steps + 1, dtype=np.int64)
         if self._segments:
-            seg = _numpy(self._segments, np.int64).reshape(-1, 3)
-            seg = seg[seg[:, 1] > seg[:, 0]]
-            np.add.at(weight, seg[:, 0] + 1, 1)
-            np.add.at(weight, seg[:, 1] + 1, -1)
+            seg = _numpy(self._segments, np.int64)
+            first, last = seg[0::3], seg[1::3]  # views: no filtered copy of every segment
+            gapped = last > first
+            weight += np.bincount(first[gapped] + 1, minlength=self.num_steps + 1)
+            weight -= np.bincount(last[gapped] + 1, minlength=self.num_steps + 1)
         weight = np.cumsum(weight)[:-1]
         values = np.concatenate((gaps[weight > 0], self.resume_gaps_s))
         weights = np.concatenate((weight[weight > 0], np.ones(len(self.resume_gaps_s), np.int64)))

@@ -234,7 +234,10 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,
                     jitter=jitter, max_concurrency=prep.spec.max_concurrency)
     result = sim.run()
-    requests = result.recorder.requests_table(result.requests)
+    # the plain loop keeps no requests: the table comes from the workload's columns; a run that
+    # kept them (a concurrency gate moves arrival times) tabulates its own
+    requests = (result.recorder.workload_table(prep.workload) if result.kept is None
+                else result.recorder.requests_table(result.kept))
     metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
                         prep.profile.source, prep.spec.goodput)
     add_policy_metrics(metrics, prep.policy, result.recorder.kv_cached_blocks())

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import simpy
 
@@ -44,12 +44,50 @@ from batchsim.sim.recorder import Recorder
 from batchsim.sim.server import ProgressFn, Server, price_run
 from batchsim.sim.workload.workload import Workload
 
+ARRIVAL_CHUNK = 4096  # requests the plain loop builds at once (RequestStream)
+
 
 @dataclass
 class SimResult:
     recorder: Recorder
-    requests: list[Request]
+    workload: Workload
     sim_time_s: float
+    with_prefix: bool = False  # the requests carried their prefix identity
+    kept: list[Request] | None = field(default=None, repr=False)  # the run's own objects
+
+    @property
+    def requests(self) -> list[Request]:
+        """The run's requests: the objects it ran when it kept them all, else built again
+        from the workload (equal values; the plain loop lets each go when the policy does)."""
+        if self.kept is None:
+            self.kept = self.workload.requests(with_prefix=self.with_prefix)
+        return self.kept
+
+
+class RequestStream:
+    """The workload's requests for a loop that visits them in order: built ARRIVAL_CHUNK at a
+    time as the loop reaches them, earlier chunks dropped. A finished request is then freed
+    when the policy lets it go, instead of a million Request objects (~20 MB per 100k) living
+    through the run and its outputs."""
+
+    def __init__(self, workload: Workload, with_prefix: bool) -> None:
+        self.workload = workload
+        self.with_prefix = with_prefix
+        self._base = 0  # index of self._chunk[0]
+        self._chunk: list[Request] = []
+
+    def __len__(self) -> int:
+        return len(self.workload)
+
+    def __getitem__(self, i: int) -> Request:
+        k = i - self._base
+        if 0 <= k < len(self._chunk):
+            return self._chunk[k]
+        # forward only: building a dropped request again would give the policy a second object
+        assert k >= len(self._chunk), f"request {i} was already passed"
+        self._base = i
+        self._chunk = self.workload.requests(self.with_prefix, i, i + ARRIVAL_CHUNK)
+        return self._chunk[0]
 
 
 class Simulator:
@@ -76,8 +114,9 @@ class Simulator:
         (sim.cluster), the shared clock, its replica core and the workload's requests built
         once."""
         self.profile = profile
-        self.requests = (workload.requests(with_prefix=policy.caches_prefixes) if requests is None
-                         else requests)
+        self.workload = workload
+        self.with_prefix = policy.caches_prefixes
+        self._requests = requests  # built on first use (`requests`); the plain loop streams them
         self.fast_forward = fast_forward
         self.jitter = jitter
         self.env = simpy.Environment() if env is None else env
@@ -85,7 +124,8 @@ class Simulator:
         if self.hybrid and cpu_costs is None:
             cpu_costs = cpu_cost_model(profile)
         paths = execution_paths(profile, cpu_costs if self.hybrid else None)
-        self.server = server_class(policy, paths, len(self.requests), workload.arrival_s,
+        num_requests = len(workload) if requests is None else len(requests)
+        self.server = server_class(policy, paths, num_requests, workload.arrival_s,
                                    too_long, progress)
         self._wake: simpy.Event | None = None  # the GPU idles until this
         self._cpu_wake: simpy.Event | None = None  # the CPU worker idles until this
@@ -96,6 +136,13 @@ class Simulator:
     @property
     def recorder(self) -> Recorder:
         return self.server.recorder
+
+    @property
+    def requests(self) -> list[Request]:
+        """Every request, built once (the SimPy processes and a cluster's router keep them)."""
+        if self._requests is None:
+            self._requests = self.workload.requests(with_prefix=self.with_prefix)
+        return self._requests
 
     def run(self) -> SimResult:
         if not self.hybrid and self.gate is None:
@@ -112,7 +159,8 @@ class Simulator:
                     gc.enable()
         gpu = self.start()
         self.env.run(until=gpu)
-        return SimResult(self.server.recorder, self.requests, float(self.env.now))
+        return SimResult(self.server.recorder, self.workload, float(self.env.now),
+                         self.with_prefix, self.requests)
 
     def _run_gpu_only(self) -> SimResult:
         """The GPU process alone, as a plain loop: with no CPU worker and no concurrency gate,
@@ -121,7 +169,9 @@ class Simulator:
         delivered at `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so
         every output is byte-identical to the SimPy run; an arrival at the very instant a step
         ends is seen before the next decision."""
-        server, requests, price, jitter = self.server, self.requests, price_run, self.jitter
+        server, price, jitter = self.server, price_run, self.jitter
+        requests = (RequestStream(self.workload, self.with_prefix) if self._requests is None
+                    else self._requests)
         ff, cost_model = self.fast_forward, self.profile.cost_model
         n, i = len(requests), 0
         now = delivered = 0.0  # the clock; when the next arrival is delivered
@@ -150,7 +200,7 @@ class Simulator:
             server.begin(decision, now, busy_s)
             start, now = now, now + busy_s
             server.end(decision, start, durations)
-        return SimResult(server.recorder, requests, now)
+        return SimResult(server.recorder, self.workload, now, self.with_prefix, self._requests)
 
     def start(self, arrivals: bool = True) -> simpy.Process:
         """Add the processes to the clock; returns the GPU one, which ends with the work.

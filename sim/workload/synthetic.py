@@ -85,7 +85,7 @@ def synthesize(spec: SyntheticSpec, rng: np.random.Generator) -> Workload:
         input_tokens=inputs.astype(np.int64),
         output_tokens=outputs.astype(np.int64),
         priority=np.zeros(n, dtype=np.int64),
-        ids=[str(i) for i in range(n)],
+        ids=None,  # a request's id is its index: no million strings to hold through a run
         source=f"synthetic(rate={rate}, burstiness={spec.burstiness:g}, n={n})",
     )
     if spec.prefix_len:

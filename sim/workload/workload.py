@@ -78,38 +78,43 @@ class Workload:
     def __len__(self) -> int:
         return len(self.arrival_s)
 
-    def requests(self, with_prefix: bool = False) -> list[Request]:
-        """The requests; with_prefix: with their prefix identity (for prefix caching),
-        from hash_ids or the prefix groups."""
-        ids = self.ids if self.ids is not None else [str(i) for i in range(len(self))]
+    def requests(self, with_prefix: bool = False, start: int = 0,
+                 stop: int | None = None) -> list[Request]:
+        """The requests start..stop-1 (default: all); with_prefix: with their prefix identity
+        (for prefix caching), from hash_ids or the prefix groups."""
+        rows = range(len(self))[start:stop]
+        start, stop = rows.start, rows.stop
+        ids = self.ids[start:stop] if self.ids is not None else [str(i) for i in rows]
         out = [
             Request(i, float(a), int(n_in), int(n_out), int(p), rid)
-            for i, (a, n_in, n_out, p, rid) in enumerate(
-                zip(self.arrival_s, self.input_tokens, self.output_tokens, self.priority,
-                    ids, strict=True)
-            )
+            for i, a, n_in, n_out, p, rid in zip(
+                rows, self.arrival_s[start:stop], self.input_tokens[start:stop],
+                self.output_tokens[start:stop], self.priority[start:stop], ids, strict=True)
         ]
         if with_prefix:
-            for request, prefix in zip(out, self.prefixes(), strict=True):
+            for request, prefix in zip(out, self.prefixes(start, stop), strict=True):
                 request.prefix = prefix
         return out
 
-    def prefixes(self) -> list[PrefixId | None]:
-        """Each request's prefix identity: its hash_ids (512-token blocks), else its prefix
-        group (one block of its shared length, the group as its hash), else None."""
-        out: list[PrefixId | None] = [None] * len(self)
+    def prefixes(self, start: int = 0, stop: int | None = None) -> list[PrefixId | None]:
+        """Each request's prefix identity (of requests start..stop-1; default: all): its
+        hash_ids (512-token blocks), else its prefix group (one block of its shared length,
+        the group as its hash), else None."""
+        rows = range(len(self))[start:stop]
+        start, stop = rows.start, rows.stop
+        out: list[PrefixId | None] = [None] * len(rows)
         if self.prefix_group is not None and self.prefix_tokens is not None:
-            for i, (g, t) in enumerate(zip(self.prefix_group.tolist(),
-                                           self.prefix_tokens.tolist(), strict=True)):
+            for k, (g, t) in enumerate(zip(self.prefix_group[start:stop].tolist(),
+                                           self.prefix_tokens[start:stop].tolist(), strict=True)):
                 if g >= 0 and t > 0:
-                    out[i] = PrefixId(int(t), np.int64(g).tobytes())
+                    out[k] = PrefixId(int(t), np.int64(g).tobytes())
         if self.hash_ids is not None:  # the finer identity wins where a request has both
             values = self.hash_ids.values.astype(np.int64, copy=False)
-            offsets = self.hash_ids.offsets.tolist()
-            for i in range(len(out)):
-                if offsets[i + 1] > offsets[i]:
-                    out[i] = PrefixId(HASH_BLOCK_TOKENS,
-                                      values[offsets[i]:offsets[i + 1]].tobytes())
+            offsets = self.hash_ids.offsets[start:stop + 1].tolist()
+            for k in range(len(out)):
+                if offsets[k + 1] > offsets[k]:
+                    out[k] = PrefixId(HASH_BLOCK_TOKENS,
+                                      values[offsets[k]:offsets[k + 1]].tobytes())
         return out
 
     def where(self, index: int) -> str:
