@@ -19,8 +19,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (or SIGINT) received; a KeyboardInterrupt, so every Ctrl-C path handles it."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        # args must rebuild the exception: SimPy re-raises a failed process's error as
+        # type(e)(*e.args), and pickling (worker processes) does the same
+        super().__init__(int(signum))
+        self.signum = int(signum)
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
 
 
 _HANDLED = (signal.SIGINT, signal.SIGTERM)

@@ -20,6 +20,12 @@ COMMANDS = {
     "simulate": ["simulate", "--policy", "continuous", "--num-requests", "3000", "--quiet"],
     "sweep": ["sweep", "--policy", "continuous", "--request-rate", "5,50", "--num-requests",
               "1500", "--workers", "2", "--quiet"],
+    # ~5 s each on the development VM, so most signals land mid-run
+    "cluster": ["simulate", "--policy", "continuous", "--replicas", "3", "--router",
+                "least_outstanding", "--num-requests", "20000", "--request-rate", "60",
+                "--quiet"],
+    "plan": ["plan", "--policy", "continuous", "--request-rate", "400", "--goodput", "ttft:300",
+             "--num-requests", "60000", "--max-replicas", "3", "--workers", "2", "--quiet"],
 }
 
 
@@ -58,7 +64,7 @@ def test_signal_at_a_random_moment_leaves_old_or_new(tmp_path, command):
         # the complete old output, byte for byte, or (a signal held back during the swap and
         # delivered after it) the complete new one, which this seeded command makes identical
         assert _state(out) == old
-        if command == "sweep":  # no worker outlives the sweep
+        if command in ("sweep", "plan"):  # no worker outlives the sweep
             time.sleep(0.5)
             alive = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True)
             assert alive.stdout.strip() == b"", alive.stdout
@@ -99,3 +105,18 @@ def test_an_interrupted_swap_is_undone(tmp_path):
     assert clean_stale(out) == [work]
     assert (out / "metrics.json").read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_terminated_error_rebuilds_from_its_args():
+    """SimPy re-raises a failed process's exception as type(e)(*e.args) and worker processes
+    pickle it: both must give the same signal back (a SIGINT during a cluster or plan run
+    once came out as "'SIGINT' is not a valid Signals", exit 2)."""
+    import pickle
+
+    from batchsim.signals import Terminated, exit_status
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        error = Terminated(signum)
+        for again in (type(error)(*error.args), pickle.loads(pickle.dumps(error))):
+            assert again.signum == signum and exit_status(again) == 128 + signum
+            assert str(again) == signal.Signals(signum).name
