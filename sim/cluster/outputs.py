@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pandas as pd
 
+from batchsim.policies.prefix_cache import PrefixCacheStats
 from batchsim.sim.metrics import summarize
 
 if TYPE_CHECKING:
@@ -147,25 +149,16 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
     if "cpu_busy_fraction" in metrics:
         cpu_busy = sum(step[1] for rec in recorders for step in rec.cpu_steps)
         metrics["cpu_busy_fraction"] = cpu_busy / (n * duration) if duration > 0 else 0.0
-    caches: list[Mapping[str, Any]] = [
-        cast("Mapping[str, Any]", prep.policy.extra_metrics()["prefix_cache"])
-        for prep in preps if "prefix_cache" in prep.policy.extra_metrics()]
-    if caches:
-        metrics["prefix_cache"] = pooled_prefix_cache(caches)
+    caches = [prep.policy.extra_metrics().get("prefix_cache") for prep in preps]
+    if any(caches):
+        metrics["prefix_cache"] = pooled_prefix_cache(
+            [cast("Mapping[str, Any]", c) for c in caches if c])
     metrics["replicas"] = rows
     return requests_df, steps_df, metrics, record
 
 
-_RATES = {"hit_rate": ("hits", "queries"), "block_hit_rate": ("hit_blocks", "query_blocks")}
-
-
 def pooled_prefix_cache(per_replica: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The replicas' prefix-cache counts summed, their rates recomputed from the sums."""
-    out: dict[str, Any] = {}
-    for key in per_replica[0]:
-        if key not in _RATES:
-            out[key] = sum(c[key] for c in per_replica)
-    for key, (num, den) in _RATES.items():
-        if key in per_replica[0]:
-            out[key] = out[num] / out[den] if out[den] else 0.0
-    return out
+    """The replicas' prefix-cache counts summed, summarised as one server's (rates from the
+    sums)."""
+    names = [f.name for f in fields(PrefixCacheStats)]
+    return dict(PrefixCacheStats(**{n: sum(c[n] for c in per_replica) for n in names}).summary())
