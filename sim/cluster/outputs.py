@@ -141,7 +141,8 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
         records.append(ClusterRecord([rec]))
         # the step figures from the run records, without a steps table (as a single server's)
         metrics = summarize(cast("Recorder", records[-1]), requests, None,
-                            prep.policy.kv_capacity_blocks, prep.profile.source, goodput)
+                            prep.policy.kv_capacity_blocks, prep.profile.source, goodput,
+                            itl=False)
         rows.append(replica_row(r, prep, metrics))
         steps = rec.step_columns(("duration_s", "device"))
         gpu = steps["device"] == DEVICES.index("gpu")
