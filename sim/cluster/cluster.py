@@ -1,4 +1,4 @@
-"""Many replicas behind a router, on one SimPy clock.
+"""Many replicas behind a router, on one clock.
 
 Each replica is the single-server simulator (`batchsim.sim.simulator.Simulator`) with its own
 policy instance, KV pool, cost model and recorder, started without its own arrivals process on
@@ -6,6 +6,11 @@ a clock shared with the others; its core is a `ReplicaServer`. One `router` proc
 the workload's requests at their arrival times, asks the router which replica serves each
 (`sim.cluster.router`), and delivers it there. When the last request is delivered, every
 replica is told arrivals are over, and the run ends when every replica's GPU process has.
+
+Without a CPU path on any replica (every policy but hybrid) those processes run as one plain
+loop (`sim.cluster.plain_loop`: their events in one heap, in the order SimPy runs them, with
+the floats SimPy computes), so outputs are byte-identical either way; with one, they run on a
+shared SimPy clock. `ClusterSimulator.plain_loop = False` forces SimPy (the tests compare).
 
 One replica (`--replicas 1`) never comes here: `batchsim.sim.run.simulate` runs the plain
 simulator, so its outputs stay byte for byte what they were.

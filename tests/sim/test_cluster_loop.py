@@ -158,3 +158,16 @@ def test_all_at_once_and_no_requests_for_some_replicas(monkeypatch):
     """Everything arrives at t=0 to eight replicas; then two requests for eight replicas."""
     both_ways(monkeypatch, hand_run([(0.0, 6, 3)] * 40, "least_outstanding", 8, {}))
     both_ways(monkeypatch, hand_run([(0.0, 6, 3), (0.003, 2, 2)], "round_robin", 8, {}))
+
+
+def test_replicas_with_a_cpu_path_stay_on_simpy(monkeypatch):
+    """Hybrid's CPU worker is a SimPy process of its own: the plain loop is not used."""
+    def refuse(self):
+        raise AssertionError("the plain loop ran a hybrid cluster")
+    monkeypatch.setattr(PlainLoop, "run", refuse)
+    spec = RunSpec(policy="hybrid", profile="qwen2.5-0.5b-h100-analytic",
+                   cpu_profile="qwen2.5-0.5b-cpu", kv_copy_gbps=10.0, seed=2,
+                   cluster=ClusterSpec(2),
+                   synthetic=SyntheticSpec(num_requests=40, request_rate=20.0, input_len=600,
+                                           output_len=20))
+    assert simulate(prepare(spec)).metrics["completed"] == 40
