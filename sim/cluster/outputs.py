@@ -152,8 +152,8 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
     requests_df["replica"] = result.assignment
     record = cast("Recorder", ClusterRecord(recorders, [c.itl[0] for c in records],
                                             result.assignment))
-    # the request figures over every request; the step figures from the replicas' own (one
-    # pass over the steps, not two: no steps here)
+    # the request figures over every request; the step figures (an empty steps table here)
+    # from the replicas' own: one pass over the steps, not two
     metrics = summarize(record, requests_df, Recorder(0).steps_table(), 1, source, goodput)
     n, duration, total_busy = len(preps), metrics["duration_s"], sum(busy)
     metrics["gpu_busy_fraction"] = total_busy / (n * duration) if duration > 0 else 0.0
