@@ -13,8 +13,10 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from batchsim.policies.registry import get_policy, make_config
+from batchsim.policies.registry import available, get_policy, make_config
 from batchsim.sim.cluster.cluster import ClusterSimulator
 from batchsim.sim.cluster.plain_loop import PlainLoop
 from batchsim.sim.cluster.router import ROUTERS
@@ -23,6 +25,7 @@ from batchsim.sim.run import Prepared, RunOutput, RunSpec, prepare, simulate
 from batchsim.sim.workload.synthetic import SyntheticSpec
 from batchsim.sim.workload.workload import HASH_BLOCK_TOKENS, PrefixBlocks, Workload
 from tests.conftest import fake_profile, make_workload
+from tests.sim.test_conformance import knob_sets
 from tests.sim.test_jitter import PROFILE as JITTER_PROFILE
 
 
@@ -171,3 +174,34 @@ def test_replicas_with_a_cpu_path_stay_on_simpy(monkeypatch):
                    synthetic=SyntheticSpec(num_requests=40, request_rate=20.0, input_len=600,
                                            output_len=20))
     assert simulate(prepare(spec)).metrics["completed"] == 40
+
+
+# every registered policy without a CPU path, with the conformance test's knob sets
+PLAIN_CASES = [(p, i) for p in available() if "cpu" not in get_policy(p).paths
+               for i in range(len(knob_sets(p)))]
+# (arrival in whole ms, prompt tokens, output tokens): ties everywhere on the fake profile
+TIMELINES = st.lists(st.tuples(st.integers(0, 60).map(lambda ms: ms / 1000),
+                               st.integers(1, 40), st.integers(1, 6)), min_size=1, max_size=30)
+
+
+@pytest.mark.parametrize(("policy", "knob_index"), PLAIN_CASES)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=TIMELINES, router=st.sampled_from(sorted(ROUTERS)), replicas=st.integers(2, 4),
+       fast_forward=st.booleans())
+def test_every_policy_on_random_timelines(policy, knob_index, rows, router, replicas,
+                                          fast_forward):
+    profile = fake_profile(kv_tokens=400, max_model_len=120)
+    workload = make_workload(rows)
+    spec = RunSpec(policy=policy, cluster=ClusterSpec(replicas, router))
+
+    def fresh() -> Prepared:
+        config = make_config(policy, knob_sets(policy)[knob_index])
+        return Prepared(spec, profile, get_policy(policy)(config, profile.memory, 120),
+                        workload, set())
+
+    def make() -> Prepared:
+        prep = fresh()
+        prep.replicas = [fresh() for _ in range(replicas)]
+        return prep
+    with pytest.MonkeyPatch.context() as monkeypatch:  # undone after every example
+        both_ways(monkeypatch, make, fast_forward)
