@@ -7,7 +7,8 @@ match. Usage::
 
 It writes the runs under OUT_DIR/<name>/ and OUT_DIR/digests.txt ("<sha256>  <name>/<file>").
 The runs: every policy on a synthetic workload and on a window of traces/chat.jsonl, step jitter
-on and off, hybrid with a CPU profile, a small sweep, and CPU `validate`s of the tiny model
+on and off, hybrid with a CPU profile, clusters (routers, prefix caching, hybrid replicas), a
+small sweep, and CPU `validate`s of the tiny model
 (continuous and hybrid). Inputs are given as paths relative to the repository root (the runs
 execute there), so both versions read the same files.
 
@@ -72,6 +73,17 @@ RUNS: dict[str, list[str]] = {
     "continuous-preempt": ["simulate", "--policy", "continuous", *SYN, "--request-rate", "inf",
                            "--set", "gpu_memory_utilization=0.03",
                            "--set", "enable_chunked_prefill=false"],
+    "cluster-least-outstanding": ["simulate", "--policy", "continuous", *SYN, "--replicas", "4",
+                                  "--router", "least_outstanding"],
+    "cluster-least-kv-cache": ["simulate", "--policy", "continuous", *SYN, "--prefix-len", "256",
+                               "--num-prefix-groups", "4", "--set", "enable_prefix_caching=true",
+                               "--replicas", "3", "--router", "least_kv"],
+    "cluster-mooncake": ["simulate", "--policy", "continuous", "--trace",
+                         "tests/data/traces/mooncake.jsonl", "--trace-format", "mooncake",
+                         "--reject-too-long", "--set", "enable_prefix_caching=true",
+                         "--replicas", "3", "--router", "prefix_affinity"],
+    "cluster-hybrid": ["simulate", "--policy", "hybrid", *SYN, *HYBRID_CPU, "--replicas", "2",
+                       "--router", "round_robin"],
     "sweep": ["sweep", "--policy", "continuous", "--vary", "max_num_seqs=8,64",
               "--request-rate", "5,40", "--num-requests", "80", "--workers", "1",
               "--goodput", "ttft:500"],

@@ -84,9 +84,10 @@ def _path_metrics(requests_df: pd.DataFrame, cpu_busy_s: float,
 
 def summarize(recorder: Recorder, requests_df: pd.DataFrame,
               steps_df: pd.DataFrame | None, kv_capacity_blocks: int, profile_source: str,
-              goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
+              goodput: Mapping[str, float] | None = None, itl: bool = True) -> dict[str, Any]:
     """The run's metrics.json. steps_df: the steps table, or None to read the recorder's steps
-    as arrays (the same figures, without building the table)."""
+    as arrays (the same figures, without building the table). itl=False: no `itl_ms` (a
+    cluster's replica rows show none, and sorting every gap costs)."""
     completed = (requests_df["status"] == "completed").to_numpy()
     num_done = int(completed.sum())
 
@@ -112,7 +113,8 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     }
     for name in ("ttft", "tpot", "itl", "e2el", "queue"):
         if name == "itl":  # the samples only while needed: ~12 MB at a million requests
-            metrics["itl_ms"] = stats_ms(*recorder.itl_samples())
+            if itl:
+                metrics["itl_ms"] = stats_ms(*recorder.itl_samples())
         else:
             metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
     # the per-step arrays after the latencies, so both are not held at once

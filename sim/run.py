@@ -224,11 +224,11 @@ def simulate(prep: Prepared, progress: Callable[[int], None] | None = None,
 
         # replica i draws its own jitter stream; replica 0 the one a single server draws
         jitters = [make_jitter(p, jitter_seed_offset + r) for r, p in enumerate(prep.replicas)]
-        requests, steps, metrics, record, cluster = simulate_cluster(prep, jitters, progress,
-                                                                     fast_forward)
+        requests, metrics, record, cluster = simulate_cluster(prep, jitters, progress,
+                                                              fast_forward)
         config = run_config(prep.replicas[0], jitters[0], prep.spec.seed + jitter_seed_offset)
         config["cluster"] = cluster
-        return RunOutput(config, metrics, requests, steps, record)
+        return RunOutput(config, metrics, requests, None, record)
     jitter = make_jitter(prep, jitter_seed_offset)
     sim = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long,
                     fast_forward=fast_forward, progress=progress, cpu_costs=prep.cpu_costs,

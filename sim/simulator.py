@@ -30,12 +30,13 @@ each request to the gate instead, which lets it arrive at once or when a request
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import simpy
 
-from batchsim.policies.base import Policy, Wait
+from batchsim.policies.base import Plan, Policy, Wait
 from batchsim.policies.request import Request
 from batchsim.sim.concurrency_gate import ConcurrencyGate
 from batchsim.sim.jitter import StepJitter
@@ -88,6 +89,21 @@ class RequestStream:
         self._base = i
         self._chunk = self.workload.requests(self.with_prefix, i, i + ARRIVAL_CHUNK)
         return self._chunk[0]
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """For a plain loop: it allocates many short-lived acyclic objects (plans, events, tuples)
+    beside the workload's requests, which the cyclic collector would traverse again and again
+    (about a tenth of the loop's time at 300k requests); reference counting frees them all, so
+    the collector pauses for the run and resumes after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Simulator:
@@ -146,17 +162,8 @@ class Simulator:
 
     def run(self) -> SimResult:
         if not self.hybrid and self.gate is None:
-            # The plain loop allocates many short-lived acyclic objects (plans, events,
-            # tuples) beside the workload's requests, which the cyclic collector would traverse
-            # again and again (about a tenth of the loop's time at 300k requests); reference
-            # counting frees them all, so the collector pauses for the run and resumes after.
-            was_enabled = gc.isenabled()
-            gc.disable()
-            try:
+            with cyclic_gc_paused():
                 return self._run_gpu_only()
-            finally:
-                if was_enabled:
-                    gc.enable()
         gpu = self.start()
         self.env.run(until=gpu)
         return SimResult(self.server.recorder, self.workload, float(self.env.now),
@@ -221,6 +228,16 @@ class Simulator:
         self._wake_gpu()
         self._wake_cpu()
 
+    def begin_step(self, plan: Plan, start_s: float) -> tuple[list[float], float]:
+        """Price plan's step (or run of decode steps) starting at start_s and tell the server
+        it began: (the step durations, their sum: how long the GPU is busy)."""
+        model = self.profile.cost_model(plan.layout, plan.phase, plan.device)
+        stop_s = self.server.stop_s(start_s) if plan.max_repeats > 1 else float("inf")
+        durations = price_run(plan, model, stop_s, self.jitter, self.fast_forward)
+        busy_s = sum(durations) if len(durations) > 1 else durations[0]
+        self.server.begin(plan, start_s, busy_s)
+        return durations, busy_s
+
     # -- processes -------------------------------------------------------------------------
 
     def _arrivals(self):
@@ -245,11 +262,7 @@ class Simulator:
                 yield from self._idle(decision)
                 continue
             start = env.now
-            model = self.profile.cost_model(decision.layout, decision.phase, decision.device)
-            stop_s = server.stop_s(start) if decision.max_repeats > 1 else float("inf")
-            durations = price_run(decision, model, stop_s, self.jitter, self.fast_forward)
-            busy_s = sum(durations) if len(durations) > 1 else durations[0]
-            server.begin(decision, start, busy_s)
+            durations, busy_s = self.begin_step(decision, start)
             if self.hybrid:
                 self._wake_cpu()
             yield env.timeout(busy_s)

@@ -1,4 +1,4 @@
-"""Many replicas behind a router, on one SimPy clock.
+"""Many replicas behind a router, on one clock.
 
 Each replica is the single-server simulator (`batchsim.sim.simulator.Simulator`) with its own
 policy instance, KV pool, cost model and recorder, started without its own arrivals process on
@@ -6,6 +6,11 @@ a clock shared with the others; its core is a `ReplicaServer`. One `router` proc
 the workload's requests at their arrival times, asks the router which replica serves each
 (`sim.cluster.router`), and delivers it there. When the last request is delivered, every
 replica is told arrivals are over, and the run ends when every replica's GPU process has.
+
+Without a CPU path on any replica (every policy but hybrid) those processes run as one plain
+loop (`sim.cluster.plain_loop`: their events in one heap, in the order SimPy runs them, with
+the floats SimPy computes), so outputs are byte-identical either way; with one, they run on a
+shared SimPy clock. `ClusterSimulator.plain_loop = False` forces SimPy (the tests compare).
 
 One replica (`--replicas 1`) never comes here: `batchsim.sim.run.simulate` runs the plain
 simulator, so its outputs stay byte for byte what they were.
@@ -21,10 +26,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import simpy
 
+from batchsim.sim.cluster.plain_loop import PlainLoop
 from batchsim.sim.cluster.replica import ArrivalCursor, ReplicaServer
 from batchsim.sim.cluster.router import Router
 from batchsim.sim.jitter import StepJitter
-from batchsim.sim.simulator import Simulator
+from batchsim.sim.simulator import Simulator, cyclic_gc_paused
 
 if TYPE_CHECKING:
     from batchsim.policies.request import Request
@@ -41,6 +47,9 @@ class ClusterResult:
 
 
 class ClusterSimulator:
+    # False: the SimPy processes even where the plain loop applies (tests compare the two)
+    plain_loop = True
+
     def __init__(self, preps: Sequence[Prepared], router: Router, workload: Workload,
                  fast_forward: bool = True, progress: Callable[[int], None] | None = None,
                  jitters: Sequence[StepJitter | None] | None = None) -> None:
@@ -81,25 +90,32 @@ class ClusterSimulator:
                                                         self.servers)
 
     def run(self) -> ClusterResult:
+        if self.plain_loop and not any(sim.hybrid for sim in self.sims):
+            with cyclic_gc_paused():
+                end_s = PlainLoop(self).run()
+            return ClusterResult(self.servers, self.requests, self.assignment, end_s)
         gpus = [sim.start(arrivals=False) for sim in self.sims]
         self.env.process(self._route())
         self.env.run(until=self.env.all_of(gpus))
         return ClusterResult(self.servers, self.requests, self.assignment, float(self.env.now))
 
-    def _route(self):
-        env, cursors = self.env, self.cursors
-        shared = cursors[0] is cursors[-1]
+    def assign(self, request: Request) -> int:
+        """Route an arriving request: the replica the router picks, counted as routed there
+        (before delivery: the replica's next fast-forward stop is then the next arrival)."""
         hashes = self.workload.hash_ids
+        prefix = hashes[request.index] if hashes is not None else None
+        r = self.router.route(request.index, self.servers, prefix)
+        assert 0 <= r < len(self.sims), f"router {self.router.name} chose replica {r}"
+        self.assignment[request.index] = r
+        self.cursors[0 if self.cursors[0] is self.cursors[-1] else r].num_routed += 1
+        return r
+
+    def _route(self):
+        env = self.env
         for request in self.requests:
             if request.arrival_s > env.now:
                 yield env.timeout(request.arrival_s - env.now)
-            prefix = hashes[request.index] if hashes is not None else None
-            r = self.router.route(request.index, self.servers, prefix)
-            assert 0 <= r < len(self.sims), f"router {self.router.name} chose replica {r}"
-            self.assignment[request.index] = r
-            # before delivery: the replica's next stop is the next one
-            cursors[0 if shared else r].num_routed += 1
-            self.sims[r].deliver(request)
+            self.sims[self.assign(request)].deliver(request)
         for sim in self.sims:
             sim.server.close_arrivals()
             sim.wake()

@@ -22,10 +22,10 @@ import pandas as pd
 
 from batchsim.policies.prefix_cache import PrefixCacheStats
 from batchsim.sim.metrics import summarize
+from batchsim.sim.recorder import DEVICES, Recorder
 
 if TYPE_CHECKING:
     from batchsim.sim.cluster.cluster import ClusterResult
-    from batchsim.sim.recorder import Recorder
     from batchsim.sim.run import Prepared
 
 # the per-replica figures kept in metrics.json's `replicas` rows (all from summarize)
@@ -49,6 +49,25 @@ class ClusterRecord:
         self.prefill_paths = any(r.prefill_paths for r in recorders)
         self.cpu_steps = [step for r in recorders for step in r.cpu_steps]
         self.itl = list(itl) if itl is not None else [r.itl_samples() for r in recorders]
+        self._steps: pd.DataFrame | None = None
+
+    def steps_table(self) -> pd.DataFrame:
+        """Replica 0's steps, then replica 1's, ..., each with its `replica` (a cluster run's
+        steps table: built when first asked for, as a single server's is)."""
+        if len(self.recorders) == 1:
+            return self.recorders[0].steps_table()
+        if self._steps is None:
+            self._steps = pd.concat([rec.steps_table().assign(replica=np.int64(r))
+                                     for r, rec in enumerate(self.recorders)],
+                                    ignore_index=True)
+        return self._steps
+
+    def step_columns(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """Recorder.step_columns, the replicas' in steps_table's order."""
+        parts = [rec.step_columns(names) for rec in self.recorders]
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in names}
 
     def token_times_s(self, indexes: Sequence[int]) -> list[np.ndarray]:
         """Recorder.token_times_s, each request's from the replica that served it."""
@@ -73,8 +92,6 @@ class ClusterRecord:
 def request_record(recorders: Sequence[Recorder], assignment: np.ndarray) -> Recorder:
     """A recorder holding every request's own record from the replica that served it (the
     per-request fields only: it makes the cluster's requests table in one pass)."""
-    from batchsim.sim.recorder import Recorder
-
     n = len(assignment)
     merged = Recorder(n, prefill_paths=any(r.prefill_paths for r in recorders))
     fields = ("first_sched_s", "first_token_s", "finish_s", "num_preemptions")
@@ -106,38 +123,38 @@ def replica_row(replica: int, prep: Prepared, metrics: Mapping[str, Any]) -> dic
 
 def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
                     goodput: Mapping[str, float] | None = None
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Recorder]:
-    """(requests table, steps table, metrics, pooled record) of a cluster run."""
+                    ) -> tuple[pd.DataFrame, dict[str, Any], Recorder]:
+    """(requests table, metrics, pooled record: its steps_table() the steps table) of a
+    cluster run."""
     source = preps[0].profile.source
     sources = {p.profile.source for p in preps}
     if len(sources) > 1:
         source = "+".join(sorted(sources))  # a mixed fleet says so in every output
     recorders = [server.recorder for server in result.replicas]
     requests_df = request_record(recorders, result.assignment).requests_table(result.requests)
-    step_parts, rows, records = [], [], []
+    rows, records = [], []
     busy: list[float] = []  # GPU seconds per replica
     num_steps: list[int] = []  # GPU steps per replica
     prefill_share: list[float] = []
     for r, (rec, prep) in enumerate(zip(recorders, preps, strict=True)):
         requests = requests_df.iloc[np.flatnonzero(result.assignment == r)]
-        steps = rec.steps_table()
         records.append(ClusterRecord([rec]))
-        metrics = summarize(cast("Recorder", records[-1]), requests, steps,
-                            prep.policy.kv_capacity_blocks, prep.profile.source, goodput)
+        # the step figures from the run records, without a steps table (as a single server's)
+        metrics = summarize(cast("Recorder", records[-1]), requests, None,
+                            prep.policy.kv_capacity_blocks, prep.profile.source, goodput,
+                            itl=False)
         rows.append(replica_row(r, prep, metrics))
-        gpu = (steps["device"] == "gpu").to_numpy()
-        busy.append(float(steps["duration_s"].to_numpy()[gpu].sum()))
+        steps = rec.step_columns(("duration_s", "device"))
+        gpu = steps["device"] == DEVICES.index("gpu")
+        busy.append(float(steps["duration_s"][gpu].sum()))
         num_steps.append(int(gpu.sum()))
         prefill_share.append(metrics["prefill_time_share"])
-        steps["replica"] = np.int64(r)
-        step_parts.append(steps)
     requests_df["replica"] = result.assignment
-    steps_df = pd.concat(step_parts, ignore_index=True)
     record = cast("Recorder", ClusterRecord(recorders, [c.itl[0] for c in records],
                                             result.assignment))
-    # the request figures over every request; the step figures from the replicas' own (one
-    # pass over the steps, not two)
-    metrics = summarize(record, requests_df, steps_df.iloc[:0], 1, source, goodput)
+    # the request figures over every request; the step figures (an empty steps table here)
+    # from the replicas' own: one pass over the steps, not two
+    metrics = summarize(record, requests_df, Recorder(0).steps_table(), 1, source, goodput)
     n, duration, total_busy = len(preps), metrics["duration_s"], sum(busy)
     metrics["gpu_busy_fraction"] = total_busy / (n * duration) if duration > 0 else 0.0
     metrics["prefill_time_share"] = (sum(b * f for b, f in zip(busy, prefill_share, strict=True))
@@ -154,7 +171,7 @@ def cluster_outputs(result: ClusterResult, preps: Sequence[Prepared],
         metrics["prefix_cache"] = pooled_prefix_cache(
             [cast("Mapping[str, Any]", c) for c in caches if c])
     metrics["replicas"] = rows
-    return requests_df, steps_df, metrics, record
+    return requests_df, metrics, record
 
 
 def pooled_prefix_cache(per_replica: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

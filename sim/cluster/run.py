@@ -26,20 +26,19 @@ if TYPE_CHECKING:
 
 def simulate_cluster(prep: Prepared, jitters: Sequence[StepJitter | None],
                      progress: Callable[[int], None] | None = None, fast_forward: bool = True
-                     ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], Recorder,
-                                dict[str, Any]]:
-    """(requests, steps, metrics, pooled record, config.json's `cluster` section) of a
-    prepared cluster run; jitters: one step-jitter stream per replica (sim.run makes them)."""
+                     ) -> tuple[pd.DataFrame, dict[str, Any], Recorder, dict[str, Any]]:
+    """(requests, metrics, pooled record: its steps_table() the steps, config.json's
+    `cluster` section) of a prepared cluster run; jitters: one step-jitter stream per replica
+    (sim.run makes them)."""
     cluster = prep.spec.cluster
     assert cluster is not None and len(prep.replicas) == cluster.replicas > 1, cluster
     router = make_router(cluster.router, cluster.replicas)
     sim = ClusterSimulator(prep.replicas, router, prep.workload, fast_forward, progress,
                            jitters)
     result = sim.run()
-    requests, steps, metrics, record = cluster_outputs(result, prep.replicas,
-                                                       prep.spec.goodput)
+    requests, metrics, record = cluster_outputs(result, prep.replicas, prep.spec.goodput)
     section = cluster_config(prep, router.name, router.per_step_signal and fast_forward)
-    return requests, steps, metrics, record, section
+    return requests, metrics, record, section
 
 
 def cluster_config(prep: Prepared, router: str, stepped: bool) -> dict[str, Any]:
