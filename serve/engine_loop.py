@@ -10,12 +10,13 @@ of `serve.engine_process`), so the asyncio event loop never waits for a step. HT
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
 the loop hands arrivals to the policy before each decision, as the simulator and the validation
 executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
-each token back to the request's `sink`. Events are handed over in one batch per step through
+each token back to the request's `sink`. Events are handed over in one `Batch` per step through
 `post` (default: call each sink here): the HTTP side passes a `post` that moves the whole batch
 onto its event loop with one thread-safe call, so a step of 64 tokens wakes it once, not 64 times.
-`post` is called at the end of every step and every idle wake-up, after the step's statistics
-went to `stats`, with an empty batch when no request has an event (the engine process forwards
-the statistics with it).
+A token that does not end its request goes as a plain `(sink, token)` pair, so the loop builds
+no object per token. `post` is called at the end of every step and every idle wake-up, after the
+step's statistics went to `stats`, with an empty batch when no request has an event (the engine
+process forwards the statistics with it).
 
 A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
 it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
@@ -37,7 +38,7 @@ from batchsim.policies.base import Device, Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
 from batchsim.profiler.real.plan_runner import PlanRunner
-from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable, call_each
+from batchsim.serve.events import Batch, Event, FinishReason, Post, Sink, Unavailable, call_each
 from batchsim.serve.host_clock import HostClock
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import GenerationRequest
@@ -45,7 +46,7 @@ from batchsim.sim.server import Server
 
 logger = logging.getLogger(__name__)
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Live:
     req: Request
     gen: GenerationRequest
@@ -73,7 +74,7 @@ class EngineLoop:
         self.server = Server(policy, paths or {"gpu": ExecutionPath("gpu", {})})
         self.predict = predict
         self.post = post
-        self._outbox: list[tuple[Sink, Event]] = []  # events of the step in progress
+        self._outbox = Batch()  # events of the step in progress
         self.runner = runner
         self.stats = stats
         self.eos_token_id = eos_token_id
@@ -273,8 +274,11 @@ class EngineLoop:
     def _deliver(self, tokens: dict[int, int], now: float) -> int:
         """Hand each token to its request; returns how many were handed (padding excluded)."""
         count = 0
+        plain = self._outbox.tokens
+        held = self._live
+        eos = self.eos_token_id
         for index, token in tokens.items():
-            live = self._live.get(index)
+            live = held.get(index)
             if live is None or live.done or live.generated >= live.req.output_tokens:
                 continue  # aborted, or a padded row past its end
             live.generated += 1
@@ -286,11 +290,11 @@ class EngineLoop:
             live.last_token_s = now
             if live.generated == live.req.output_tokens:
                 self._notify(live, "length", "", now, token)  # the policy reports it finished
-            elif (not live.gen.ignore_eos and token == self.eos_token_id
+            elif (token == eos and not live.gen.ignore_eos
                     and live.generated >= live.gen.min_tokens):
                 self._finish(live, "stop", "", now, token)  # EOS: the policy lets it go early
             else:
-                self._outbox.append((live.sink, Event("token", token)))
+                plain.append((live.sink, token))
         return count
 
     def _notify(self, live: _Live, reason: FinishReason, detail: str, now: float,
@@ -306,8 +310,8 @@ class EngineLoop:
         }
         self.stats.request_done(reason, timing["ttft_s"], timing["e2e_s"], timing["queue_s"],
                                 live.itls_s)
-        self._outbox.append((live.sink, Event("token" if token >= 0 else "finish", token=token,
-                                              reason=reason, detail=detail, timing=timing)))
+        self._outbox.ends.append((live.sink, Event("token" if token >= 0 else "finish", token=token,
+                                                   reason=reason, detail=detail, timing=timing)))
 
     def _finish(self, live: _Live, reason: FinishReason, detail: str, now: float,
                 token: int = -1) -> None:
@@ -344,7 +348,7 @@ class EngineLoop:
 
     def _flush(self) -> None:
         """Hand the events gathered so far to the HTTP side, in one batch (maybe empty)."""
-        batch, self._outbox = self._outbox, []
+        batch, self._outbox = self._outbox, Batch()
         self.post(batch)
 
     def _counts(self) -> tuple[int, int]:
