@@ -8,15 +8,16 @@ engines, `profiler.real.plan_runner`), and hands tokens back to the handlers.
 The loop runs in its own thread (`start`) or in the calling thread (`run`: the engine process
 of `serve.engine_process`), so the asyncio event loop never waits for a step. HTTP handlers
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
-the loop hands arrivals to the policy before each decision, as the simulator and the validation
-executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
-each token back to the request's `sink`. Events are handed over in one `Batch` per step through
-`post` (default: call each sink here): the HTTP side passes a `post` that moves the whole batch
-onto its event loop with one thread-safe call, so a step of 64 tokens wakes it once, not 64 times.
-A token that does not end its request goes as a plain `(sink, token)` pair, so the loop builds
-no object per token. `post` is called at the end of every step and every idle wake-up, after the
-step's statistics went to `stats`, with an empty batch when no request has an event (the engine
-process forwards the statistics with it).
+in the engine process the loop's own thread makes those calls, through `receive` (one thread,
+no GIL to share). The loop hands arrivals to the policy before each decision, as the simulator
+and the validation executor do, asks `schedule`, runs the Plan on the engines, reports
+`complete(plan, 1)`, and hands each token back to the request's `sink`. Events are handed over
+in one `Batch` per step through `post` (default: call each sink here): the HTTP side passes a
+`post` that moves the whole batch onto its event loop with one thread-safe call, so a step of 64
+tokens wakes it once, not 64 times. A token that does not end its request goes as a plain
+`(sink, token)` pair, so the loop builds no object per token. `post` is called at the end of
+every step and every idle wake-up, after the step's statistics went to `stats`, with an empty
+batch when no request has an event (the engine process forwards the statistics with it).
 
 A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
 it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
@@ -66,14 +67,20 @@ class EngineLoop:
     def __init__(self, policy: Policy, runner: PlanRunner, stats: LiveStats,
                  eos_token_id: int | None = None, max_waiting: int = 1024,
                  post: Post = call_each, paths: Mapping[Device, ExecutionPath] | None = None,
-                 predict: Callable[[Plan], float] | None = None) -> None:
+                 predict: Callable[[Plan], float] | None = None,
+                 receive: Callable[[float], None] | None = None) -> None:
         """paths: the policy's execution paths (default: a GPU path without cost models);
         predict: a step's expected seconds (the profile's cost model), for the GPU path's
-        busy_until."""
+        busy_until; receive: where requests come from when no other thread submits them (the
+        engine process's pipe): called on the loop's thread with 0 before each decision and
+        with the idle wait's timeout, it calls `submit`, `abort` and `drain` for whatever
+        arrived, waiting up to that many seconds for something (default: wait to be woken by
+        `submit` on another thread)."""
         self.policy = policy
         self.server = Server(policy, paths or {"gpu": ExecutionPath("gpu", {})})
         self.predict = predict
         self.post = post
+        self.receive = receive
         self._outbox = Batch()  # events of the step in progress
         self.runner = runner
         self.stats = stats
@@ -177,10 +184,12 @@ class EngineLoop:
 
     def _steps(self, server: Server, clock: HostClock) -> None:
         # host: this thread's wall time between steps, with its CPU time and its wait for a
-        # core apart (the rest is waiting for the GIL, if another thread of the process has it)
+        # core apart (the rest is blocking: the GIL, if another thread of the process has it)
         host_t0 = time.perf_counter()
         cpu_t0, rq_t0 = clock.read()
         while True:
+            if self.receive is not None:
+                self.receive(0.0)
             draining = self._take_inbox()
             now = time.perf_counter()
             if draining and now >= self._deadline_s:
@@ -256,7 +265,10 @@ class EngineLoop:
             timeout = 1.0 if until_s is None else max(until_s - time.perf_counter(), 0.0)
             if self._draining:
                 timeout = min(timeout, max(self._deadline_s - time.perf_counter(), 0.0))
-            self._cv.wait(min(timeout, 1.0))
+            if self.receive is None:
+                self._cv.wait(min(timeout, 1.0))
+                return
+        self.receive(min(timeout, 1.0))
 
     def _started(self, plan: Plan) -> None:
         now = time.perf_counter()

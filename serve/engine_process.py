@@ -4,13 +4,16 @@ In one process the engine thread waits for the GIL while the asyncio thread pars
 writes token events; on a machine with few cores that wait is most of the server's overhead.
 Here the parent (HTTP) process keeps only `EngineProcess`, a handle with the `EngineLoop`'s
 interface (`submit`, `abort`, `drain`, `join`), and a spawned child builds the policy and the
-engines (`serve.builder.build_served`) and runs the unchanged `EngineLoop` on its main thread.
+engines (`serve.builder.build_served`) and runs the `EngineLoop` on its main thread. The child has
+no other Python thread: the loop reads the parent's commands itself (`receive`: a non-blocking
+poll of the pipe before each decision, a blocking one while idle), so it never waits for a GIL
+that a receiver thread holds, nor for the wake-up of such a thread.
 
 What crosses the pipe, and how often:
 - parent -> child: commands (`submit` with the request and its arrival time on the system-wide
   `perf_counter` clock, `abort`, `drain`), written by one sender thread from a `SimpleQueue`
   (so a signal handler may `drain` without locks) and batched: whatever queued up goes as one
-  message;
+  message, read by the loop between steps;
 - child -> parent: one message per engine step (and per idle wake-up) holding the step's
   tokens (two flat lists of ints: request ids and tokens; requests that end have their last
   event as a tuple), the `LiveStats` calls the loop made (replayed on the parent's `LiveStats`,
@@ -216,13 +219,13 @@ class _Tag:
 
 
 class _Channel:
-    """The child's `post`: one message per step with the events and the statistics."""
+    """The child's side of the pipe (its one thread): `post` sends one message per step with
+    the events and the statistics; `receive` hands the parent's commands to the loop."""
 
     def __init__(self, conn: Connection, relay: StatsRelay) -> None:
         self.conn = conn
         self.relay = relay
-        self.loop: Any = None  # the EngineLoop, for its counts
-        self._lock = threading.Lock()  # the engine thread and the receiver both send
+        self.loop: Any = None  # the EngineLoop
 
     def post(self, batch: Batch) -> None:
         rids = [s.rid for s, _ in batch.tokens]  # type: ignore[attr-defined]
@@ -235,11 +238,39 @@ class _Channel:
                        self.loop.num_waiting))
 
     def send(self, msg: Any) -> None:
-        with self._lock:
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError):
-                logger.warning("the HTTP process is gone")
+        try:
+            self.conn.send(msg)
+        except (OSError, ValueError):
+            logger.warning("the HTTP process is gone")
+
+    def receive(self, timeout_s: float) -> None:
+        """Whatever commands came, into the loop; waits up to timeout_s for the first."""
+        loop = self.loop
+        try:
+            if not self.conn.poll(timeout_s):
+                return
+            while True:
+                self._apply(self.conn.recv())
+                if not self.conn.poll(0.0):
+                    return
+        except (EOFError, OSError):  # the parent is gone: stop now
+            loop.drain(0.0)
+
+    def _apply(self, commands: list[tuple[Any, ...]]) -> None:
+        loop = self.loop
+        for command in commands:
+            kind = command[0]
+            if kind == "submit":
+                _, rid, gen, arrival_s = command
+                try:
+                    loop.submit(gen, _Tag(rid), arrival_s=arrival_s, index=rid)
+                except Unavailable as e:
+                    self.send(("step", [], [], [(rid, "finish", -1, "rejected", str(e), None)],
+                               [], loop.num_taken, loop.num_waiting))
+            elif kind == "abort":
+                loop.abort(command[1])
+            else:
+                loop.drain(command[1])
 
 
 def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
@@ -264,34 +295,11 @@ def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
     relay = StatsRelay()
     channel = _Channel(conn, relay)
     loop = EngineLoop(served.policy, served.runner, relay, served.eos_token_id,  # type: ignore[arg-type]
-                      UNLIMITED, post=channel.post, **served.loop_options())
+                      UNLIMITED, post=channel.post, receive=channel.receive,
+                      **served.loop_options())
     channel.loop = loop
     conn.send(("ready", served.facts))
-    threading.Thread(target=_receive, args=(conn, loop, channel), name="engine-receiver",
-                     daemon=True).start()
     loop.run()
     channel.send(("stopped", None if loop.error is None else str(loop.error)))
     conn.close()
 
-
-def _receive(conn: Connection, loop: Any, channel: _Channel) -> None:
-    """The child's receiver thread: commands from the parent into the engine loop."""
-    while True:
-        try:
-            commands = conn.recv()
-        except (EOFError, OSError):  # the parent is gone: stop now
-            loop.drain(0.0)
-            return
-        for command in commands:
-            kind = command[0]
-            if kind == "submit":
-                _, rid, gen, arrival_s = command
-                try:
-                    loop.submit(gen, _Tag(rid), arrival_s=arrival_s, index=rid)
-                except Unavailable as e:
-                    channel.send(("step", [], [], [(rid, "finish", -1, "rejected", str(e), None)],
-                                  [], loop.num_taken, loop.num_waiting))
-            elif kind == "abort":
-                loop.abort(command[1])
-            else:
-                loop.drain(command[1])
