@@ -184,7 +184,10 @@ class EngineLoop:
 
     def _steps(self, server: Server, clock: HostClock) -> None:
         # host: this thread's wall time between steps, with its CPU time and its wait for a
-        # core apart (the rest is blocking: the GIL, if another thread of the process has it)
+        # core apart (the rest is blocking: the GIL, if another thread of the process has it).
+        # The three are read at the same instants, wall time outermost: each interval's CPU
+        # and run-queue time belong to its own wall time, clock reads included (the run-queue
+        # read is the slow one: a pread of /proc).
         host_t0 = time.perf_counter()
         cpu_t0, rq_t0 = clock.read()
         while True:
@@ -212,12 +215,14 @@ class EngineLoop:
                 cpu_t0, rq_t0 = clock.read()
                 continue
             self._started(decision)
+            server.begin(decision, time.perf_counter(),
+                         self.predict(decision) if self.predict else 0.0)
+            rq_start = clock.runqueue_s()
+            cpu_start = clock.cpu_s()
             start = time.perf_counter()
-            server.begin(decision, start, self.predict(decision) if self.predict else 0.0)
-            cpu_start, rq_start = clock.read()
             out = self.runner.run(decision)
-            cpu_end, rq_end = clock.read()
             end = time.perf_counter()
+            cpu_end, rq_end = clock.read()
             events = server.end(decision, start, [end - start])
             delivered = self._deliver(out.tokens, end)
             for r, _ in events.finished:  # out of the policy; their last token went out
