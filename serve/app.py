@@ -23,7 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 from batchsim.serve.dashboard import dashboard_page
-from batchsim.serve.events import EngineHandle, Event, Sink, Unavailable
+from batchsim.serve.events import Batch, EngineHandle, Event, Unavailable
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import (
     GenerationRequest,
@@ -102,16 +102,11 @@ class EventPoster:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None  # set when the app starts serving
 
-    def __call__(self, batch: list[tuple[Sink, Event]]) -> None:
+    def __call__(self, batch: Batch) -> None:
         if not batch:
             return  # a step without events (statistics only)
         assert self.loop is not None, "events before the server started"
-        self.loop.call_soon_threadsafe(_deliver_all, batch)
-
-
-def _deliver_all(batch: list[tuple[Sink, Event]]) -> None:
-    for sink, event in batch:
-        sink(event)
+        self.loop.call_soon_threadsafe(batch.deliver)
 
 
 def create_app(engine: EngineHandle, limits: ModelLimits, stats: LiveStats, policy: str,

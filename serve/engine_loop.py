@@ -8,14 +8,16 @@ engines, `profiler.real.plan_runner`), and hands tokens back to the handlers.
 The loop runs in its own thread (`start`) or in the calling thread (`run`: the engine process
 of `serve.engine_process`), so the asyncio event loop never waits for a step. HTTP handlers
 call `submit` (thread-safe: the request goes into an inbox and the loop is woken) and `abort`;
-the loop hands arrivals to the policy before each decision, as the simulator and the validation
-executor do, asks `schedule`, runs the Plan on the engines, reports `complete(plan, 1)`, and hands
-each token back to the request's `sink`. Events are handed over in one batch per step through
-`post` (default: call each sink here): the HTTP side passes a `post` that moves the whole batch
-onto its event loop with one thread-safe call, so a step of 64 tokens wakes it once, not 64 times.
-`post` is called at the end of every step and every idle wake-up, after the step's statistics
-went to `stats`, with an empty batch when no request has an event (the engine process forwards
-the statistics with it).
+in the engine process the loop's own thread makes those calls, through `receive` (one thread,
+no GIL to share). The loop hands arrivals to the policy before each decision, as the simulator
+and the validation executor do, asks `schedule`, runs the Plan on the engines, reports
+`complete(plan, 1)`, and hands each token back to the request's `sink`. Events are handed over
+in one `Batch` per step through `post` (default: call each sink here): the HTTP side passes a
+`post` that moves the whole batch onto its event loop with one thread-safe call, so a step of 64
+tokens wakes it once, not 64 times. A token that does not end its request goes as a plain
+`(sink, token)` pair, so the loop builds no object per token. `post` is called at the end of
+every step and every idle wake-up, after the step's statistics went to `stats`, with an empty
+batch when no request has an event (the engine process forwards the statistics with it).
 
 A request leaves either by finishing (its policy-given length, or EOS when it does not ignore
 it), by abort (the client went away: the policy frees its KV; a row of a running padded batch
@@ -37,7 +39,7 @@ from batchsim.policies.base import Device, Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
 from batchsim.policies.request import Request
 from batchsim.profiler.real.plan_runner import PlanRunner
-from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable, call_each
+from batchsim.serve.events import Batch, Event, FinishReason, Post, Sink, Unavailable, call_each
 from batchsim.serve.host_clock import HostClock
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import GenerationRequest
@@ -45,7 +47,7 @@ from batchsim.sim.server import Server
 
 logger = logging.getLogger(__name__)
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Live:
     req: Request
     gen: GenerationRequest
@@ -65,15 +67,21 @@ class EngineLoop:
     def __init__(self, policy: Policy, runner: PlanRunner, stats: LiveStats,
                  eos_token_id: int | None = None, max_waiting: int = 1024,
                  post: Post = call_each, paths: Mapping[Device, ExecutionPath] | None = None,
-                 predict: Callable[[Plan], float] | None = None) -> None:
+                 predict: Callable[[Plan], float] | None = None,
+                 receive: Callable[[float], None] | None = None) -> None:
         """paths: the policy's execution paths (default: a GPU path without cost models);
         predict: a step's expected seconds (the profile's cost model), for the GPU path's
-        busy_until."""
+        busy_until; receive: where requests come from when no other thread submits them (the
+        engine process's pipe): called on the loop's thread with 0 before each decision and
+        with the idle wait's timeout, it calls `submit`, `abort` and `drain` for whatever
+        arrived, waiting up to that many seconds for something (default: wait to be woken by
+        `submit` on another thread)."""
         self.policy = policy
         self.server = Server(policy, paths or {"gpu": ExecutionPath("gpu", {})})
         self.predict = predict
         self.post = post
-        self._outbox: list[tuple[Sink, Event]] = []  # events of the step in progress
+        self.receive = receive
+        self._outbox = Batch()  # events of the step in progress
         self.runner = runner
         self.stats = stats
         self.eos_token_id = eos_token_id
@@ -176,10 +184,15 @@ class EngineLoop:
 
     def _steps(self, server: Server, clock: HostClock) -> None:
         # host: this thread's wall time between steps, with its CPU time and its wait for a
-        # core apart (the rest is waiting for the GIL, if another thread of the process has it)
+        # core apart (the rest is blocking: the GIL, if another thread of the process has it).
+        # The three are read at the same instants, wall time outermost: each interval's CPU
+        # and run-queue time belong to its own wall time, clock reads included (the run-queue
+        # read is the slow one: a pread of /proc).
         host_t0 = time.perf_counter()
         cpu_t0, rq_t0 = clock.read()
         while True:
+            if self.receive is not None:
+                self.receive(0.0)
             draining = self._take_inbox()
             now = time.perf_counter()
             if draining and now >= self._deadline_s:
@@ -202,12 +215,14 @@ class EngineLoop:
                 cpu_t0, rq_t0 = clock.read()
                 continue
             self._started(decision)
+            server.begin(decision, time.perf_counter(),
+                         self.predict(decision) if self.predict else 0.0)
+            rq_start = clock.runqueue_s()
+            cpu_start = clock.cpu_s()
             start = time.perf_counter()
-            server.begin(decision, start, self.predict(decision) if self.predict else 0.0)
-            cpu_start, rq_start = clock.read()
             out = self.runner.run(decision)
-            cpu_end, rq_end = clock.read()
             end = time.perf_counter()
+            cpu_end, rq_end = clock.read()
             events = server.end(decision, start, [end - start])
             delivered = self._deliver(out.tokens, end)
             for r, _ in events.finished:  # out of the policy; their last token went out
@@ -255,7 +270,10 @@ class EngineLoop:
             timeout = 1.0 if until_s is None else max(until_s - time.perf_counter(), 0.0)
             if self._draining:
                 timeout = min(timeout, max(self._deadline_s - time.perf_counter(), 0.0))
-            self._cv.wait(min(timeout, 1.0))
+            if self.receive is None:
+                self._cv.wait(min(timeout, 1.0))
+                return
+        self.receive(min(timeout, 1.0))
 
     def _started(self, plan: Plan) -> None:
         now = time.perf_counter()
@@ -273,8 +291,11 @@ class EngineLoop:
     def _deliver(self, tokens: dict[int, int], now: float) -> int:
         """Hand each token to its request; returns how many were handed (padding excluded)."""
         count = 0
+        plain = self._outbox.tokens
+        held = self._live
+        eos = self.eos_token_id
         for index, token in tokens.items():
-            live = self._live.get(index)
+            live = held.get(index)
             if live is None or live.done or live.generated >= live.req.output_tokens:
                 continue  # aborted, or a padded row past its end
             live.generated += 1
@@ -286,11 +307,11 @@ class EngineLoop:
             live.last_token_s = now
             if live.generated == live.req.output_tokens:
                 self._notify(live, "length", "", now, token)  # the policy reports it finished
-            elif (not live.gen.ignore_eos and token == self.eos_token_id
+            elif (token == eos and not live.gen.ignore_eos
                     and live.generated >= live.gen.min_tokens):
                 self._finish(live, "stop", "", now, token)  # EOS: the policy lets it go early
             else:
-                self._outbox.append((live.sink, Event("token", token)))
+                plain.append((live.sink, token))
         return count
 
     def _notify(self, live: _Live, reason: FinishReason, detail: str, now: float,
@@ -306,8 +327,8 @@ class EngineLoop:
         }
         self.stats.request_done(reason, timing["ttft_s"], timing["e2e_s"], timing["queue_s"],
                                 live.itls_s)
-        self._outbox.append((live.sink, Event("token" if token >= 0 else "finish", token=token,
-                                              reason=reason, detail=detail, timing=timing)))
+        self._outbox.ends.append((live.sink, Event("token" if token >= 0 else "finish", token=token,
+                                                   reason=reason, detail=detail, timing=timing)))
 
     def _finish(self, live: _Live, reason: FinishReason, detail: str, now: float,
                 token: int = -1) -> None:
@@ -344,7 +365,7 @@ class EngineLoop:
 
     def _flush(self) -> None:
         """Hand the events gathered so far to the HTTP side, in one batch (maybe empty)."""
-        batch, self._outbox = self._outbox, []
+        batch, self._outbox = self._outbox, Batch()
         self.post(batch)
 
     def _counts(self) -> tuple[int, int]:

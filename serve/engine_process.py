@@ -4,18 +4,23 @@ In one process the engine thread waits for the GIL while the asyncio thread pars
 writes token events; on a machine with few cores that wait is most of the server's overhead.
 Here the parent (HTTP) process keeps only `EngineProcess`, a handle with the `EngineLoop`'s
 interface (`submit`, `abort`, `drain`, `join`), and a spawned child builds the policy and the
-engines (`serve.builder.build_served`) and runs the unchanged `EngineLoop` on its main thread.
+engines (`serve.builder.build_served`) and runs the `EngineLoop` on its main thread. The child has
+no other Python thread: the loop reads the parent's commands itself (`receive`: a non-blocking
+poll of the pipe before each decision, a blocking one while idle), so it never waits for a GIL
+that a receiver thread holds, nor for the wake-up of such a thread.
 
 What crosses the pipe, and how often:
 - parent -> child: commands (`submit` with the request and its arrival time on the system-wide
   `perf_counter` clock, `abort`, `drain`), written by one sender thread from a `SimpleQueue`
   (so a signal handler may `drain` without locks) and batched: whatever queued up goes as one
-  message;
-- child -> parent: one message per engine step (and per idle wake-up) holding the step's token
-  events, the `LiveStats` calls the loop made (replayed on the parent's `LiveStats`, so
-  `/metrics` and the dashboard read the parent's copy) and the loop's counts for the 503 check.
-  IPC therefore costs per step, not per token. A reader thread in the parent hands the events to
-  the HTTP event loop with one thread-safe call per step (`EventPoster`).
+  message, read by the loop between steps;
+- child -> parent: one message per engine step (and per idle wake-up) holding the step's
+  tokens (two flat lists of ints: request ids and tokens; requests that end have their last
+  event as a tuple), the `LiveStats` calls the loop made (replayed on the parent's `LiveStats`,
+  so `/metrics` and the dashboard read the parent's copy) and the loop's counts for the 503
+  check. IPC therefore costs per step, not per token, and no object is built or pickled per
+  token in the engine process: the parent builds the `Event`s. A reader thread in the parent
+  hands them to the HTTP event loop with one thread-safe call per step (`EventPoster`).
 If the child dies, every request in flight ends as rejected and `/health` answers 503.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import queue
+import select
 import signal
 import threading
 import time
@@ -31,7 +37,7 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from batchsim.serve.events import Event, FinishReason, Post, Sink, Unavailable
+from batchsim.serve.events import Batch, Event, FinishReason, Post, Sink, Unavailable
 from batchsim.serve.frontend import FrontFacts
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import GenerationRequest
@@ -39,7 +45,7 @@ from batchsim.serve.stats_relay import StatsRelay, replay
 
 logger = logging.getLogger(__name__)
 
-# (request id, kind, token, reason, detail, timing): an Event as a tuple (cheaper to pickle)
+# (request id, kind, token, reason, detail, timing): a request's last Event as a tuple
 WireEvent = tuple[int, str, int, "FinishReason | None", str, "dict[str, float | None] | None"]
 UNLIMITED = 1 << 62  # the child's queue bound: the parent applies --max-waiting
 
@@ -167,9 +173,9 @@ class EngineProcess:
                     self.error = RuntimeError(msg[1])
                 clean = True
                 break
-            _, events, ops, taken, waiting = msg
+            _, rids, tokens, ends, ops, taken, waiting = msg
             replay(self.stats, ops)
-            self._deliver(events, taken, waiting)
+            self._deliver(rids, tokens, ends, taken, waiting)
         if not clean and self.error is None:
             self.error = RuntimeError(f"the engine process exited (code {self._proc.exitcode})")
         with self._lock:
@@ -177,20 +183,27 @@ class EngineProcess:
             left, self._sinks = list(self._sinks.values()), {}
         if left:  # nobody will answer them now
             why = str(self.error) if self.error is not None else "server shutdown"
-            self.post([(s, Event("finish", reason="rejected" if self.error else "abort",
-                                 detail=why)) for s in left])
+            self.post(Batch(ends=[(s, Event("finish", reason="rejected" if self.error else
+                                            "abort", detail=why)) for s in left]))
         self._stopped.set()
 
-    def _deliver(self, events: Sequence[WireEvent], taken: int, waiting: int) -> None:
+    def _deliver(self, rids: Sequence[int], tokens: Sequence[int], ends: Sequence[WireEvent],
+                 taken: int, waiting: int) -> None:
+        """One step's message: plain tokens (rids[i] got tokens[i]) and requests' last events."""
         assert self.post is not None
-        batch: list[tuple[Sink, Event]] = []
+        batch = Batch()
         with self._lock:
             self._taken, self._waiting = taken, waiting
-            for rid, kind, token, reason, detail, timing in events:
-                sink = self._sinks.get(rid) if reason is None else self._sinks.pop(rid, None)
+            sinks = self._sinks
+            for rid, token in zip(rids, tokens, strict=True):
+                sink = sinks.get(rid)
                 if sink is not None:
-                    batch.append((sink, Event(kind, token, reason, detail,  # type: ignore[arg-type]
-                                              timing)))
+                    batch.tokens.append((sink, token))
+            for rid, kind, token, reason, detail, timing in ends:
+                sink = sinks.pop(rid, None)
+                if sink is not None:
+                    batch.ends.append((sink, Event(kind, token, reason, detail,  # type: ignore[arg-type]
+                                                   timing)))
         self.post(batch)
 
 
@@ -207,27 +220,61 @@ class _Tag:
 
 
 class _Channel:
-    """The child's `post`: one message per step with the events and the statistics."""
+    """The child's side of the pipe (its one thread): `post` sends one message per step with
+    the events and the statistics; `receive` hands the parent's commands to the loop."""
 
     def __init__(self, conn: Connection, relay: StatsRelay) -> None:
         self.conn = conn
         self.relay = relay
-        self.loop: Any = None  # the EngineLoop, for its counts
-        self._lock = threading.Lock()  # the engine thread and the receiver both send
+        self.loop: Any = None  # the EngineLoop
+        # polled before every step: a poll object made once (Connection.poll builds a
+        # selector per call, ~8x the cost)
+        self._poller = select.poll()
+        self._poller.register(conn.fileno(), select.POLLIN)
 
-    def post(self, batch: list[tuple[Sink, Event]]) -> None:
-        events = [(s.rid, e.kind, e.token, e.reason, e.detail, e.timing)  # type: ignore[attr-defined]
-                  for s, e in batch]
+    def post(self, batch: Batch) -> None:
+        rids = [s.rid for s, _ in batch.tokens]  # type: ignore[attr-defined]
+        tokens = [t for _, t in batch.tokens]
+        ends = [(s.rid, e.kind, e.token, e.reason, e.detail, e.timing)  # type: ignore[attr-defined]
+                for s, e in batch.ends]
         ops = self.relay.take()
-        if events or ops:
-            self.send(("step", events, ops, self.loop.num_taken, self.loop.num_waiting))
+        if batch or ops:
+            self.send(("step", rids, tokens, ends, ops, self.loop.num_taken,
+                       self.loop.num_waiting))
 
     def send(self, msg: Any) -> None:
-        with self._lock:
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError):
-                logger.warning("the HTTP process is gone")
+        try:
+            self.conn.send(msg)
+        except (OSError, ValueError):
+            logger.warning("the HTTP process is gone")
+
+    def receive(self, timeout_s: float) -> None:
+        """Whatever commands came, into the loop; waits up to timeout_s for the first."""
+        try:
+            if not self._poller.poll(timeout_s * 1e3):
+                return
+            while True:
+                self._apply(self.conn.recv())
+                if not self._poller.poll(0):
+                    return
+        except (EOFError, OSError):  # the parent is gone: stop now
+            self.loop.drain(0.0)
+
+    def _apply(self, commands: list[tuple[Any, ...]]) -> None:
+        loop = self.loop
+        for command in commands:
+            kind = command[0]
+            if kind == "submit":
+                _, rid, gen, arrival_s = command
+                try:
+                    loop.submit(gen, _Tag(rid), arrival_s=arrival_s, index=rid)
+                except Unavailable as e:
+                    self.send(("step", [], [], [(rid, "finish", -1, "rejected", str(e), None)],
+                               [], loop.num_taken, loop.num_waiting))
+            elif kind == "abort":
+                loop.abort(command[1])
+            else:
+                loop.drain(command[1])
 
 
 def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
@@ -252,34 +299,11 @@ def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
     relay = StatsRelay()
     channel = _Channel(conn, relay)
     loop = EngineLoop(served.policy, served.runner, relay, served.eos_token_id,  # type: ignore[arg-type]
-                      UNLIMITED, post=channel.post, **served.loop_options())
+                      UNLIMITED, post=channel.post, receive=channel.receive,
+                      **served.loop_options())
     channel.loop = loop
     conn.send(("ready", served.facts))
-    threading.Thread(target=_receive, args=(conn, loop, channel), name="engine-receiver",
-                     daemon=True).start()
     loop.run()
     channel.send(("stopped", None if loop.error is None else str(loop.error)))
     conn.close()
 
-
-def _receive(conn: Connection, loop: Any, channel: _Channel) -> None:
-    """The child's receiver thread: commands from the parent into the engine loop."""
-    while True:
-        try:
-            commands = conn.recv()
-        except (EOFError, OSError):  # the parent is gone: stop now
-            loop.drain(0.0)
-            return
-        for command in commands:
-            kind = command[0]
-            if kind == "submit":
-                _, rid, gen, arrival_s = command
-                try:
-                    loop.submit(gen, _Tag(rid), arrival_s=arrival_s, index=rid)
-                except Unavailable as e:
-                    channel.send(("step", [(rid, "finish", -1, "rejected", str(e), None)], [],
-                                  loop.num_taken, loop.num_waiting))
-            elif kind == "abort":
-                loop.abort(command[1])
-            else:
-                loop.drain(command[1])

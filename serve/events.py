@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
@@ -24,13 +24,37 @@ class Event:
 
 
 Sink = Callable[[Event], None]
-Post = Callable[[list[tuple[Sink, Event]]], None]
 
 
-def call_each(batch: list[tuple[Sink, Event]]) -> None:
+@dataclass(eq=False)
+class Batch:
+    """What one engine step (or idle wake-up) hands back: at most one entry per request.
+
+    A token that does not end its request is a plain `(sink, token)` pair: the loop makes no
+    `Event` per token (64 a step at 64 streams), the side that delivers it does; a request's
+    last event (its final token, or its end without one) is a whole `Event`."""
+
+    tokens: list[tuple[Sink, int]] = field(default_factory=list)
+    ends: list[tuple[Sink, Event]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.tokens) + len(self.ends)
+
+    def deliver(self) -> None:
+        """Call each sink with its events; plain tokens first, since a request's plain token
+        always comes before its end."""
+        for sink, token in self.tokens:
+            sink(Event("token", token))
+        for sink, event in self.ends:
+            sink(event)
+
+
+Post = Callable[[Batch], None]
+
+
+def call_each(batch: Batch) -> None:
     """The default `post`: deliver on the engine thread (the sinks must be thread-safe)."""
-    for sink, event in batch:
-        sink(event)
+    batch.deliver()
 
 
 class Unavailable(Exception):

@@ -33,8 +33,14 @@ class HostClock:
         return self._fd is not None
 
     def read(self) -> tuple[float, float]:
-        """The thread's CPU seconds and run-queue seconds so far."""
-        return time.thread_time(), 0.0 if self._fd is None else self._parse()
+        """The thread's CPU seconds and run-queue seconds so far (CPU time read first)."""
+        return self.cpu_s(), self.runqueue_s()
+
+    def cpu_s(self) -> float:
+        return time.thread_time()
+
+    def runqueue_s(self) -> float:
+        return 0.0 if self._fd is None else self._parse()
 
     def close(self) -> None:
         fd = getattr(self, "_fd", None)
