@@ -176,10 +176,9 @@ class Simulator:
         delivered at `previous + (arrival_s - previous)`, a step ends at `start + busy_s`), so
         every output is byte-identical to the SimPy run; an arrival at the very instant a step
         ends is seen before the next decision."""
-        server, price, jitter = self.server, price_run, self.jitter
+        server, begin_step = self.server, self.begin_step
         requests = (RequestStream(self.workload, self.with_prefix) if self._requests is None
                     else self._requests)
-        ff, cost_model = self.fast_forward, self.profile.cost_model
         n, i = len(requests), 0
         now = delivered = 0.0  # the clock; when the next arrival is delivered
         if n and requests[0].arrival_s > 0.0:
@@ -200,11 +199,7 @@ class Simulator:
                     wake = min(wake, now + (decision.until_s - now))
                 now = wake
                 continue
-            model = cost_model(decision.layout, decision.phase, decision.device)
-            stop_s = server.stop_s(now) if decision.max_repeats > 1 else float("inf")
-            durations = price(decision, model, stop_s, jitter, ff)
-            busy_s = sum(durations) if len(durations) > 1 else durations[0]
-            server.begin(decision, now, busy_s)
+            durations, busy_s = begin_step(decision, now)
             start, now = now, now + busy_s
             server.end(decision, start, durations)
         return SimResult(server.recorder, self.workload, now, self.with_prefix, self._requests)
