@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from batchsim.sim.csv_rows import Rows, fixed_fits
+
 if TYPE_CHECKING:
     from batchsim.policies.base import Plan, StepEvents
     from batchsim.policies.request import Request
@@ -313,30 +315,62 @@ class Recorder:
         if self._kv_cached:  # prefix caching: the table's last column
             columns += ("kv_cached_blocks",)
             tail.append(_numpy(self._kv_cached, np.int64))
+        if not (fixed_fits(start) and fixed_fits(dur)):
+            return self._write_steps_rows(path, columns, start, dur, tail, run_end, ks)
+        with open(path, "wb") as f:
+            f.write((",".join(columns) + "\n").encode())
+            for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
+                b = min(a + _CSV_CHUNK_ROWS, self.num_steps)
+                rows = Rows(b - a)
+                rows.integer(np.arange(a, b))
+                for times in (start, dur):
+                    rows.const(b",")
+                    rows.fixed(times[a:b])
+                rows.const(b",")
+                rows.text(*self._shape_fields(run_end, ks, a, b))
+                for i, c in enumerate(tail):
+                    if i:
+                        rows.const(b",")
+                    rows.integer(c[a:b])
+                rows.const(b"\n")
+                f.write(rows.tobytes())
+        return True
+
+    def _write_steps_rows(self, path: Path, columns: tuple[str, ...], start: np.ndarray,
+                          dur: np.ndarray, tail: list[np.ndarray], run_end: np.ndarray,
+                          ks: np.ndarray) -> bool:
+        """write_steps_csv with one %-format per row, for times csv_rows does not format
+        (infinite, or 2**53 microseconds and more: never seen in a simulation)."""
         row = "%d,%.6f,%.6f,%s" + ",".join(["%d"] * len(tail)) + "\n"  # as csv_table.write_csv
         with open(path, "w", newline="") as f:
             f.write(",".join(columns) + "\n")
             for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
                 b = min(a + _CSV_CHUNK_ROWS, self.num_steps)
+                table, index = self._shape_fields(run_end, ks, a, b)
+                middle = [m.decode() for m in table.tolist()]
                 rows = zip(range(a, b), start[a:b].tolist(), dur[a:b].tolist(),
-                           self._shape_fields(run_end, ks, a, b), *[c[a:b].tolist() for c in tail],
+                           [middle[k] for k in index.tolist()], *[c[a:b].tolist() for c in tail],
                            strict=True)
                 f.write("".join([row % r for r in rows]))
         return True
 
-    def _shape_fields(self, run_end: np.ndarray, ks: np.ndarray, a: int, b: int) -> list[str]:
-        """Steps a..b-1's run-constant CSV fields ("phase,layout,device,batch,prefill,decode,"),
-        formatted once per distinct shape among the chunk's runs (per chunk, not over the whole
-        run: sorting every run's shape at once costs ~100 MB at a million requests)."""
+    def _shape_fields(self, run_end: np.ndarray, ks: np.ndarray, a: int,
+                      b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Steps a..b-1's run-constant CSV fields ("phase,layout,device,batch,prefill,decode,"):
+        (the distinct shapes among the chunk's runs, formatted once each as bytes; each step's
+        index into them). Per chunk, not over the whole run: sorting every run's shape at once
+        costs ~100 MB at a million requests."""
         r0, r1 = (int(np.searchsorted(run_end, step, side="right")) for step in (a, b - 1))
-        shapes = _numpy(self._run_shape[6 * r0:6 * (r1 + 1)], np.int32).reshape(-1, 6)
-        unique, inverse = np.unique(shapes, axis=0, return_inverse=True)
-        middle = np.asarray([f"{PHASES[p]},{LAYOUTS[q]},{DEVICES[d]},{n},{m},{k},"
-                             for p, q, d, n, m, k in unique.tolist()], dtype=object)
+        flat = self._run_shape[6 * r0:6 * (r1 + 1)].tolist()
+        first: dict[tuple[int, ...], int] = {}  # distinct shape -> its index, in first-seen order
+        inverse = [first.setdefault(tuple(flat[j:j + 6]), len(first))
+                   for j in range(0, len(flat), 6)]
+        table = np.asarray([f"{PHASES[p]},{LAYOUTS[q]},{DEVICES[d]},{n},{m},{k},".encode()
+                            for p, q, d, n, m, k in first], dtype=np.bytes_)
         # steps of each of those runs that fall in a..b-1
         ends = run_end[r0:r1 + 1]
         counts = np.minimum(ends, b) - np.maximum(ends - ks[r0:r1 + 1], a)
-        return middle[np.repeat(np.asarray(inverse).reshape(-1), counts)].tolist()
+        return table, np.repeat(np.asarray(inverse, dtype=np.int64), counts)
 
     def _with_cpu_steps(self, gpu: pd.DataFrame) -> pd.DataFrame:
         """GPU and CPU rows in start-time order (GPU first at a tie), renumbered. A CPU row's

@@ -43,7 +43,10 @@ def test_steps_csv_from_runs_is_the_tables_csv(case: str, tmp_path: Path):
     extra = dict(CASES[case])
     policy = "continuous" if case in ("preempting", "prefix_caching") else case
     out = _run(policy, **extra)
-    write_csv(out.recorder.steps_table(), tmp_path / "table.csv")
+    table = out.recorder.steps_table()
+    write_csv(table, tmp_path / "table.csv")
+    table.to_csv(tmp_path / "pandas.csv", index=False, float_format="%.6f")
+    assert (tmp_path / "table.csv").read_bytes() == (tmp_path / "pandas.csv").read_bytes()
     written = out.recorder.write_steps_csv(tmp_path / "runs.csv")
     if case == "hybrid":  # CPU steps merge by start time: left to the table's writer
         assert out.recorder.cpu_steps, "the case should use the CPU path"
@@ -55,6 +58,19 @@ def test_steps_csv_from_runs_is_the_tables_csv(case: str, tmp_path: Path):
         assert out.metrics["preemptions"] > 0, "the case should preempt"
     if case == "prefix_caching":
         assert b"kv_cached_blocks" in (tmp_path / "runs.csv").read_bytes().split(b"\n")[0]
+
+
+@pytest.mark.parametrize("case", ["continuous", "prefix_caching"])
+def test_steps_csv_row_formatter_fallback_writes_the_same(case, tmp_path, monkeypatch):
+    """Times numpy's formatting refuses (never seen in a simulation) take the %-format path."""
+    from batchsim.sim import recorder
+
+    policy = "continuous"
+    out = _run(policy, **CASES[case])
+    assert out.recorder.write_steps_csv(tmp_path / "numpy.csv")
+    monkeypatch.setattr(recorder, "fixed_fits", lambda x: False)
+    assert out.recorder.write_steps_csv(tmp_path / "rows.csv")
+    assert (tmp_path / "rows.csv").read_bytes() == (tmp_path / "numpy.csv").read_bytes()
 
 
 @pytest.mark.parametrize("case", CASES)
