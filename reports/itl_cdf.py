@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from batchsim.reports.series import quantile_cdf
+from batchsim.reports.series import sample_cdf
 
 if TYPE_CHECKING:
     from batchsim.sim.run import RunOutput
@@ -20,8 +20,7 @@ ITL_FILE = "itl_cdf.csv"
 def write_itl_cdf(tmp_dir: Path, output: RunOutput) -> tuple[np.ndarray, np.ndarray]:
     """Writer for sim.run.write_run: itl_cdf.csv into the run folder being made; returns the
     quantiles (itl_ms, probability)."""
-    values_s, weights = output.recorder.itl_samples()
-    x, p = quantile_cdf(values_s * 1e3, weights)
+    x, p = sample_cdf(output.recorder.itl_sample())
     pd.DataFrame({"probability": p, "itl_ms": x}).to_csv(tmp_dir / ITL_FILE, index=False,
                                                          float_format="%.6f")
     return x, p

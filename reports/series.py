@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from batchsim.sim.samples import SortedSample
+
 # Probability grid of a CDF: every half percent, then finer in the tail where p99 lives.
 CDF_PROBS = np.unique(np.concatenate((np.linspace(0.0, 0.99, 199), np.linspace(0.99, 1.0, 21))))
 
@@ -24,19 +26,15 @@ def quantile_cdf(values: np.ndarray, weights: np.ndarray | None = None,
     Quantiles interpolate linearly between samples, as np.quantile and sim.metrics do, so the
     curve passes through the p50/p99 printed in metrics.json. Empty input gives empty arrays.
     """
-    values = np.asarray(values, dtype=np.float64)
-    w = np.ones(len(values), np.int64) if weights is None else np.asarray(weights, np.int64)
-    keep = np.isfinite(values) & (w > 0)
-    v, w = values[keep], w[keep]
-    if len(v) == 0:
+    return sample_cdf(SortedSample(values, weights), probs)
+
+
+def sample_cdf(sample: SortedSample, probs: np.ndarray = CDF_PROBS) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """quantile_cdf of a sample sorted already."""
+    if not len(sample):
         return np.zeros(0), np.zeros(0)
-    order = np.argsort(v, kind="stable")
-    v, cum = v[order], np.cumsum(w[order])
-    rank = probs * (cum[-1] - 1)  # position in the virtual repeated, sorted sample
-    lo, hi = np.floor(rank), np.ceil(rank)
-    v_lo = v[np.searchsorted(cum, lo, side="right")]
-    v_hi = v[np.searchsorted(cum, hi, side="right")]
-    return v_lo + (v_hi - v_lo) * (rank - lo), probs.copy()
+    return sample.quantiles(probs), probs.copy()
 
 
 def decimate(y: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from batchsim.sim.checks import MAX_SLO_MS, number
 from batchsim.sim.recorder import DEVICES, PHASES, Recorder
+from batchsim.sim.samples import SortedSample
 
 STATS = ("mean", "median", "p90", "p95", "p99")
 PERCENTS = (50.0, 90.0, 95.0, 99.0)
@@ -40,30 +41,19 @@ def parse_goodput(items: list[str]) -> dict[str, float]:
 def weighted_percentiles(values: np.ndarray, weights: np.ndarray,
                          percents: tuple[float, ...]) -> list[float]:
     """np.percentile(np.repeat(values, weights), percents) without materialising the repeat."""
-    order = np.argsort(values, kind="stable")
-    v, w = values[order], weights[order]
-    cum = np.cumsum(w)
-    total = int(cum[-1])
-    out = []
-    for p in percents:
-        rank = p / 100 * (total - 1)
-        lo, hi = int(np.floor(rank)), int(np.ceil(rank))
-        v_lo = v[np.searchsorted(cum, lo, side="right")]
-        v_hi = v[np.searchsorted(cum, hi, side="right")]
-        out.append(float(v_lo + (v_hi - v_lo) * (rank - lo)))
-    return out
+    return SortedSample(values, weights).percentiles(percents)
 
 
 def stats_ms(values_s: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float | None]:
     """mean/median/p90/p95/p99 in ms of finite values (None when there are none)."""
-    keep = np.isfinite(values_s)
-    values = values_s[keep] * 1e3
-    w = np.ones(len(values), dtype=np.int64) if weights is None else weights[keep]
-    if len(values) == 0 or w.sum() == 0:
+    return sample_stats(SortedSample(values_s * 1e3, weights))
+
+
+def sample_stats(sample: SortedSample) -> dict[str, float | None]:
+    """stats_ms of a sample already in ms."""
+    if sample.mean is None:
         return dict.fromkeys(STATS)
-    mean = float(np.average(values, weights=w))
-    pcts = weighted_percentiles(values, w, PERCENTS)
-    return dict(zip(STATS, [mean, *pcts], strict=True))
+    return dict(zip(STATS, [sample.mean, *sample.percentiles(PERCENTS)], strict=True))
 
 
 def _path_metrics(requests_df: pd.DataFrame, cpu_busy_s: float,
@@ -114,7 +104,7 @@ def summarize(recorder: Recorder, requests_df: pd.DataFrame,
     for name in ("ttft", "tpot", "itl", "e2el", "queue"):
         if name == "itl":  # the samples only while needed: ~12 MB at a million requests
             if itl:
-                metrics["itl_ms"] = stats_ms(*recorder.itl_samples())
+                metrics["itl_ms"] = sample_stats(recorder.itl_sample())
         else:
             metrics[f"{name}_ms"] = stats_ms(done(f"{name}_ms") / 1e3)
     # the per-step arrays after the latencies, so both are not held at once

@@ -180,21 +180,23 @@ class Simulator:
         requests = (RequestStream(self.workload, self.with_prefix) if self._requests is None
                     else self._requests)
         n, i = len(requests), 0
+        pending = requests[0] if n else None  # the next request to arrive: requests[i]
         now = delivered = 0.0  # the clock; when the next arrival is delivered
-        if n and requests[0].arrival_s > 0.0:
-            delivered = requests[0].arrival_s
+        if pending is not None and pending.arrival_s > 0.0:
+            delivered = pending.arrival_s
         while True:
-            while i < n and delivered <= now:
-                server.arrive(requests[i])
+            while pending is not None and delivered <= now:
+                server.arrive(pending)
                 i += 1
-                if i < n and requests[i].arrival_s > delivered:
-                    delivered = delivered + (requests[i].arrival_s - delivered)
+                pending = requests[i] if i < n else None
+                if pending is not None and pending.arrival_s > delivered:
+                    delivered = delivered + (pending.arrival_s - delivered)
             decision = server.decide(now)
             if decision is None:
                 break
             if isinstance(decision, Wait):
                 server.check_wait(decision, now)
-                wake = delivered if i < n else float("inf")
+                wake = delivered if pending is not None else float("inf")
                 if decision.until_s is not None:
                     wake = min(wake, now + (decision.until_s - now))
                 now = wake

@@ -23,6 +23,7 @@ import pandas as pd
 from batchsim.policies.prefix_cache import PrefixCacheStats
 from batchsim.sim.metrics import summarize
 from batchsim.sim.recorder import DEVICES, Recorder
+from batchsim.sim.samples import SortedSample
 
 if TYPE_CHECKING:
     from batchsim.sim.cluster.cluster import ClusterResult
@@ -50,6 +51,7 @@ class ClusterRecord:
         self.cpu_steps = [step for r in recorders for step in r.cpu_steps]
         self.itl = list(itl) if itl is not None else [r.itl_samples() for r in recorders]
         self._steps: pd.DataFrame | None = None
+        self._itl_sample: SortedSample | None = None
 
     def steps_table(self) -> pd.DataFrame:
         """Replica 0's steps, then replica 1's, ..., each with its `replica` (a cluster run's
@@ -81,6 +83,13 @@ class ClusterRecord:
                                 strict=True):
                 out[k] = times
         return out
+
+    def itl_sample(self) -> SortedSample:
+        """Recorder.itl_sample of the pooled samples (sorted once)."""
+        if self._itl_sample is None:
+            values_s, weights = self.itl_samples()
+            self._itl_sample = SortedSample(values_s * 1e3, weights)
+        return self._itl_sample
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.itl) == 1:
