@@ -66,7 +66,8 @@ prep = sim_run.prepare(spec)
 mark("prepare (profile, workload)")
 result = Simulator(prep.profile, prep.policy, prep.workload, prep.too_long).run()
 mark("event loop")
-requests = result.recorder.requests_table(result.requests)
+requests = (result.recorder.workload_table(prep.workload) if result.kept is None
+            else result.recorder.requests_table(result.kept))  # as sim.run.simulate
 metrics = summarize(result.recorder, requests, None, prep.policy.kv_capacity_blocks,
                     prep.profile.source, spec.goodput)
 mark("requests table + metrics")

@@ -487,7 +487,7 @@ class Recorder:
     def itl_sample(self) -> SortedSample:
         """itl_samples() in ms, sorted once per recorded state: the summary metrics,
         itl_cdf.csv and the report read the same one (holding it costs ~12 MB at a million
-        requests; sorting it again cost ~0.2 s on an hour's trace)."""
+        requests; sorting it again cost ~0.1 s on an hour's trace)."""
         if self._itl is None:
             values_s, weights = self.itl_samples()
             self._itl = SortedSample(values_s * 1e3, weights)

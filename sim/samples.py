@@ -2,9 +2,9 @@
 
 A run's inter-token latencies are ~1.5M weighted values on an hour's trace; the summary
 metrics, itl_cdf.csv and the report each read percentiles or quantiles of them, and sorting
-them is most of that cost (an argsort of 1.5M floats takes ~0.2 s). Any order among equal values
-gives the same percentiles (the cumulative weights agree at every boundary between distinct
-values), so one unstable sort serves all of them.
+them is most of that cost (a stable argsort of the hour's 1.58M takes ~0.1 s: numpy's stable sort
+finds the sorted stretches a decode run's growing step times leave, where its quicksort took
+twice as long), so one sort serves all of them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class SortedSample:
             values, w = values[keep], w[keep]
         # the mean over the values in their own order (the figure metrics.json always held)
         self.mean = float(np.average(values, weights=w)) if len(values) else None
-        order = np.argsort(values)
+        order = np.argsort(values, kind="stable")
         self.values = values[order]
         self.cum = np.cumsum(w[order])
 

@@ -22,6 +22,33 @@ def test_weighted_percentiles_equal_numpy_on_the_repeated_samples(pairs):
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0.5, 1.0, 1.0 + 2**-40, 2.0, 3.0, 3.5]),
+                          st.integers(0, 5)), min_size=1, max_size=40))
+def test_a_sorted_sample_is_the_repeated_sample_in_any_order_of_ties(pairs):
+    """Heavy ties and zero weights: percentiles and quantiles of SortedSample are numpy's on
+    the repeated values, and the same whatever order equal values had."""
+    from batchsim.sim.samples import SortedSample
+
+    values = np.array([v for v, _ in pairs])
+    weights = np.array([w for _, w in pairs])
+    repeated = np.repeat(values, weights)
+    sample = SortedSample(values, weights)
+    reordered = SortedSample(values[::-1], weights[::-1])
+    if not len(repeated):
+        assert sample.mean is None and len(sample) == 0 and len(sample.quantiles(PROBS)) == 0
+        return
+    assert sample.percentiles((0.0, 50.0, 99.0)) == reordered.percentiles((0.0, 50.0, 99.0))
+    np.testing.assert_allclose(sample.percentiles((0.0, 50.0, 99.0, 100.0)),
+                               np.percentile(repeated, [0, 50, 99, 100]), rtol=1e-12)
+    assert (sample.quantiles(PROBS) == reordered.quantiles(PROBS)).all()
+    np.testing.assert_allclose(sample.quantiles(PROBS), np.quantile(repeated, PROBS), rtol=1e-12)
+    assert sample.mean == pytest.approx(repeated.mean())
+
+
+PROBS = np.linspace(0.0, 1.0, 41)
+
+
 def test_itl_counts_every_gap_of_every_request_once():
     """Static batch of 2 (hand costs): decode steps of 5 ms; A has 3 tokens, B 2 -> 3 ITLs."""
     _, _, metrics = run("static", [(0.0, 10, 3), (0.0, 5, 2)], knobs={"max_batch_size": "2"})
