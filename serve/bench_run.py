@@ -23,6 +23,7 @@ from batchsim.serve.loadgen import RequestResult
 from batchsim.sim.metrics import stats_ms, summarize
 from batchsim.sim.recorder import Recorder
 from batchsim.sim.run import RunOutput
+from batchsim.sim.samples import ItlSampleCache
 from batchsim.sim.workload.workload import Workload
 
 OBSERVED_SOURCE = "observed (bench client)"
@@ -30,7 +31,7 @@ STEP_COLUMNS = ("step", "start_s", "duration_s", "phase", "layout", "device", "b
                 "prefill_tokens", "decode_tokens", "kv_blocks_used", "kv_tokens_used")
 
 
-class ClientTimes:
+class ClientTimes(ItlSampleCache):
     """The part of the Recorder interface `summarize` and the report read: ITL samples.
 
     Inter-token latencies are the gaps between consecutive token chunks of each completed

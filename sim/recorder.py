@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from batchsim.sim.csv_rows import Rows, fixed_fits
-from batchsim.sim.samples import SortedSample
+from batchsim.sim.samples import ItlSampleCache, SortedSample
 
 if TYPE_CHECKING:
     from batchsim.policies.base import Plan, StepEvents
@@ -66,7 +66,7 @@ def _shared(values: array, dtype: type) -> np.ndarray:
     return np.frombuffer(values, dtype=dtype)
 
 
-class Recorder:
+class Recorder(ItlSampleCache):
     def __init__(self, num_requests: int, prefill_paths: bool = False) -> None:
         """prefill_paths: the policy has a CPU path, so record which path prefilled each
         request (the `prefill_path` column and the per-path metrics)."""
@@ -483,15 +483,6 @@ class Recorder:
                 parts = [np.array([self.first_token_s[i]]), *parts]
             out.append(np.concatenate(parts) if parts else np.zeros(0))
         return out
-
-    def itl_sample(self) -> SortedSample:
-        """itl_samples() in ms, sorted once per recorded state: the summary metrics,
-        itl_cdf.csv and the report read the same one (holding it costs ~12 MB at a million
-        requests; sorting it again cost ~0.1 s on an hour's trace)."""
-        if self._itl is None:
-            values_s, weights = self.itl_samples()
-            self._itl = SortedSample(values_s * 1e3, weights)
-        return self._itl
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         """(values_s, weights): every inter-token latency, grouped by step.

@@ -60,3 +60,24 @@ class SortedSample:
         v_lo = v[np.searchsorted(cum, lo, side="right")]
         v_hi = v[np.searchsorted(cum, hi, side="right")]
         return v_lo + (v_hi - v_lo) * (rank - lo)
+
+
+class ItlSampleCache:
+    """For the recorders summarize and the report read (the simulator's and a real engine's
+    `Recorder`, a cluster's pooled record, a bench client's times): `itl_sample()`, their
+    `itl_samples()` in ms as a SortedSample, sorted once and kept until the recording changes
+    (`_itl = None`) or a last reader lets it go (keep=False: ~12 MB at a million requests)."""
+
+    _itl: SortedSample | None = None
+
+    def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every inter-token latency in seconds, and its weight (how many gaps it stands for)."""
+        raise NotImplementedError
+
+    def itl_sample(self, keep: bool = True) -> SortedSample:
+        sample = self._itl
+        if sample is None:
+            values_s, weights = self.itl_samples()
+            sample = SortedSample(values_s * 1e3, weights)
+        self._itl = sample if keep else None
+        return sample

@@ -23,7 +23,7 @@ import pandas as pd
 from batchsim.policies.prefix_cache import PrefixCacheStats
 from batchsim.sim.metrics import summarize
 from batchsim.sim.recorder import DEVICES, Recorder
-from batchsim.sim.samples import SortedSample
+from batchsim.sim.samples import ItlSampleCache
 
 if TYPE_CHECKING:
     from batchsim.sim.cluster.cluster import ClusterResult
@@ -37,7 +37,7 @@ REPLICA_LATENCIES = (("ttft_ms", ("mean", "p99")), ("tpot_ms", ("mean", "p99")),
                      ("e2el_ms", ("mean", "p99")))
 
 
-class ClusterRecord:
+class ClusterRecord(ItlSampleCache):
     """What summarize reads of a recorder (ITL samples, CPU steps, whether prefill paths are
     recorded), pooled over one or more replicas; each replica's ITL samples are computed once."""
 
@@ -51,7 +51,6 @@ class ClusterRecord:
         self.cpu_steps = [step for r in recorders for step in r.cpu_steps]
         self.itl = list(itl) if itl is not None else [r.itl_samples() for r in recorders]
         self._steps: pd.DataFrame | None = None
-        self._itl_sample: SortedSample | None = None
 
     def steps_table(self) -> pd.DataFrame:
         """Replica 0's steps, then replica 1's, ..., each with its `replica` (a cluster run's
@@ -83,13 +82,6 @@ class ClusterRecord:
                                 strict=True):
                 out[k] = times
         return out
-
-    def itl_sample(self) -> SortedSample:
-        """Recorder.itl_sample of the pooled samples (sorted once)."""
-        if self._itl_sample is None:
-            values_s, weights = self.itl_samples()
-            self._itl_sample = SortedSample(values_s * 1e3, weights)
-        return self._itl_sample
 
     def itl_samples(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.itl) == 1:

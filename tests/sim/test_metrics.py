@@ -95,3 +95,22 @@ def test_metrics_keys_are_the_documented_ones():
 def test_bad_goodput_specs(bad):
     with pytest.raises(ValueError, match="goodput"):
         parse_goodput(bad)
+
+
+def test_the_itl_sample_is_sorted_once_until_its_last_reader():
+    rec = _recorded()
+    first = rec.itl_sample()
+    assert rec.itl_sample() is first  # the metrics and itl_cdf.csv share it
+    values_s, weights = rec.itl_samples()
+    assert first.mean == pytest.approx(np.average(values_s * 1e3, weights=weights))
+    assert rec.itl_sample(keep=False) is first and rec._itl is None  # the last reader
+    assert rec.itl_sample() is not first
+
+
+def _recorded():
+    from batchsim.sim.run import RunSpec, prepare, simulate
+    from batchsim.sim.workload.synthetic import SyntheticSpec
+
+    out = simulate(prepare(RunSpec(policy="continuous", synthetic=SyntheticSpec(
+        num_requests=40, request_rate=20.0, input_len=100, output_len=20), seed=1)))
+    return out.recorder
