@@ -236,23 +236,20 @@ def replica_view(run: RunData) -> tuple[RunData, Section | None]:
     return view, Section("Replicas", html=table(rows), notes=notes)
 
 
-def _phase_names(steps: pd.DataFrame) -> np.ndarray:
-    """Each step's phase as a numpy str array (compared per phase: a str object array of 1.6M
-    steps took ~0.1 s; a categorical's names are looked up by code)."""
-    phase = steps["phase"]
-    if isinstance(phase.dtype, pd.CategoricalDtype):
-        names = np.asarray([str(c) for c in phase.cat.categories], dtype=str)
-        return names[phase.cat.codes.to_numpy()]
-    return phase.to_numpy(dtype=str)
-
-
 def run_sections(run: RunData) -> list[Section]:
     cluster_run = run
     run, replicas = replica_view(run)
     steps = run.steps
     ts_fig, cut = time_series(run)
-    timeline, shown = figures.step_timeline_figure(
-        steps["start_s"].to_numpy(), steps["duration_s"].to_numpy(), _phase_names(steps))
+    phase = steps["phase"]
+    start, duration = steps["start_s"].to_numpy(), steps["duration_s"].to_numpy()
+    if isinstance(phase.dtype, pd.CategoricalDtype):  # by code, not a str object per step
+        timeline, shown = figures.step_timeline_figure(
+            start, duration, phase.cat.codes.to_numpy(),
+            names=[str(c) for c in phase.cat.categories])
+    else:
+        timeline, shown = figures.step_timeline_figure(start, duration,
+                                                       phase.astype(str).to_numpy())
     notes = []
     if cut:
         notes.append(f"{len(steps):,} steps: per-step series are downsampled to at most "

@@ -30,6 +30,12 @@ def test_step_timeline_has_one_trace_per_phase_present_and_caps_points():
     assert [t.name for t in fig.data] == ["prefill", "decode"]
     assert shown <= 2_002 and shown == sum(len(t.x) for t in fig.data)
     assert np.allclose(fig.data[0].y, 50.0)  # milliseconds
+    # a categorical's codes with its names draw the same figure
+    names = ["prefill", "decode", "mixed"]
+    codes = np.array([names.index(p) for p in phase])
+    by_code, shown_by_code = figures.step_timeline_figure(np.arange(n) * 0.01, duration, codes,
+                                                          max_points=2_000, names=names)
+    assert shown_by_code == shown and by_code.to_json() == fig.to_json()
 
 
 def test_time_share_pie_drops_empty_parts():
