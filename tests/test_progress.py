@@ -65,3 +65,18 @@ def test_quiet_commands_write_no_final_line() -> None:
     bar.update(5)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_a_bar_that_is_not_drawn_does_not_import_tqdm():
+    """tqdm's import (~70 ms) is paid only by a command that draws a bar."""
+    import subprocess
+    import sys
+
+    code = ("import io, sys\n"
+            "from batchsim.progress import Progress\n"
+            "p = Progress(10, 'simulating', ' req', stream=io.StringIO())\n"
+            "p.update(4); p.phase('writing'); p.note('x'); p.close()\n"
+            "assert 'tqdm' not in sys.modules, 'tqdm imported'\n"
+            "Progress(10, 'drawn', stream=io.StringIO(), force=True).close()\n"
+            "assert 'tqdm' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
