@@ -67,6 +67,12 @@ def _row(label: str, value: Any) -> str:
     return f"{label:<40}{text:>10}"
 
 
+def _share(value: Any) -> str | None:
+    """A fraction as a percentage with two decimals: a 0.5B model's KV peak of 0.0029 reads
+    0.29%, not 0.00."""
+    return None if value is None else f"{100 * float(value):.2f}%"
+
+
 def peak_concurrency(requests: pd.DataFrame) -> int:
     """Most requests in the server at once (arrived, not yet finished; a rejected request
     leaves when it arrives). At equal times a finish counts before an arrival."""
@@ -128,17 +134,17 @@ def format_summary(metrics: dict[str, Any], policy: str,
         _title("Server"),
         # busy is not saturated: a continuous batch runs a step whenever anyone is waiting or
         # running, however small; the mean batch size says how full those steps were
-        _row("GPU busy fraction (not saturation):", m["gpu_busy_fraction"]),
-        _row("Prefill time share:", m["prefill_time_share"]),
+        _row("GPU busy fraction (not saturation):", _share(m["gpu_busy_fraction"])),
+        _row("Prefill time share:", _share(m["prefill_time_share"])),
         _row("Mean batch size:", m["mean_batch_size"]),
-        _row("Max KV utilization:", m["max_kv_utilization"]),
+        _row("Max KV utilization:", _share(m["max_kv_utilization"])),
         _row("Preemptions:", m["preemptions"]),
     ]
     if "cpu_busy_fraction" in m:  # the hybrid policy's CPU path
         paths = m.get("prefill_path_requests") or {}
         lines += [
             _title("CPU path (hybrid)"),
-            _row("CPU busy fraction:", m["cpu_busy_fraction"]),
+            _row("CPU busy fraction:", _share(m["cpu_busy_fraction"])),
             _row("Prefills on GPU / CPU:", f"{paths.get('gpu', 0)} / {paths.get('cpu', 0)}"),
             _row("Mean TTFT, CPU-path requests (ms):",
                  (m.get("ttft_ms_cpu_path") or {}).get("mean")),

@@ -54,3 +54,18 @@ def test_bad_percentile_flags_are_one_line(tmp_path, capsys):
                      "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert word in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_fractions_print_as_percentages(tmp_path, capsys):
+    """A small model's KV peak (well under 1%) must not print as 0.00."""
+    out = tmp_path / "run"
+    assert main(["simulate", "--policy", "continuous", "--num-prompts", "20", "--request-rate",
+                 "5", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["max_kv_utilization"] < 0.01
+    for label, key in (("Max KV utilization:", "max_kv_utilization"),
+                       ("GPU busy fraction (not saturation):", "gpu_busy_fraction"),
+                       ("Prefill time share:", "prefill_time_share")):
+        row = next(line for line in printed.splitlines() if line.startswith(label))
+        assert row.split()[-1] == f"{100 * m[key]:.2f}%"
