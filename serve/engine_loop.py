@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchsim.policies.base import Device, Plan, Policy, Wait
 from batchsim.policies.paths import ExecutionPath
@@ -43,9 +43,37 @@ from batchsim.serve.events import Batch, Event, FinishReason, Post, Sink, Unavai
 from batchsim.serve.host_clock import HostClock
 from batchsim.serve.live_stats import LiveStats
 from batchsim.serve.protocol import GenerationRequest
+from batchsim.sim.recorder import Recorder
 from batchsim.sim.server import Server
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from batchsim.policies.base import StepEvents
+
 logger = logging.getLogger(__name__)
+
+
+class ServeRecorder(Recorder):
+    """The core's recorder as the live server needs it: the rejections only.
+
+    The simulator's recorder keeps a row per step and per-request arrays for its tables; a
+    server that runs for days would grow them without bound, and it reads none of them (its
+    statistics are `LiveStats`), so recording each step is skipped (~20 us a step)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    def add_requests(self, num: int) -> None:
+        self.num_requests += num  # no per-request rows
+
+    def run(self, plan: Plan, start_s: float, durations: Sequence[float],
+            events: StepEvents) -> None:
+        self.num_steps += len(durations)
+
+    def cpu_run(self, plan: Plan, start_s: float, duration_s: float,
+                events: StepEvents) -> None:
+        raise AssertionError("the live server has no CPU path")
 
 @dataclass(eq=False, slots=True)
 class _Live:
@@ -78,6 +106,7 @@ class EngineLoop:
         `submit` on another thread)."""
         self.policy = policy
         self.server = Server(policy, paths or {"gpu": ExecutionPath("gpu", {})})
+        self.server.recorder = ServeRecorder()
         self.predict = predict
         self.post = post
         self.receive = receive
@@ -240,7 +269,12 @@ class EngineLoop:
 
     def _take_inbox(self) -> bool:
         """Push arrivals into the server core and admit them (the policy sees them before the
-        next decision, as in every driver), then apply aborts; returns whether draining."""
+        next decision, as in every driver), then apply aborts; returns whether draining.
+        Nothing arrived (the common case between steps): no lock, no new lists. Read without
+        the lock, a submit that completed before this check is seen (one that races it is
+        taken before the next step, as if it had come a moment later)."""
+        if not self._inbox and not self._aborts:
+            return self._draining
         with self._cv:
             arrivals, self._inbox = self._inbox, []
             aborts, self._aborts = self._aborts, []
@@ -291,27 +325,32 @@ class EngineLoop:
     def _deliver(self, tokens: dict[int, int], now: float) -> int:
         """Hand each token to its request; returns how many were handed (padding excluded)."""
         count = 0
-        plain = self._outbox.tokens
-        held = self._live
+        plain = self._outbox.tokens.append
+        held = self._live.get
         eos = self.eos_token_id
         for index, token in tokens.items():
-            live = held.get(index)
-            if live is None or live.done or live.generated >= live.req.output_tokens:
-                continue  # aborted, or a padded row past its end
-            live.generated += 1
+            live = held(index)
+            if live is None or live.done:
+                continue  # aborted
+            generated = live.generated + 1
+            limit = live.req.output_tokens
+            if generated > limit:
+                continue  # a padded row past its end
+            live.generated = generated
             count += 1
-            if live.first_token_s is None:
+            last = live.last_token_s  # None until the first token
+            if last is None:
                 live.first_token_s = now
-            elif live.last_token_s is not None:
-                live.itls_s.append(now - live.last_token_s)
+            else:
+                live.itls_s.append(now - last)
             live.last_token_s = now
-            if live.generated == live.req.output_tokens:
+            if generated == limit:
                 self._notify(live, "length", "", now, token)  # the policy reports it finished
             elif (token == eos and not live.gen.ignore_eos
-                    and live.generated >= live.gen.min_tokens):
+                    and generated >= live.gen.min_tokens):
                 self._finish(live, "stop", "", now, token)  # EOS: the policy lets it go early
             else:
-                plain.append((live.sink, token))
+                plain((live.sink, token))
         return count
 
     def _notify(self, live: _Live, reason: FinishReason, detail: str, now: float,
@@ -348,6 +387,8 @@ class EngineLoop:
         self.runner.release(index)
 
     def _retry_aborts(self) -> None:
+        if not self._pending_abort:
+            return
         for index in list(self._pending_abort):
             live = self._live.get(index)
             if live is None or self.policy.abort(live.req):

@@ -245,6 +245,10 @@ class Engine:
     def seq_ids(self) -> list[Hashable]:
         return list(self._seqs)
 
+    def holds(self, seq_id: Hashable) -> bool:
+        """Whether the sequence was added and not freed since (no copy of the ids)."""
+        return seq_id in self._seqs
+
     def _seq(self, seq_id: Hashable) -> _Sequence:
         if seq_id not in self._seqs:
             raise KeyError(f"unknown sequence {seq_id!r}; known: {sorted(map(str, self._seqs))}")

@@ -57,7 +57,7 @@ class PlanRunner:
         self._prompts.pop(index, None)
         self._resume.pop(index, None)
         self._live.discard(index)
-        if self.paged is not None and index in self._paged_ids():
+        if self.paged is not None and self.paged.holds(index):  # O(1): 64 a step can end
             self.paged.free(index)
 
     def kv_usage(self) -> float | None:
@@ -66,10 +66,6 @@ class PlanRunner:
             return None
         cache = self.paged.kv_cache
         return 1.0 - cache.num_free_blocks / cache.num_blocks
-
-    def _paged_ids(self) -> set[object]:
-        assert self.paged is not None
-        return set(self.paged.seq_ids)
 
     def _packed(self, plan: Plan) -> tuple[dict[int, int], StepTiming]:
         engine = self.paged

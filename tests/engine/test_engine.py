@@ -274,3 +274,12 @@ def test_engine_on_gpu_times_steps_and_agrees_with_reference(random_prompts: Pro
     assert [o[len(p)] for o, p in zip(outs[0], prompts, strict=True)] == [
         o[len(p)] for o, p in zip(outs[1], prompts, strict=True)
     ]
+
+
+def test_holds_says_whether_a_sequence_is_added_and_not_freed() -> None:
+    engine = Engine(TINY_MODELS[0], dtype="float32", num_blocks=8, block_size=4)
+    assert not engine.holds(0)
+    engine.add(0, [1, 2, 3])
+    assert engine.holds(0) and not engine.holds(1)
+    engine.free(0)
+    assert not engine.holds(0) and engine.seq_ids == []
