@@ -25,7 +25,6 @@ import numpy as np
 
 _MAX_EXACT = 2.0**53  # integers up to here are exact in a float64
 _POW10 = [10**k for k in range(20)]
-Slot = tuple[int, object]  # (width in bytes, how to fill it)
 
 
 def _num_digits(m: int) -> int:
