@@ -146,9 +146,9 @@ def step_timeline_figure(start_s: np.ndarray, duration_s: np.ndarray, phase: np.
     its per-bucket extremes, so the long prefill steps stay visible.
     """
     fig = go.Figure()
-    where = {p: np.flatnonzero(phase == (p if names is None else
-                                         (names.index(p) if p in names else -1)))
-             for p in PHASE_COLORS if p != "idle"}
+    wanted = [p for p in PHASE_COLORS if p != "idle"]
+    keys = wanted if names is None else [names.index(p) if p in names else -1 for p in wanted]
+    where = {p: np.flatnonzero(phase == key) for p, key in zip(wanted, keys, strict=True)}
     phases = [p for p, idx in where.items() if len(idx)]
     shown = 0
     for name in phases:

@@ -301,8 +301,8 @@ class Recorder(ItlSampleCache):
     def write_steps_csv(self, path: Path) -> bool:
         """Write steps_table() as CSV (write_csv's bytes) from the run records, without the
         table: the columns that are constant along a run are formatted once per distinct run
-        shape of each chunk of rows. False (nothing written) for a run with CPU steps, which
-        write_csv handles."""
+        shape of each chunk of rows. False (nothing written) for a run with CPU steps, or times
+        csv_rows cannot format: write_csv of the table handles those."""
         if self.cpu_steps:
             return False
         start, dur = self._step_times()
@@ -318,7 +318,7 @@ class Recorder(ItlSampleCache):
             columns += ("kv_cached_blocks",)
             tail.append(_numpy(self._kv_cached, np.int64))
         if not (fixed_fits(start) and fixed_fits(dur)):
-            return self._write_steps_rows(path, columns, start, dur, tail, run_end, ks)
+            return False  # infinite or huge times (never seen): write_csv's %-format path
         with open(path, "wb") as f:
             f.write((",".join(columns) + "\n").encode())
             for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
@@ -336,24 +336,6 @@ class Recorder(ItlSampleCache):
                     rows.integer(c[a:b])
                 rows.const(b"\n")
                 f.write(rows.tobytes())
-        return True
-
-    def _write_steps_rows(self, path: Path, columns: tuple[str, ...], start: np.ndarray,
-                          dur: np.ndarray, tail: list[np.ndarray], run_end: np.ndarray,
-                          ks: np.ndarray) -> bool:
-        """write_steps_csv with one %-format per row, for times csv_rows does not format
-        (infinite, or 2**53 microseconds and more: never seen in a simulation)."""
-        row = "%d,%.6f,%.6f,%s" + ",".join(["%d"] * len(tail)) + "\n"  # as csv_table.write_csv
-        with open(path, "w", newline="") as f:
-            f.write(",".join(columns) + "\n")
-            for a in range(0, self.num_steps, _CSV_CHUNK_ROWS):
-                b = min(a + _CSV_CHUNK_ROWS, self.num_steps)
-                table, index = self._shape_fields(run_end, ks, a, b)
-                middle = [m.decode() for m in table.tolist()]
-                rows = zip(range(a, b), start[a:b].tolist(), dur[a:b].tolist(),
-                           [middle[k] for k in index.tolist()], *[c[a:b].tolist() for c in tail],
-                           strict=True)
-                f.write("".join([row % r for r in rows]))
         return True
 
     def _shape_fields(self, run_end: np.ndarray, ks: np.ndarray, a: int,

@@ -39,16 +39,7 @@ class SortedSample:
 
     def percentiles(self, percents: Sequence[float]) -> list[float]:
         """np.percentile(np.repeat(values, weights), percents) without the repeat."""
-        v, cum = self.values, self.cum
-        total = int(cum[-1])
-        out = []
-        for p in percents:
-            rank = p / 100 * (total - 1)
-            lo, hi = int(np.floor(rank)), int(np.ceil(rank))
-            v_lo = v[np.searchsorted(cum, lo, side="right")]
-            v_hi = v[np.searchsorted(cum, hi, side="right")]
-            out.append(float(v_lo + (v_hi - v_lo) * (rank - lo)))
-        return out
+        return self.quantiles(np.asarray(percents, dtype=np.float64) / 100).tolist()
 
     def quantiles(self, probs: np.ndarray) -> np.ndarray:
         """The probs-quantiles (probabilities in [0, 1]), vectorized; empty if the sample is."""

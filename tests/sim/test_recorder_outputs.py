@@ -62,15 +62,19 @@ def test_steps_csv_from_runs_is_the_tables_csv(case: str, tmp_path: Path):
 
 @pytest.mark.parametrize("case", ["continuous", "prefix_caching"])
 def test_steps_csv_row_formatter_fallback_writes_the_same(case, tmp_path, monkeypatch):
-    """Times numpy's formatting refuses (never seen in a simulation) take the %-format path."""
-    from batchsim.sim import recorder
+    """Times numpy's formatting refuses (never seen in a simulation) take the %-format path:
+    the run records decline, and write_run writes the table through write_csv's rows."""
+    from batchsim.sim import csv_table, recorder
 
     policy = "continuous"
     out = _run(policy, **CASES[case])
     assert out.recorder.write_steps_csv(tmp_path / "numpy.csv")
     monkeypatch.setattr(recorder, "fixed_fits", lambda x: False)
-    assert out.recorder.write_steps_csv(tmp_path / "rows.csv")
-    assert (tmp_path / "rows.csv").read_bytes() == (tmp_path / "numpy.csv").read_bytes()
+    monkeypatch.setattr(csv_table, "fixed_fits", lambda x, decimals=6: False)
+    assert not out.recorder.write_steps_csv(tmp_path / "declined.csv")
+    assert not (tmp_path / "declined.csv").exists()
+    write_run(tmp_path / "run", out)
+    assert (tmp_path / "run" / "steps.csv").read_bytes() == (tmp_path / "numpy.csv").read_bytes()
 
 
 @pytest.mark.parametrize("case", CASES)
