@@ -14,13 +14,14 @@ engine loop's host wall time, CPU time and run-queue wait per step (its LiveStat
 import collections
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = os.environ.get("ROOT", str(Path(__file__).resolve().parent.parent))  # the tree to measure
 sys.path.insert(0, ROOT)
+from serve_load import closed_loop  # noqa: E402  (bench/ is the script's directory)
+
 from batchsim.serve import engine_process as ep  # noqa: E402
 
 STEP_S = 0.004
@@ -125,28 +126,9 @@ def main() -> None:
     proc.boot()
     stats = LiveStats("fake")
     gen = GenerationRequest("completion", [1] * 32, 64, 64, True, True, True, 0)
-    lock, done, sent, finished = threading.Lock(), threading.Event(), [0], [0]
-
-    def sink(ev: Any) -> None:
-        if ev.reason is None:
-            return
-        with lock:
-            finished[0] += 1
-            if finished[0] == total:
-                done.set()
-            elif sent[0] < total:
-                sent[0] += 1
-                proc.submit(gen, sink)
-
     proc.attach(stats, lambda batch: batch.deliver())
     proc.start()
-    t0 = time.perf_counter()
-    with lock:
-        for _ in range(n):
-            sent[0] += 1
-            proc.submit(gen, sink)
-    assert done.wait(600), "the run did not finish"
-    wall = time.perf_counter() - t0
+    wall = closed_loop(proc.submit, gen, n, total)
     proc.drain(0)
     proc.join(30)
     st = stats.steps

@@ -95,11 +95,35 @@ def run_http(args: argparse.Namespace, n: int, engine_loop: str) -> dict[str, An
             "exact": m["generated_tokens_match"] and m["completed"] == requests}
 
 
+def closed_loop(submit: Any, gen: Any, n: int, total: int) -> float:
+    """n closed-loop clients sending total requests of gen through submit(gen, sink) (a new
+    one each time one finishes); returns the wall seconds until the last finished."""
+    lock, done, sent, finished = threading.Lock(), threading.Event(), [0], [0]
+
+    def sink(ev: Any) -> None:  # on the thread that delivers events
+        if ev.reason is None:
+            return
+        with lock:
+            finished[0] += 1
+            if finished[0] == total:
+                done.set()
+            elif sent[0] < total:
+                sent[0] += 1
+                submit(gen, sink)
+
+    t0 = time.perf_counter()
+    with lock:
+        for _ in range(min(n, total)):
+            sent[0] += 1
+            submit(gen, sink)
+    assert done.wait(600), "the closed-loop run did not finish"
+    return time.perf_counter() - t0
+
+
 def run_inproc(args: argparse.Namespace, n: int) -> dict[str, Any]:
     """In process, no HTTP: N closed-loop clients on the same EngineLoop."""
     from batchsim.serve.builder import ServeSpec, build_served
     from batchsim.serve.engine_loop import EngineLoop
-    from batchsim.serve.events import Event
     from batchsim.serve.live_stats import LiveStats
     from batchsim.serve.protocol import GenerationRequest
 
@@ -109,27 +133,8 @@ def run_inproc(args: argparse.Namespace, n: int) -> dict[str, Any]:
     total = max(16, n * args.requests_per_stream)
     gen = GenerationRequest("completion", [1] * args.input_len, args.output_len,
                             args.output_len, True, True, True, 0)
-    lock, done, sent, finished = threading.Lock(), threading.Event(), [0], [0]
-
-    def sink(ev: Event) -> None:  # on the engine thread
-        if ev.reason is None:
-            return
-        with lock:
-            finished[0] += 1
-            if finished[0] == total:
-                done.set()
-            elif sent[0] < total:
-                sent[0] += 1
-                loop.submit(gen, sink)
-
     loop.start()
-    t0 = time.perf_counter()
-    with lock:
-        for _ in range(min(n, total)):
-            sent[0] += 1
-            loop.submit(gen, sink)
-    assert done.wait(600), "in-process run did not finish"
-    wall = time.perf_counter() - t0
+    wall = closed_loop(loop.submit, gen, n, total)
     loop.drain(0)
     loop.join(30)
     steps = stats.steps
