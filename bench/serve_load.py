@@ -18,6 +18,8 @@ TTFT minus the server's own TTFT is the bench client's (and HTTP's) overhead.
 
 Usage: python bench/serve_load.py [--model tiny-qwen2] [--streams 1,16,64] [--rounds 2]
        [--input-len 32] [--output-len 64] [--requests-per-stream 4] [--modes process,thread,inproc]
+       [--pin]   (process mode only: the engine process alone on CPU 1, the HTTP process and the
+                  bench client on CPU 0, as a server gives its engine process a core)
 CPU numbers from this machine; they say nothing about a GPU.
 """
 
@@ -39,6 +41,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODES = ("process", "thread", "inproc")
+ENGINE_CPUS, CLIENT_CPUS = {1}, {0}  # --pin: the engine process, and everything else
 
 
 def free_port() -> int:
@@ -47,19 +50,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(model: str, n: int, engine_loop: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(model: str, n: int, engine_loop: str,
+                 pin: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     import httpx
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "batchsim", "serve", "--model", model,
                              "--policy", "continuous", "--set", f"max_num_seqs={n}",
                              "--engine-loop", engine_loop, "--port", str(port)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL,
+                            # the HTTP side (and, until moved, the engine) on the client's core
+                            preexec_fn=(lambda: os.sched_setaffinity(0, CLIENT_CPUS)) if pin
+                            else None)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/health", timeout=2, trust_env=False).status_code == 200:
+                if pin:
+                    try:
+                        pin_engine(proc.pid)
+                    except BaseException:
+                        proc.kill()
+                        raise
                 return proc, url
         except httpx.HTTPError:
             time.sleep(0.5)
@@ -67,11 +80,21 @@ def start_server(model: str, n: int, engine_loop: str) -> tuple[subprocess.Popen
     raise SystemExit("the server did not start")
 
 
+def pin_engine(server_pid: int) -> None:
+    """Move every thread of the server's engine process (its one child) to ENGINE_CPUS."""
+    children = Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()
+    engines = [c for c in children  # not multiprocessing's resource tracker
+               if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    assert len(engines) == 1, f"expected one engine process among {children}"
+    for tid in os.listdir(f"/proc/{engines[0]}/task"):
+        os.sched_setaffinity(int(tid), ENGINE_CPUS)
+
+
 def run_http(args: argparse.Namespace, n: int, engine_loop: str) -> dict[str, Any]:
     """serve (engine loop in a process or a thread) + bench over loopback."""
     from batchsim.cli import main
 
-    proc, url = start_server(args.model, n, engine_loop)
+    proc, url = start_server(args.model, n, engine_loop, args.pin)
     requests = max(16, n * args.requests_per_stream)
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -163,9 +186,16 @@ def main() -> None:
     p.add_argument("--output-len", type=int, default=64)
     p.add_argument("--requests-per-stream", type=int, default=4)
     p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--pin", action="store_true",
+                   help="process mode only: the engine process on CPU 1, the HTTP process and "
+                        "the bench client on CPU 0 (the engine has a core to itself)")
     args = p.parse_args()
     modes = args.modes.split(",")
     assert set(modes) <= set(MODES), modes
+    if args.pin:
+        if modes != ["process"] or len(os.sched_getaffinity(0)) < 2:
+            raise SystemExit("--pin needs --modes process and two CPUs")
+        os.sched_setaffinity(0, CLIENT_CPUS)  # this process: the bench client
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load0 = os.getloadavg()
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -178,7 +208,9 @@ def main() -> None:
     load1 = os.getloadavg()
     print(f"model {args.model}, input {args.input_len}, output {args.output_len} tokens, "
           f"{args.rounds} rounds; load average {load0[0]:.1f} at start, {load1[0]:.1f} at "
-          f"end ({os.cpu_count()} CPUs)")
+          f"end ({os.cpu_count()} CPUs)"
+          + ("; pinned: engine process on CPU 1, HTTP process and client on CPU 0" if args.pin
+             else ""))
     head = ("streams", "mode", "tok/s", "vs inproc", "step ms", "host ms/step", "CPU ms",
             "run-queue ms", "other ms", "host/step", "own/step", "host us/tok",
             "TTFT client ms", "TTFT server ms", "client ovh ms", "exact")
