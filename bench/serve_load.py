@@ -18,8 +18,8 @@ TTFT minus the server's own TTFT is the bench client's (and HTTP's) overhead.
 
 Usage: python bench/serve_load.py [--model tiny-qwen2] [--streams 1,16,64] [--rounds 2]
        [--input-len 32] [--output-len 64] [--requests-per-stream 4] [--modes process,thread,inproc]
-       [--pin]   (process mode only: the engine process alone on CPU 1, the HTTP process and the
-                  bench client on CPU 0, as a server gives its engine process a core)
+       [--pin]   (process mode only: the engine process alone on one CPU, the HTTP process and
+                  the bench client on another, as a server gives its engine process a core)
 CPU numbers from this machine; they say nothing about a GPU.
 """
 
@@ -41,7 +41,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 MODES = ("process", "thread", "inproc")
-ENGINE_CPUS, CLIENT_CPUS = {1}, {0}  # --pin: the engine process, and everything else
+# --pin: the engine process's CPU and everyone else's, the first two this process may use
+_ALLOWED = sorted(os.sched_getaffinity(0))
+CLIENT_CPUS, ENGINE_CPUS = {_ALLOWED[0]}, {_ALLOWED[-1]}
 
 
 def free_port() -> int:
@@ -187,13 +189,13 @@ def main() -> None:
     p.add_argument("--requests-per-stream", type=int, default=4)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--pin", action="store_true",
-                   help="process mode only: the engine process on CPU 1, the HTTP process and "
-                        "the bench client on CPU 0 (the engine has a core to itself)")
+                   help="process mode only: the engine process on one CPU, the HTTP process and "
+                        "the bench client on another (the engine has a core to itself)")
     args = p.parse_args()
     modes = args.modes.split(",")
     assert set(modes) <= set(MODES), modes
     if args.pin:
-        if modes != ["process"] or len(os.sched_getaffinity(0)) < 2:
+        if modes != ["process"] or CLIENT_CPUS == ENGINE_CPUS:
             raise SystemExit("--pin needs --modes process and two CPUs")
         os.sched_setaffinity(0, CLIENT_CPUS)  # this process: the bench client
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -209,8 +211,8 @@ def main() -> None:
     print(f"model {args.model}, input {args.input_len}, output {args.output_len} tokens, "
           f"{args.rounds} rounds; load average {load0[0]:.1f} at start, {load1[0]:.1f} at "
           f"end ({os.cpu_count()} CPUs)"
-          + ("; pinned: engine process on CPU 1, HTTP process and client on CPU 0" if args.pin
-             else ""))
+          + (f"; pinned: engine process on CPU {min(ENGINE_CPUS)}, HTTP process and client on "
+             f"CPU {min(CLIENT_CPUS)}" if args.pin else ""))
     head = ("streams", "mode", "tok/s", "vs inproc", "step ms", "host ms/step", "CPU ms",
             "run-queue ms", "other ms", "host/step", "own/step", "host us/tok",
             "TTFT client ms", "TTFT server ms", "client ovh ms", "exact")
