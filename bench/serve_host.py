@@ -3,6 +3,8 @@
 Usage: python bench/serve_host.py [STREAMS=64] [REQUESTS=1024]
        HTIME=FILE python bench/serve_host.py ...   (also write per-method wall time per step)
        HPROF=FILE python bench/serve_host.py ...   (also write a cProfile of the child)
+       BUSY=1 ...   (the step spins on the core instead of sleeping, as a CPU engine's does)
+       PIN=1 ...    (the engine process alone on one CPU, this process on another)
 
 `batchsim serve`'s engine process (serve.engine_process, the tiny test model's policy and
 sizes) with `PlanRunner.run` replaced by a sleep that stands for a GPU step (it releases the
@@ -25,6 +27,9 @@ from serve_load import closed_loop  # noqa: E402  (bench/ is the script's direct
 from batchsim.serve import engine_process as ep  # noqa: E402
 
 STEP_S = 0.004
+BUSY = bool(os.environ.get("BUSY"))
+_CPUS = sorted(os.sched_getaffinity(0))
+PIN = bool(os.environ.get("PIN")) and len(_CPUS) > 1
 TIMED = {"EngineLoop": ("_deliver", "_flush", "_take_inbox", "_counts", "_started",
                         "_retry_aborts"),
          "Server": ("decide", "end", "begin"), "HostClock": ("read", "runqueue_s", "cpu_s"),
@@ -41,7 +46,11 @@ def _fake_build(real: Any) -> Any:
             for c in plan.prefills:
                 if c.start + c.num_tokens >= c.request.input_tokens:
                     tokens[c.request.index] = 7
-            time.sleep(STEP_S)
+            if BUSY:
+                while time.perf_counter() - t0 < STEP_S:
+                    pass
+            else:
+                time.sleep(STEP_S)
             return StepOutput(tokens, time.perf_counter() - t0, None)  # type: ignore[arg-type]
 
     def build(spec: Any) -> Any:
@@ -88,15 +97,17 @@ def _time_methods(path: str) -> Any:
     return dump
 
 
-def child_main(spec: Any, conn: Any, level: int = 30, fmt: str | None = None,
+def child_main(spec: Any, ends: Any, level: int = 30, fmt: str | None = None,
                num_sent: Any = None) -> None:
     import batchsim.serve.builder as builder
 
+    if PIN:
+        os.sched_setaffinity(0, {_CPUS[-1]})
     builder.build_served = _fake_build(builder.build_served)
     if os.environ.get("HTIME"):
         dump = _time_methods(os.environ["HTIME"])
         try:
-            ep.engine_main(spec, conn, level, fmt, num_sent)
+            ep.engine_main(spec, ends, level, fmt, num_sent)
         finally:
             dump()
     elif os.environ.get("HPROF"):
@@ -105,12 +116,12 @@ def child_main(spec: Any, conn: Any, level: int = 30, fmt: str | None = None,
         profile = cProfile.Profile()
         profile.enable()
         try:
-            ep.engine_main(spec, conn, level, fmt, num_sent)
+            ep.engine_main(spec, ends, level, fmt, num_sent)
         finally:
             profile.disable()
             profile.dump_stats(os.environ["HPROF"])
     else:
-        ep.engine_main(spec, conn, level, fmt, num_sent)
+        ep.engine_main(spec, ends, level, fmt, num_sent)
 
 
 def main() -> None:
@@ -121,6 +132,8 @@ def main() -> None:
     from batchsim.serve.protocol import GenerationRequest
 
     ep.engine_main = child_main  # type: ignore[assignment]  # what the spawned child runs
+    if PIN:
+        os.sched_setaffinity(0, {_CPUS[0]})
     proc = ep.EngineProcess(ServeSpec("continuous", {"max_num_seqs": str(n)},
                                       model="tiny-qwen2"))
     proc.boot()

@@ -123,6 +123,10 @@ class EngineLoop:
         self._next_index = 0
         self.num_taken = 0  # arrivals taken from the inbox into the core so far
         self._num_waiting = 0  # as of the last step
+        # of the requests in _live not yet done: running, and waiting (kept as they change
+        # state, not counted over _live each step)
+        self._num_running = 0
+        self._num_queued = 0
         self._draining = False
         self._deadline_s = float("inf")
         self._stopped = threading.Event()
@@ -282,6 +286,7 @@ class EngineLoop:
         now = time.perf_counter()
         for live in arrivals:
             self._live[live.req.index] = live
+            self._num_queued += 1
             self.stats.admitted(live.req.input_tokens)
             self.runner.add(live.req.index, live.gen.prompt_token_ids)
             self.server.arrive(live.req)
@@ -314,12 +319,18 @@ class EngineLoop:
         for chunk in plan.prefills:
             live = self._live.get(chunk.request.index)
             if live is not None:  # a first chunk may start past a prefix-cache hit
+                if not live.running and not live.done:
+                    self._num_queued -= 1
+                    self._num_running += 1
                 live.running = True
                 if live.first_sched_s is None:
                     live.first_sched_s = now
         for r in plan.preempted:
             live = self._live.get(r.index)
             if live is not None:
+                if live.running and not live.done:
+                    self._num_running -= 1
+                    self._num_queued += 1
                 live.running = False
 
     def _deliver(self, tokens: dict[int, int], now: float) -> int:
@@ -357,6 +368,8 @@ class EngineLoop:
                 token: int = -1) -> None:
         """The request's last event: its final token (token >= 0) or its end without one."""
         live.done = True
+        if self._live.get(live.req.index) is live:  # counted (not one left in the inbox)
+            self._uncount(live)
         arrival = live.req.arrival_s
         timing = {
             "arrival_s": arrival,
@@ -382,7 +395,9 @@ class EngineLoop:
             self._pending_abort.add(index)
 
     def _release(self, index: int) -> None:
-        self._live.pop(index, None)
+        live = self._live.pop(index, None)
+        if live is not None and not live.done:  # out of the policy without a last event
+            self._uncount(live)
         self._pending_abort.discard(index)
         self.runner.release(index)
 
@@ -409,14 +424,16 @@ class EngineLoop:
         batch, self._outbox = self._outbox, Batch()
         self.post(batch)
 
+    def _uncount(self, live: _Live) -> None:
+        if live.running:
+            self._num_running -= 1
+        else:
+            self._num_queued -= 1
+
     def _counts(self) -> tuple[int, int]:
-        running = waiting = 0
-        for x in self._live.values():
-            if not x.done:
-                running += x.running
-                waiting += not x.running
-        self._num_waiting = waiting  # read by submit() on other threads (an int: atomic)
-        return running, waiting
+        """(running, waiting) of the requests handed to the core and not done."""
+        self._num_waiting = self._num_queued  # read by submit() on other threads (atomic)
+        return self._num_running, self._num_queued
 
     def _publish_idle(self) -> None:
         kv = self.runner.kv_usage()

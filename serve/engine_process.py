@@ -9,14 +9,19 @@ no other Python thread: the loop reads the parent's commands itself (`receive`: 
 poll of the pipe before each decision, a blocking one while idle), so it never waits for a GIL
 that a receiver thread holds, nor for the wake-up of such a thread.
 
+The two directions are two one-way pipes carrying `FramedPipe` messages: a length and a pickle
+written with one system call, read in bulk (a one-way pipe's write, a Unix socket's and
+`Connection.send_bytes`' cost 30, 62 and 47 us a message after a 4 ms step here:
+`bench/ipc_cost.py`; `Connection.recv_bytes` makes two reads a message).
+
 What crosses the pipe, and how often:
 - parent -> child: commands (`submit` with the request and its arrival time on the system-wide
   `perf_counter` clock, `abort`, `drain`), written by one sender thread from a `SimpleQueue`
   (so a signal handler may `drain` without locks) and batched: whatever queued up goes as one
   message, read by the loop between steps. The sender counts each message in shared memory
   after writing it, so the loop, which looks before each decision, reads the counter there and
-  polls the pipe only when it moved (a system call after each step costs 10-30 us on this VM);
-  while idle it waits in a blocking poll as before;
+  reads the pipe only when it moved, exactly the messages counted (a system call after each
+  step costs 10-30 us on this VM); while idle it waits in a blocking poll;
 - child -> parent: one message per engine step (and per idle wake-up) holding the step's
   tokens (two flat lists of ints: request ids and tokens; requests that end have their last
   event as a tuple), the `LiveStats` calls the loop made (replayed on the parent's `LiveStats`,
@@ -33,12 +38,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue
 import select
 import signal
+import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
@@ -54,6 +62,63 @@ logger = logging.getLogger(__name__)
 # (request id, kind, token, reason, detail, timing): a request's last Event as a tuple
 WireEvent = tuple[int, str, int, "FinishReason | None", str, "dict[str, float | None] | None"]
 UNLIMITED = 1 << 62  # the child's queue bound: the parent applies --max-waiting
+_LENGTH = struct.Struct("!I")  # a message's header: its pickle's length
+
+
+class FramedPipe:
+    """One end of a one-way pipe carrying whole pickled messages (one writer, one reader).
+
+    `send` writes a message's length and pickle with one `os.write` (all of it, even past the
+    pipe's buffer: the write then blocks until the reader takes some); `recv` returns the next
+    message, reading the pipe only when none is left from an earlier read (each read takes all
+    that is there, up to 64 KiB), so a burst of messages costs one system call. The
+    `Connection` it is built on owns the descriptor: multiprocessing hands it to a spawned
+    child and closes it."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.fd = conn.fileno()
+        self._partial = b""  # the start of a message whose rest is still in the pipe
+        self._ready: deque[Any] = deque()  # whole messages read, not yet returned
+
+    def send(self, msg: Any) -> None:
+        """Write one message (OSError: the reader is gone)."""
+        payload = pickle.dumps(msg, pickle.HIGHEST_PROTOCOL)
+        data = _LENGTH.pack(len(payload)) + payload
+        written = os.write(self.fd, data)
+        while written < len(data):  # only past the pipe's buffer (or on a signal)
+            data = data[written:]
+            written = os.write(self.fd, data)
+
+    def recv(self) -> Any:
+        """The next message; blocks until one has come whole (EOFError: the writer is gone)."""
+        while not self._ready:
+            self.read()
+        return self._ready.popleft()
+
+    def pending(self) -> bool:
+        """Whether a whole message is waiting to be returned without a read."""
+        return bool(self._ready)
+
+    def read(self) -> None:
+        """One read of what is in the pipe (blocks until something is); the whole messages
+        in it are kept for `recv`."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            raise EOFError("the pipe's writer is gone")
+        data = self._partial + chunk if self._partial else chunk
+        pos, end = 0, len(data)
+        view = memoryview(data)
+        while end - pos >= 4:
+            (size,) = _LENGTH.unpack_from(data, pos)
+            if end - pos - 4 < size:
+                break
+            self._ready.append(pickle.loads(view[pos + 4:pos + 4 + size]))
+            pos += 4 + size
+        self._partial = data[pos:] if pos < end else b""
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class EngineProcess:
@@ -62,16 +127,18 @@ class EngineProcess:
     def __init__(self, spec: Any, max_waiting: int = 1024) -> None:
         """spec: a `serve.builder.ServeSpec` (built in the child)."""
         ctx = mp.get_context("spawn")  # no fork: torch and threads do not survive a fork
-        self._conn, child_conn = ctx.Pipe()
+        steps_r, steps_w = ctx.Pipe(duplex=False)  # child -> parent: steps, ready, stopped
+        commands_r, commands_w = ctx.Pipe(duplex=False)  # parent -> child: commands
+        self._steps, self._commands_out = FramedPipe(steps_r), FramedPipe(commands_w)
         # messages the sender wrote so far, counted after each write (read by the child)
         self._num_sent = ctx.RawValue("Q", 0)
         root = logging.getLogger()
         fmt = root.handlers[0].formatter._fmt if root.handlers and root.handlers[0].formatter \
             else None  # the child logs as this process does (the CLI's format)
-        self._proc = ctx.Process(target=engine_main, args=(spec, child_conn, root.level, fmt,
-                                                             self._num_sent),
+        self._proc = ctx.Process(target=engine_main, args=(spec, (commands_r, steps_w),
+                                                             root.level, fmt, self._num_sent),
                                  name="batchsim-engine", daemon=True)
-        self._child_conn = child_conn
+        self._child_ends = (commands_r, steps_w)
         self.max_waiting = max_waiting
         self.stats: LiveStats | None = None
         self.post: Post | None = None
@@ -90,12 +157,18 @@ class EngineProcess:
     def boot(self) -> FrontFacts:
         """Start the process and wait until its engines are built (ValueError: one line)."""
         self._proc.start()
-        self._child_conn.close()  # the child's end lives in the child now
-        while not self._conn.poll(0.5):
+        for end in self._child_ends:  # the child's ends live in the child now
+            end.close()
+        while not self._steps.conn.poll(0.5):
             if not self._proc.is_alive():
                 raise RuntimeError(f"the engine process exited while building (exit code "
                                    f"{self._proc.exitcode})")
-        kind, payload = self._conn.recv()
+        try:
+            kind, payload = self._steps.recv()
+        except EOFError:
+            self._proc.join(30)
+            raise RuntimeError(f"the engine process exited while building (exit code "
+                               f"{self._proc.exitcode})") from None
         if kind == "failed":
             self._proc.join(30)
             raise ValueError(payload)
@@ -163,7 +236,7 @@ class EngineProcess:
             commands = [c for c in batch if c is not None]
             try:
                 if commands:
-                    self._conn.send(commands)
+                    self._commands_out.send(commands)
                     self._num_sent.value += 1  # after the write: the child then finds it
             except (OSError, ValueError):  # the child is gone: the reader reports it
                 return
@@ -175,7 +248,7 @@ class EngineProcess:
         clean = False
         while True:
             try:
-                msg = self._conn.recv()
+                msg = self._steps.recv()
             except (EOFError, OSError):
                 break
             if msg[0] == "stopped":
@@ -230,22 +303,23 @@ class _Tag:
 
 
 class _Channel:
-    """The child's side of the pipe (its one thread): `post` sends one message per step with
+    """The child's side of the pipes (its one thread): `post` sends one message per step with
     the events and the statistics; `receive` hands the parent's commands to the loop."""
 
-    def __init__(self, conn: Connection, relay: StatsRelay, num_sent: Any = None) -> None:
-        """num_sent: the parent's count of messages written (a shared `RawValue`; None: poll
-        before every step)."""
-        self.conn = conn
+    def __init__(self, commands: FramedPipe, steps: FramedPipe, relay: StatsRelay,
+                 num_sent: Any = None) -> None:
+        """commands, steps: the pipes from and to the parent; num_sent: the parent's count of
+        messages written (a shared `RawValue`; None: poll before every step)."""
+        self.commands = commands
+        self.steps = steps
         self.relay = relay
         self.loop: Any = None  # the EngineLoop
         self._num_sent = num_sent
-        self._num_seen = 0  # num_sent when the pipe was last polled before a step
+        self._num_applied = 0  # the parent's messages applied so far
         self._gone = False
-        # polled before every step: a poll object made once (Connection.poll builds a
-        # selector per call, ~8x the cost)
+        # a poll object made once (Connection.poll builds a selector per call, ~8x the cost)
         self._poller = select.poll()
-        self._poller.register(conn.fileno(), select.POLLIN)
+        self._poller.register(commands.fd, select.POLLIN)
 
     def post(self, batch: Batch) -> None:
         rids = [s.rid for s, _ in batch.tokens]  # type: ignore[attr-defined]
@@ -259,9 +333,9 @@ class _Channel:
 
     def send(self, msg: Any) -> None:
         try:
-            self.conn.send_bytes(pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))  # = conn.send(msg)
+            self.steps.send(msg)
         except (OSError, ValueError):
-            if not self._gone:  # stop now, as when a poll finds the pipe closed
+            if not self._gone:  # stop now, as when a read finds the pipe closed
                 self._gone = True
                 logger.warning("the HTTP process is gone")
                 if self.loop is not None:
@@ -269,24 +343,27 @@ class _Channel:
 
     def receive(self, timeout_s: float) -> None:
         """Whatever commands came, into the loop; waits up to timeout_s for the first. With
-        timeout 0 (before a step) and the parent's count, the pipe is polled only if the count
-        moved since: every message it counts was written before, so none is missed."""
-        if timeout_s <= 0 and self._num_sent is not None:
-            num_sent = self._num_sent.value
-            if num_sent == self._num_seen:
-                return
-            self._num_seen = num_sent
+        timeout 0 (before a step) and the parent's count, the pipe is read only if the count
+        moved, and then exactly the messages counted: each was written whole before it was
+        counted, so reading them never waits, and none is missed."""
+        pipe = self.commands
         try:
-            if not self._poller.poll(timeout_s * 1e3):
+            if timeout_s <= 0 and self._num_sent is not None:
+                num_sent = self._num_sent.value
+                while self._num_applied < num_sent:
+                    self._apply(pipe.recv())
                 return
-            while True:
-                self._apply(self.conn.recv())
-                if not self._poller.poll(0):
+            if not pipe.pending():
+                if not self._poller.poll(timeout_s * 1e3):
                     return
+                pipe.read()
+            while pipe.pending():
+                self._apply(pipe.recv())
         except (EOFError, OSError):  # the parent is gone: stop now
             self.loop.drain(0.0)
 
     def _apply(self, commands: list[tuple[Any, ...]]) -> None:
+        self._num_applied += 1
         loop = self.loop
         for command in commands:
             kind = command[0]
@@ -303,10 +380,12 @@ class _Channel:
                 loop.drain(command[1])
 
 
-def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
-                log_format: str | None = None, num_sent: Any = None) -> None:
+def engine_main(spec: Any, ends: tuple[Connection, Connection],
+                log_level: int = logging.WARNING, log_format: str | None = None,
+                num_sent: Any = None) -> None:
     """The child: build, report ready (or one failure line), run the loop until drained.
-    num_sent: the parent's shared count of the messages it wrote (see `_Channel.receive`)."""
+    ends: the pipe ends it reads commands from and writes steps to; num_sent: the parent's
+    shared count of the messages it wrote (see `_Channel.receive`)."""
     from batchsim.serve.builder import build_served
     from batchsim.serve.engine_loop import EngineLoop
 
@@ -315,22 +394,24 @@ def engine_main(spec: Any, conn: Connection, log_level: int = logging.WARNING,
     # the parent handles SIGINT/SIGTERM and drains us; a terminal's ^C reaches the whole group
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    commands, steps = FramedPipe(ends[0]), FramedPipe(ends[1])
     try:
         served = build_served(spec)
     except ValueError as e:
-        conn.send(("failed", str(e)))
+        steps.send(("failed", str(e)))
         return
     except Exception as e:  # reported to the parent as one line
-        conn.send(("failed", f"building the engine failed: {type(e).__name__}: {e}"))
+        steps.send(("failed", f"building the engine failed: {type(e).__name__}: {e}"))
         return
     relay = StatsRelay()
-    channel = _Channel(conn, relay, num_sent)
+    channel = _Channel(commands, steps, relay, num_sent)
     loop = EngineLoop(served.policy, served.runner, relay, served.eos_token_id,  # type: ignore[arg-type]
                       UNLIMITED, post=channel.post, receive=channel.receive,
                       **served.loop_options())
     channel.loop = loop
-    conn.send(("ready", served.facts))
+    steps.send(("ready", served.facts))
     loop.run()
     channel.send(("stopped", None if loop.error is None else str(loop.error)))
-    conn.close()
+    steps.close()
+    commands.close()
 
