@@ -28,8 +28,7 @@ from batchsim.serve import engine_process as ep  # noqa: E402
 
 STEP_S = 0.004
 BUSY = bool(os.environ.get("BUSY"))
-_CPUS = sorted(os.sched_getaffinity(0))
-PIN = bool(os.environ.get("PIN")) and len(_CPUS) > 1
+PIN = bool(os.environ.get("PIN"))
 TIMED = {"EngineLoop": ("_deliver", "_flush", "_take_inbox", "_counts", "_started",
                         "_retry_aborts"),
          "Server": ("decide", "end", "begin"), "HostClock": ("read", "runqueue_s", "cpu_s"),
@@ -101,8 +100,8 @@ def child_main(spec: Any, ends: Any, level: int = 30, fmt: str | None = None,
                num_sent: Any = None) -> None:
     import batchsim.serve.builder as builder
 
-    if PIN:
-        os.sched_setaffinity(0, {_CPUS[-1]})
+    if PIN:  # the CPU the parent chose (this process inherited the parent's own by then)
+        os.sched_setaffinity(0, {int(os.environ["SERVE_HOST_ENGINE_CPU"])})
     builder.build_served = _fake_build(builder.build_served)
     if os.environ.get("HTIME"):
         dump = _time_methods(os.environ["HTIME"])
@@ -133,7 +132,11 @@ def main() -> None:
 
     ep.engine_main = child_main  # type: ignore[assignment]  # what the spawned child runs
     if PIN:
-        os.sched_setaffinity(0, {_CPUS[0]})
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("PIN=1 needs two CPUs")
+        os.environ["SERVE_HOST_ENGINE_CPU"] = str(cpus[-1])  # read by the spawned child
+        os.sched_setaffinity(0, {cpus[0]})
     proc = ep.EngineProcess(ServeSpec("continuous", {"max_num_seqs": str(n)},
                                       model="tiny-qwen2"))
     proc.boot()
