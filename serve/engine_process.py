@@ -78,7 +78,7 @@ class FramedPipe:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.fd = conn.fileno()
-        self._partial = b""  # the start of a message whose rest is still in the pipe
+        self._partial = bytearray()  # the start of a message whose rest is still in the pipe
         self._ready: deque[Any] = deque()  # whole messages read, not yet returned
 
     def send(self, msg: Any) -> None:
@@ -106,7 +106,12 @@ class FramedPipe:
         chunk = os.read(self.fd, 1 << 16)
         if not chunk:
             raise EOFError("the pipe's writer is gone")
-        data = self._partial + chunk if self._partial else chunk
+        partial = self._partial
+        if partial:
+            partial += chunk  # in place: a message of many reads costs its size, not its square
+            data: bytes | bytearray = partial
+        else:
+            data = chunk
         pos, end = 0, len(data)
         view = memoryview(data)
         while end - pos >= 4:
@@ -115,7 +120,11 @@ class FramedPipe:
                 break
             self._ready.append(pickle.loads(view[pos + 4:pos + 4 + size]))
             pos += 4 + size
-        self._partial = data[pos:] if pos < end else b""
+        view.release()  # before the bytearray below may shrink
+        if data is partial:
+            del partial[:pos]
+        elif pos < end:
+            self._partial = bytearray(data[pos:])
 
     def close(self) -> None:
         self.conn.close()
