@@ -5,8 +5,8 @@ writes token events; on a machine with few cores that wait is most of the server
 Here the parent (HTTP) process keeps only `EngineProcess`, a handle with the `EngineLoop`'s
 interface (`submit`, `abort`, `drain`, `join`), and a spawned child builds the policy and the
 engines (`serve.builder.build_served`) and runs the `EngineLoop` on its main thread. The child has
-no other Python thread: the loop reads the parent's commands itself (`receive`: a non-blocking
-poll of the pipe before each decision, a blocking one while idle), so it never waits for a GIL
+no other Python thread: the loop reads the parent's commands itself (`receive`: before each decision
+the messages the parent counted, if any; a blocking poll while idle), so it never waits for a GIL
 that a receiver thread holds, nor for the wake-up of such a thread.
 
 The two directions are two one-way pipes carrying `FramedPipe` messages: a length and a pickle
