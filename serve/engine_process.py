@@ -169,11 +169,7 @@ class EngineProcess:
         self._proc.start()
         for end in self._child_ends:  # the child's ends live in the child now
             end.close()
-        while not self._steps.conn.poll(0.5):
-            if not self._proc.is_alive():
-                raise RuntimeError(f"the engine process exited while building (exit code "
-                                   f"{self._proc.exitcode})")
-        try:
+        try:  # the child holds the only write end: if it dies, this read ends
             kind, payload = self._steps.recv()
         except EOFError:
             self._proc.join(30)

@@ -68,9 +68,9 @@ def serve(requests: list[GenerationRequest], kv_tokens: int = 4096, abort: tuple
     mismatches: list[tuple[tuple[int, int], tuple[int, int]]] = []
 
     def post(batch: Batch) -> None:
-        kept = (loop._num_running, loop._num_queued)
-        if kept != recount(loop):
-            mismatches.append((kept, recount(loop)))
+        kept, counted = (loop._num_running, loop._num_queued), recount(loop)
+        if kept != counted:
+            mismatches.append((kept, counted))
         batch.deliver()
 
     loop = EngineLoop(policy, runner, LiveStats("m"), eos_token_id=EOS,  # type: ignore[arg-type]
@@ -209,7 +209,9 @@ def test_the_channel_without_a_count_reads_before_every_step():
 
 def test_framed_messages_survive_partial_reads_and_outgrow_the_pipe_buffer():
     writer, reader, _, _ = pipes()
-    big = ["x" * 1000] * 200  # ~200 KB: more than a pipe holds, and than one read takes
+    # ~200 KB pickled (distinct strings: pickle would write one repeated string once): more
+    # than a pipe holds, and than one read takes
+    big = ["x" * 1000 + str(i) for i in range(200)]
     done: list[Any] = []
     thread = threading.Thread(target=lambda: done.extend(reader.recv() for _ in range(3)))
     thread.start()
